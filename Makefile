@@ -1,0 +1,77 @@
+# syslet-compat — build, test, demo, bench, docs.
+#
+#   make demo    system packages (if missing) + .venv + run the demo
+#   make test    system packages (if missing) + .venv + suite under both backends + docs
+#
+# PYTHON picks the interpreter the venv is made from (default: python3).
+
+SHELL      := /bin/bash
+PYTHON     ?= python3
+VENV       := .venv
+VPY        := $(VENV)/bin/python
+STAMP      := $(VENV)/.installed
+# Per-backend wall-clock cap for one pytest run (keeps `make test` well under 10 min).
+TEST_TIMEOUT ?= 240
+PYTEST_ARGS  ?= -q
+
+# Anything that changes what `pip install -e` builds: packaging metadata and
+# the cffi build scripts, cdefs and C sources of both packages.
+BUILD_INPUTS := pyproject.toml setup.py \
+	$(wildcard */_build.py */_cdef.h */csrc/* */include/*.h)
+
+.PHONY: all deps venv test demo bench docs clean help
+
+all: help
+
+help:
+	@echo "make demo   - install what is missing, build .venv, run the demo"
+	@echo "make test   - install what is missing, build .venv, run tests (io_uring + threadpool), build docs"
+	@echo "make deps   - system packages only (liburing-dev gcc python3-dev python3-venv)"
+	@echo "make venv   - (re)build .venv and the cffi modules when sources change"
+	@echo "make bench  - run the benchmarks"
+	@echo "make docs   - Sphinx HTML into docs/_build/html (warnings are errors)"
+	@echo "make clean  - remove .venv, build products and caches"
+
+deps:
+	@PYTHON='$(PYTHON)' bash scripts/deps.sh
+
+venv: deps $(STAMP)
+
+# Order-only on deps: checked every time, but does not by itself force a rebuild.
+$(STAMP): $(BUILD_INPUTS) | deps
+	@if [ ! -x $(VPY) ]; then \
+		echo "venv: creating $(VENV) with $(PYTHON)"; \
+		$(PYTHON) -m venv $(VENV); \
+	fi
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test,docs]'
+	@touch $@
+
+test: deps venv
+	URING_SHIM_BACKEND=io_uring timeout $(TEST_TIMEOUT) $(VPY) -m pytest $(PYTEST_ARGS)
+	URING_SHIM_BACKEND=threadpool timeout $(TEST_TIMEOUT) $(VPY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory docs
+
+demo: deps venv
+	@if [ -f compat/__main__.py ]; then \
+		echo "+ $(VPY) -m compat demo"; $(VPY) -m compat demo; \
+	elif [ -f uring_shim/__main__.py ]; then \
+		echo "+ $(VPY) -m uring_shim demo"; $(VPY) -m uring_shim demo; \
+	else \
+		echo "demo: neither compat/__main__.py nor uring_shim/__main__.py exists yet" >&2; exit 1; \
+	fi
+
+bench: deps venv
+	$(VPY) bench/bench_shim.py
+	@if [ -f bench/bench_compat.py ]; then \
+		echo "+ $(VPY) bench/bench_compat.py"; $(VPY) bench/bench_compat.py; \
+	fi
+
+docs: venv
+	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info docs/_build .pytest_cache .hypothesis bench/_build
+	rm -f uring_shim/_liburing.c compat/_engine.c
+	find uring_shim compat -name '*.so' -delete -o -name '*.o' -delete
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

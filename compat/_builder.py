@@ -1,0 +1,327 @@
+"""The builder layer: a context with its own head and ring, atoms and
+variables laid out in an arena of real memory, and a small chain builder."""
+import errno
+import os
+
+from . import _core
+from ._abi import (ATOM_SIZE, SYSLET_FLAGS_ALL)
+from ._syscalls import NR
+
+_ffi = _core.ffi
+_M64 = 0xFFFFFFFFFFFFFFFF
+
+
+class Arena:
+    """Bump allocator over one block of C memory that lives as long as the
+    arena (and therefore as long as its :class:`Context`)."""
+
+    def __init__(self, size=1 << 16):
+        self._blocks = []
+        self._size = size
+        self._new_block(size)
+
+    def _new_block(self, size):
+        blk = _ffi.new("char[]", size)
+        self._blocks.append(blk)
+        self._base = int(_ffi.cast("uintptr_t", blk))
+        self._off = 0
+        self._cap = size
+
+    def alloc(self, n, align=8):
+        """Zeroed memory for ``n`` bytes; returns its address."""
+        off = (self._off + align - 1) & ~(align - 1)
+        if off + n > self._cap:
+            self._new_block(max(self._size, n + align))
+            off = 0
+        self._off = off + n
+        return self._base + off
+
+
+class Var:
+    """One native word in the arena: an argument cell or a result cell."""
+
+    __slots__ = ("addr",)
+
+    def __init__(self, addr):
+        self.addr = addr
+
+    @property
+    def value(self):
+        """The word as a signed integer."""
+        return _core.peek_word(self.addr)
+
+    @value.setter
+    def value(self, v):
+        _core.poke(self.addr, (v & _M64).to_bytes(8, "little"))
+
+    def __repr__(self):
+        return f"Var(0x{self.addr:x}, value={self.value})"
+
+
+class Buffer:
+    """A byte buffer in the arena.  Its address is passed as an argument."""
+
+    __slots__ = ("addr", "size")
+
+    def __init__(self, addr, size):
+        self.addr = addr
+        self.size = size
+
+    def read(self, n=None):
+        """The first ``n`` bytes (all by default) as bytes."""
+        return _core.peek(self.addr, self.size if n is None else min(n, self.size))
+
+    def write(self, data, offset=0):
+        """Copies ``data`` into the buffer at ``offset``."""
+        if offset + len(data) > self.size:
+            raise ValueError("data does not fit the buffer")
+        _core.poke(self.addr + offset, bytes(data))
+
+    def __len__(self):
+        return self.size
+
+
+class Atom:
+    """One ``struct syslet_uatom`` in the arena.  ``ret`` is its result cell
+    (a :class:`Var`) or None."""
+
+    def __init__(self, ctx, addr, ret):
+        self._ctx = ctx
+        self.addr = addr
+        self.ret = ret
+
+    def _get(self, off):
+        return _core.peek_word(self.addr + off) & _M64
+
+    def _set(self, off, v):
+        _core.poke(self.addr + off, (v & _M64).to_bytes(8, "little"))
+
+    @property
+    def flags(self):
+        """The SYSLET_* flags word."""
+        return self._get(0)
+
+    @flags.setter
+    def flags(self, v):
+        self._set(0, v)
+
+    @property
+    def nr(self):
+        """The system call number."""
+        return self._get(8)
+
+    @property
+    def next(self):
+        """The next atom (an :class:`Atom`), or None."""
+        a = self._get(24)
+        return self._ctx.atom_at(a) if a else None
+
+    @next.setter
+    def next(self, atom):
+        self._set(24, atom.addr if atom is not None else 0)
+
+    @property
+    def result(self):
+        """The value stored through ``ret_ptr`` (None without a result cell)."""
+        return None if self.ret is None else self.ret.value
+
+    def __repr__(self):
+        return f"Atom(0x{self.addr:x}, nr={self.nr}, flags=0x{self.flags:x})"
+
+
+class Chain:
+    """Builds atoms linked by ``next`` in the order they are added.
+
+    ``chain.<syscall name>(*args, ret=None, flags=0)`` appends one atom, e.g.
+    ``chain.read(fd, buf, 4096, ret=n)``.  Arguments may be ints (a constant
+    cell is allocated), :class:`Var` (passed by pointer: its value is read
+    when the atom runs), :class:`Buffer` or :class:`Atom` (their address), or
+    bytes (copied NUL-terminated into the arena; its address is passed).
+    Atoms are laid out contiguously, so SYSLET_SKIP_TO_NEXT_ON_STOP lands on
+    the atom added after it.
+    """
+
+    def __init__(self, ctx):
+        self._ctx = ctx
+        self.atoms = []
+
+    @property
+    def head(self):
+        """The first atom."""
+        return self.atoms[0]
+
+    @property
+    def tail(self):
+        """The last atom added."""
+        return self.atoms[-1]
+
+    def atom(self, nr, *args, ret=None, flags=0, link=True):
+        """Appends an atom for system call ``nr``; ``ret=True`` allocates a
+        fresh result cell, a :class:`Var` uses that one.  With ``link``
+        the previous atom's ``next`` points at it."""
+        if len(args) > 6:
+            raise ValueError("a system call takes at most 6 arguments")
+        if flags & ~SYSLET_FLAGS_ALL:
+            raise ValueError(f"unknown flag bits 0x{flags & ~SYSLET_FLAGS_ALL:x}")
+        a = self._ctx._new_atom(nr, args, ret, flags)
+        if link and self.atoms:
+            self.atoms[-1].next = a
+        self.atoms.append(a)
+        return a
+
+    def loop_to(self, atom):
+        """Points the last atom's ``next`` back at ``atom`` (a loop)."""
+        self.tail.next = atom
+        return self
+
+    def __getattr__(self, name):
+        if name.startswith("_") or name not in NR:
+            raise AttributeError(name)
+        nr = NR[name]
+
+        def add(*args, ret=None, flags=0, link=True):
+            return self.atom(nr, *args, ret=ret, flags=flags, link=link)
+
+        add.__name__ = name
+        return add
+
+
+class Context:
+    """A syslet context of its own: an engine, a registered head and ring.
+
+    ``backend``: ``'io_uring'``, ``'threadpool'``, ``'reference'`` (the
+    sequential interpreter) or None for ``uring_shim.backend()``.
+    ``ring_slots``: completion ring size.  ``max_threads``: the head's
+    ``max_nr_threads`` (-1 = implementation default, 0 = always synchronous).
+    """
+
+    def __init__(self, backend=None, ring_slots=256, max_threads=-1, arena_size=1 << 16):
+        if backend == "reference":
+            from ._reference import Reference
+            self.engine = Reference()
+        else:
+            self.engine = _core.Engine(backend)
+        self.backend = self.engine.backend
+        self.arena = Arena(arena_size)
+        self._atoms = {}
+        self._consumer = 0
+        self.ring_slots = ring_slots
+        self.ring_addr = self.arena.alloc(8 * ring_slots)
+        self.engine.register(self.ring_addr, 8 * ring_slots, max_threads)
+        self._registered = True
+
+    # -- memory -----------------------------------------------------------
+    def var(self, value=0):
+        """A new native word holding ``value``."""
+        v = Var(self.arena.alloc(8))
+        if value:
+            v.value = value
+        return v
+
+    def buffer(self, size):
+        """A new zeroed buffer of ``size`` bytes."""
+        return Buffer(self.arena.alloc(max(size, 1), 16), size)
+
+    def cstring(self, data):
+        """Copies bytes (or str, UTF-8) NUL-terminated into the arena; returns the address."""
+        if isinstance(data, str):
+            data = data.encode()
+        addr = self.arena.alloc(len(data) + 1, 1)
+        _core.poke(addr, bytes(data) + b"\0")
+        return addr
+
+    def _cell(self, arg):
+        if isinstance(arg, Var):
+            return arg.addr
+        if isinstance(arg, (Buffer, Atom)):
+            return self.var(arg.addr).addr
+        if isinstance(arg, (bytes, bytearray, str)):
+            return self.var(self.cstring(arg)).addr
+        if isinstance(arg, int):
+            return self.var(arg).addr
+        raise TypeError(f"cannot pass {type(arg).__name__} as a syslet argument")
+
+    def _new_atom(self, nr, args, ret, flags):
+        addr = self.arena.alloc(ATOM_SIZE, 8)
+        if ret is True:
+            ret = self.var()
+        cells = [self._cell(a) for a in args]
+        words = [flags, nr, ret.addr if ret is not None else 0, 0] + cells + [0] * (6 - len(cells)) + [0]
+        _core.poke(addr, b"".join((w & _M64).to_bytes(8, "little") for w in words))
+        a = Atom(self, addr, ret)
+        self._atoms[addr] = a
+        return a
+
+    def chain(self):
+        """A new, empty :class:`Chain`."""
+        return Chain(self)
+
+    def atom_at(self, addr):
+        """The :class:`Atom` built here at ``addr`` (KeyError otherwise)."""
+        return self._atoms[addr]
+
+    # -- running ------------------------------------------------------------
+    def exec(self, chain):
+        """Runs a chain (or an :class:`Atom`).  Returns the final atom when the
+        syslet completed synchronously, None when it went async (see
+        :meth:`wait`).  Raises OSError with the errno of async_exec."""
+        head = chain.head if isinstance(chain, Chain) else chain
+        r = self.engine.exec(head.addr)
+        return self._atoms.get(r) if r else None
+
+    def exec_many(self, chains):
+        """Runs several syslets with shared io_uring submissions.  Returns a
+        list: the final atom, None (went async) or an OSError instance."""
+        heads = [(c.head if isinstance(c, Chain) else c).addr for c in chains]
+        out = []
+        for r in self.engine.exec_batch(heads):
+            if r < 0:
+                out.append(OSError(-r, os.strerror(-r)))
+            else:
+                out.append(self._atoms.get(r) if r else None)
+        return out
+
+    def reap(self):
+        """Takes every published final atom out of the ring (oldest first)."""
+        out = []
+        for _ in range(self.ring_slots):
+            slot = self.ring_addr + 8 * self._consumer
+            v = _core.peek_word(slot) & _M64
+            if not v:
+                break
+            _core.poke(slot, bytes(8))
+            self._consumer = (self._consumer + 1) % self.ring_slots
+            out.append(self._atoms.get(v, v))
+        return out
+
+    def wait(self, min_events=1, timeout=None):
+        """Waits for ``min_events`` ring entries, then reaps them all.
+        Returns the list of final atoms (possibly empty after ``timeout``)."""
+        self.engine.wait(min_events, timeout)
+        return self.reap()
+
+    def counters(self):
+        """The engine's counters (a dict)."""
+        return self.engine.counters()
+
+    def close(self):
+        """Drains in-flight syslets, unregisters and closes the engine.  Idempotent."""
+        if self._registered:
+            self._registered = False
+            while True:     # drain; entries nobody reaps are dropped here
+                try:
+                    self.engine.unregister(self.ring_addr, 8 * self.ring_slots, timeout=0.05)
+                    break
+                except OSError as e:
+                    if e.errno in (errno.EBADF, errno.ECHILD):
+                        break
+                    if e.errno != errno.ETIME:
+                        raise
+                    self.reap()
+        self.engine.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

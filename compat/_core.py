@@ -1,0 +1,229 @@
+"""Executors: the C engine (io_uring or pool-only) behind one small class.
+
+Only this module touches ``compat._engine``'s ``ffi``/``lib``.
+"""
+import errno
+import os
+import threading
+
+from . import _engine
+from ._abi import AHU_SIZE
+
+ffi = _engine.ffi
+lib = _engine.lib
+
+__version__ = "0.1.0"
+
+_v = ffi.string(lib.sl_version()).decode()
+if _v != __version__:
+    raise ImportError(
+        f"compat._engine is a stale build (C says {_v}, Python expects {__version__}); "
+        "rebuild with `make venv` or `pip install -e .`")
+
+#: Counter names, in struct sl_counters order.
+COUNTERS = (
+    "syslets_sync", "syslets_async", "atoms_uring", "atoms_inline", "atoms_pool",
+    "atoms_nowait", "segments", "enters", "overstops", "ring_full_waits", "published",
+    "pool_batches", "faults",
+)
+
+_WAIT_SLICE_NS = 50_000_000
+
+
+def _oserror(neg, what):
+    e = -neg
+    return OSError(e, os.strerror(e), what)
+
+
+def peek(addr, n):
+    """Copies ``n`` bytes of user memory at ``addr``; OSError(EFAULT) when unreadable."""
+    buf = ffi.new("char[]", max(n, 1))
+    r = lib.sl_peek(addr, buf, n)
+    if r < 0:
+        raise _oserror(r, "peek")
+    return ffi.buffer(buf, n)[:]
+
+
+def poke(addr, data):
+    """Writes ``data`` to user memory at ``addr``; OSError(EFAULT) when unwritable."""
+    r = lib.sl_poke(addr, ffi.from_buffer(data), len(data))
+    if r < 0:
+        raise _oserror(r, "poke")
+
+
+def peek_word(addr):
+    """Reads one native word (signed); OSError(EFAULT) when unreadable."""
+    return int.from_bytes(peek(addr, 8), "little", signed=True)
+
+
+def umem_add(addr, inc):
+    """Atomically adds ``inc`` to the native word at ``addr`` and returns the
+    new value (unsigned).  Raises OSError(EFAULT) on a bad pointer."""
+    err = ffi.new("int *")
+    v = lib.sl_umem_add(addr, inc & 0xFFFFFFFFFFFFFFFF, err)
+    if err[0]:
+        raise _oserror(err[0], "umem_add")
+    return v & 0xFFFFFFFFFFFFFFFF
+
+
+def _resolve_backend(backend):
+    if backend is None or backend == "auto":
+        import uring_shim
+        backend = uring_shim.backend()
+    if backend not in ("io_uring", "threadpool"):
+        raise ValueError(f"backend must be 'io_uring', 'threadpool' or 'auto', not {backend!r}")
+    return backend
+
+
+class Engine:
+    """One syslet context on the C engine (a ``compat`` engine instance).
+
+    ``backend`` is ``'io_uring'``, ``'threadpool'`` or ``None``/``'auto'``
+    (``uring_shim.backend()``).  If io_uring setup fails the engine runs on
+    the pool and :attr:`backend` says so.  Use as a context manager or call
+    :meth:`close`; closing cancels running syslets (loops stop before their
+    next atom) and joins every thread.
+    """
+
+    def __init__(self, backend=None, sq_entries=256):
+        want = _resolve_backend(backend)
+        err = ffi.new("int *")
+        self._c = lib.sl_ctx_new(1 if want == "io_uring" else 0, sq_entries, err)
+        if self._c == ffi.NULL:
+            raise _oserror(err[0], "sl_ctx_new")
+        self.backend = "io_uring" if lib.sl_ctx_backend(self._c) else "threadpool"
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        if os.environ.get("SYSLET_COMPAT_TRACE") == "1":
+            lib.sl_set_trace(self._c, 1)
+
+    # -- the five calls -------------------------------------------------
+    def register(self, ring_addr, ring_bytes, max_threads=-1):
+        """Registers a completion ring; raw-ABI semantics (EINVAL, EBUSY, EFAULT)."""
+        r = lib.sl_register(self._cp(), ring_addr, ring_bytes, max_threads & 0xFFFFFFFFFFFFFFFF)
+        if r < 0:
+            raise _oserror(r, "async_register")
+        return 0
+
+    def exec(self, atom_addr):
+        """Runs a syslet: the final atom's address, or 0 when it went async."""
+        r = lib.sl_exec(self._cp(), atom_addr)
+        if r < 0:
+            raise _oserror(r, "async_exec")
+        return r
+
+    def exec_batch(self, atom_addrs):
+        """Runs several syslets with shared submissions.  Returns one entry per
+        syslet: the final atom address, 0 (went async) or a negative errno."""
+        n = len(atom_addrs)
+        arr = ffi.new("uint64_t[]", atom_addrs)
+        res = ffi.new("int64_t[]", n)
+        r = lib.sl_exec_batch(self._cp(), arr, n, res)
+        if r < 0:
+            raise _oserror(r, "exec_batch")
+        return list(res)
+
+    def wait(self, min_events, timeout=None):
+        """Blocks until ``min_events`` unconsumed ring entries exist.  Python
+        signal handlers run while waiting (their exceptions propagate).
+        Returns True, or False when ``timeout`` seconds passed."""
+        c = self._cp()
+        if timeout is None:
+            while True:
+                r = lib.sl_wait(c, min_events, _WAIT_SLICE_NS)
+                if r == 0:
+                    return True
+                if r != -errno.ETIME:
+                    raise _oserror(r, "async_wait")
+        import time
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            r = lib.sl_wait(c, min_events, int(max(0, min(left, 0.05)) * 1e9))
+            if r == 0:
+                return True
+            if r != -errno.ETIME:
+                raise _oserror(r, "async_wait")
+            if left <= 0:
+                return False
+
+    def unregister(self, ring_addr, ring_bytes, timeout=None):
+        """Drains every in-flight syslet (published) then forgets the ring."""
+        c = self._cp()
+        r = lib.sl_unregister(c, ring_addr, ring_bytes, -1 if timeout is None else int(timeout * 1e9))
+        if r < 0:
+            raise _oserror(r, "async_unregister")
+        return 0
+
+    # -- observability ---------------------------------------------------
+    def counters(self):
+        """A dict of the counters (see :data:`COUNTERS`)."""
+        out = ffi.new("struct sl_counters *")
+        lib.sl_get_counters(self._cp(), out)
+        return {k: getattr(out, k) for k in COUNTERS}
+
+    def ring_count(self):
+        """Unconsumed (non-NULL) ring slots."""
+        r = lib.sl_ring_count(self._cp())
+        if r < 0:
+            raise _oserror(r, "ring_count")
+        return r
+
+    def inflight(self):
+        """Syslets that went async and have not finished."""
+        return lib.sl_inflight(self._cp())
+
+    def threads(self):
+        """Threads this engine has started (pool workers + driver)."""
+        return lib.sl_threads(self._cp())
+
+    def set_trace(self, on):
+        """Print each chain's plan on stderr (also SYSLET_COMPAT_TRACE=1)."""
+        lib.sl_set_trace(self._cp(), 1 if on else 0)
+
+    def set_budget(self, max_atoms):
+        """Per-syslet atom budget (0 = off): the atom that would exceed it is
+        not run, -ELOOP is stored through its ret_ptr and it becomes final."""
+        lib.sl_set_budget(self._cp(), max_atoms)
+
+    def cancel(self):
+        """Stops every running syslet before its next atom (-ECANCELED)."""
+        lib.sl_cancel_all(self._cp())
+
+    # -- lifetime -----------------------------------------------------------
+    def _cp(self):
+        c = self._c
+        if c is None:
+            raise OSError(errno.EBADF, "engine is closed")
+        if self._pid != os.getpid():
+            raise OSError(errno.ECHILD, "engine belongs to the parent process")
+        return c
+
+    def close(self, cancel=True):
+        """Stops the driver and pool (cancelling loops when ``cancel``), joins
+        their threads, frees the ring.  Idempotent."""
+        with self._lock:
+            c, self._c = self._c, None
+        if c is not None and self._pid == os.getpid():
+            lib.sl_ctx_free(c, 1 if cancel else 0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        if getattr(self, "_c", None) is not None:
+            import warnings
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self)
+            self.close()
+
+
+def read_head(ahu_addr, size):
+    """Reads a ``struct async_head_user``: (ring, ring_size_bytes, max_nr_threads)."""
+    if size != AHU_SIZE:
+        raise OSError(errno.EINVAL, "async_head_user size must be 24")
+    raw = peek(ahu_addr, AHU_SIZE)
+    return (int.from_bytes(raw[0:8], "little"), int.from_bytes(raw[8:16], "little"),
+            int.from_bytes(raw[16:24], "little"))

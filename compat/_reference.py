@@ -1,0 +1,186 @@
+"""The reference interpreter: SYSLET_SPEC.md section 2 executed literally,
+strictly sequentially, with plain system calls in the calling thread.
+
+It is the oracle the engines are tested against.  It never goes async, so it
+never publishes ring entries (spec section 3: a syslet that completes without
+blocking publishes nothing).  User memory is read and written only through the
+guarded accessors, so wild pointers give EFAULT, never a crash.
+"""
+import ctypes
+import errno
+
+from . import _core
+from ._abi import (ATOM_SIZE, REFUSED, SYSLET_ASYNC, SYSLET_FLAGS_ALL, SYSLET_SKIP_TO_NEXT_ON_STOP,
+                   SYSLET_STOP_ON_NEGATIVE, SYSLET_STOP_ON_NON_POSITIVE, SYSLET_STOP_ON_NONZERO,
+                   SYSLET_STOP_ON_ZERO, SYSLET_SYNC, __NR_umem_add)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+_syscall.argtypes = [ctypes.c_long] * 7
+
+_M64 = 0xFFFFFFFFFFFFFFFF
+
+
+def _signed(v):
+    return v - (1 << 64) if v & (1 << 63) else v
+
+
+def _word(addr):
+    return _core.peek_word(addr) & _M64
+
+
+def raw_syscall(nr, args):
+    """syscall(nr, *args) with the raw kernel convention (-errno on failure)."""
+    cargs = [ctypes.c_long(_signed(a & _M64)) for a in args]
+    r = _syscall(ctypes.c_long(_signed(nr & _M64)), *cargs)
+    if r == -1:
+        e = ctypes.get_errno()
+        if e:
+            return -e
+    return r
+
+
+def stop_holds(flags, r):
+    """The stop test of spec section 2 step 5 (any set STOP bit)."""
+    return bool((flags & SYSLET_STOP_ON_NONZERO and r != 0)
+                or (flags & SYSLET_STOP_ON_ZERO and r == 0)
+                or (flags & SYSLET_STOP_ON_NEGATIVE and r < 0)
+                or (flags & SYSLET_STOP_ON_NON_POSITIVE and r <= 0))
+
+
+class Reference:
+    """A syslet context that runs every syslet synchronously, atom by atom."""
+
+    backend = "reference"
+
+    def __init__(self):
+        self._head = None
+        self.budget = 0
+        self._counters = dict.fromkeys(_core.COUNTERS, 0)
+
+    def register(self, ring_addr, ring_bytes, max_threads=-1):
+        if ring_bytes == 0 or ring_bytes % 8 or ring_addr % 8:
+            raise OSError(errno.EINVAL, "ring_size_bytes must be a positive multiple of 8")
+        if self._head is not None:
+            raise OSError(errno.EBUSY, "a head is already registered")
+        try:
+            _core.peek(ring_addr, 8)
+        except OSError:
+            raise OSError(errno.EFAULT, "ring memory unreadable") from None
+        self._head = (ring_addr, ring_bytes)
+        return 0
+
+    def unregister(self, ring_addr, ring_bytes, timeout=None):
+        if self._head != (ring_addr, ring_bytes):
+            raise OSError(errno.EINVAL, "no such head")
+        self._head = None
+        return 0
+
+    def wait(self, min_events, timeout=None):
+        if self._head is None:
+            raise OSError(errno.EINVAL, "no head registered")
+        return self.ring_count() >= min_events
+
+    def ring_count(self):
+        addr, size = self._head
+        return sum(1 for i in range(size // 8) if _word(addr + 8 * i))
+
+    def counters(self):
+        return dict(self._counters)
+
+    def exec_batch(self, atoms):
+        out = []
+        for a in atoms:
+            try:
+                out.append(self.exec(a))
+            except OSError as e:
+                out.append(-e.errno)
+        return out
+
+    def exec(self, atom_addr):
+        if self._head is None:
+            raise OSError(errno.EINVAL, "no head registered")
+        try:
+            flags = _word(atom_addr)
+        except OSError:
+            raise OSError(errno.EFAULT, "first atom unreadable") from None
+        if flags & SYSLET_ASYNC and flags & SYSLET_SYNC:
+            raise OSError(errno.EINVAL, "SYSLET_ASYNC and SYSLET_SYNC together")
+        if flags & ~SYSLET_FLAGS_ALL:
+            raise OSError(errno.EINVAL, "unknown flag bits on the first atom")
+        self._counters["syslets_sync"] += 1
+        final = self.run(atom_addr)
+        return final
+
+    def run(self, u):
+        """Runs the syslet at ``u``; returns the final atom's address."""
+        final = 0
+        executed = 0
+        while u:
+            # 1. read the atom
+            try:
+                words = [_word(u + 8 * i) for i in range(10)]
+            except OSError:
+                break                       # unreadable: last executed is final
+            flags, nr, ret_ptr, nxt = words[0:4]
+            arg_ptrs = words[4:10]
+            if self.budget and executed >= self.budget:
+                if ret_ptr:
+                    try:
+                        _core.poke(ret_ptr, (-errno.ELOOP & _M64).to_bytes(8, "little"))
+                    except OSError:
+                        pass
+                return u
+            # 2. read the argument words now
+            args = [0] * 6
+            r = None
+            for i, p in enumerate(arg_ptrs):
+                if not p:
+                    break
+                try:
+                    args[i] = _word(p)
+                except OSError:
+                    r = -errno.EFAULT
+                    break
+            # 3. execute
+            if r is None:
+                if flags & ~SYSLET_FLAGS_ALL:
+                    r = -errno.EINVAL
+                elif nr == __NR_umem_add:
+                    try:
+                        r = _signed(_core.umem_add(args[0], args[1]))
+                    except OSError:
+                        r = -errno.EFAULT
+                elif nr in REFUSED:
+                    r = -errno.EINVAL
+                else:
+                    r = raw_syscall(nr, args)
+                self._counters["atoms_inline"] += 1
+            executed += 1
+            final = u
+            # 4. store before testing
+            if ret_ptr:
+                try:
+                    _core.poke(ret_ptr, (r & _M64).to_bytes(8, "little"))
+                except OSError:
+                    break
+            # 5./6. stop test and successor
+            if stop_holds(flags, r):
+                if flags & SYSLET_SKIP_TO_NEXT_ON_STOP:
+                    u = (u + ATOM_SIZE) & _M64
+                    continue
+                break
+            u = nxt
+        if not final:
+            raise OSError(errno.EFAULT, "first atom unreadable")
+        return final
+
+    def close(self, cancel=True):
+        self._head = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,1346 @@
+/* The syslet v1 engine.  See engine.h and docs/translation.md.
+ *
+ * One mutex per context guards all engine state (syslet table, liburing's
+ * submission and completion sides, the ring producer index).  Kernel waits
+ * (us_wait / us_pool_wait) happen without it.  Only the driver thread waits
+ * in the kernel; callers that must wait (SYSLET_SYNC, unregister) sleep on
+ * the context's condition variable and are woken by the driver.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+#include <liburing.h>
+#include "shim.h"
+#include "engine.h"
+#include "guard.h"
+
+/* ---- ABI v1 ------------------------------------------------------------ */
+#define ATOM_SIZE 88
+#define F_ASYNC 0x01
+#define F_SYNC 0x02
+#define F_NO_COMPLETE 0x04
+#define F_STOP_NONZERO 0x08
+#define F_STOP_ZERO 0x10
+#define F_STOP_NEGATIVE 0x20
+#define F_STOP_NONPOS 0x40
+#define F_STOP_MASK 0x78
+#define F_SKIP 0x80
+#define F_ALL 0xff
+
+#define NR_ASYNC_REGISTER 1000
+#define NR_UMEM_ADD 1004
+
+#define SL_MAXSEG 64
+#define UD_POOL 0xff
+
+enum { K_URING = 1, K_INLINE, K_POOL, K_REFUSED, K_UMEM };
+enum { ST_FREE = 0, ST_READY, ST_URING, ST_POOL, ST_DONE };
+
+struct member {
+    uint64_t atom, flags, nr, ret_ptr, next;
+    int64_t args[6];
+    int64_t result;
+    int64_t partial;        /* bytes done by a NOWAIT attempt, -1 none */
+    uint8_t op, sqe_flags, transfer, done;
+};
+
+struct syslet {
+    uint32_t slot, gen;
+    uint64_t cur;           /* next atom to run, 0 = end */
+    uint64_t final;         /* last executed atom */
+    uint64_t final_flags;
+    uint64_t natoms;
+    uint8_t async, in_caller, state, force_async, err_first, queued;
+    unsigned nseg, nreaped;
+    struct member seg[SL_MAXSEG];
+    struct us_job job;
+    struct member pm;       /* the atom on the pool */
+    struct syslet *qnext;
+};
+
+struct sl_ctx {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;          /* progress: publishes, syslets done */
+    pthread_cond_t dcv;         /* driver: work to do */
+    int backend;                /* 1: io_uring; 0: pool only */
+    struct io_uring ring;
+    int ring_ok;
+    struct us_pool *pool;
+    unsigned pool_max;
+    int registered;
+    uint64_t ring_addr, ring_bytes, nslots, prod, max_threads;
+    int sync_only;              /* max_nr_threads == 0 */
+    struct syslet **tab;
+    uint32_t tab_cap, tab_used;
+    uint32_t *free_ids;
+    uint32_t nfree;
+    unsigned inflight;          /* async syslets not yet finished */
+    struct syslet *ready_head, *ready_tail;
+    uint64_t *pubq;             /* finished atoms waiting for a ring slot */
+    unsigned pubq_cap, pubq_head, pubq_n;
+    int pub_blocked;
+    unsigned sqes_pending;
+    struct us_job **jobs;
+    unsigned njobs, jobs_cap;
+    pthread_t driver;
+    int driver_started, stop, cancel;
+    uint64_t budget;
+    int trace;
+    struct sl_counters cnt;
+    pid_t pid;
+    unsigned threads_hint;
+};
+
+const char *sl_version(void) { return SL_VERSION; }
+
+/* ---- syscall classification ------------------------------------------ */
+
+static int is_refused(uint64_t nr)
+{
+    switch (nr) {
+    case 15:  /* rt_sigreturn */
+    case 56:  /* clone */
+    case 57:  /* fork */
+    case 58:  /* vfork */
+    case 59:  /* execve */
+    case 60:  /* exit */
+    case 231: /* exit_group */
+    case 322: /* execveat */
+    case 435: /* clone3 */
+    case 1000: case 1001: case 1002: case 1003:
+        return 1;
+    }
+    return 0;
+}
+
+/* Calls that never sleep: run in place. */
+static int never_blocks(uint64_t nr, const int64_t *a)
+{
+    switch (nr) {
+    case 39: case 186: case 110: case 102: case 104: case 107: case 108:
+    case 8:   /* lseek */
+    case 32: case 33: case 292: /* dup, dup2, dup3 */
+    case 5:   /* fstat */
+    case 95:  /* umask */
+    case 79:  /* getcwd */
+    case 228: case 96: case 201: /* clock_gettime, gettimeofday, time */
+    case 63:  /* uname */
+    case 22: case 293: /* pipe, pipe2 */
+    case 24:  /* sched_yield */
+    case 97: case 98: case 99: /* getrlimit, getrusage, sysinfo */
+    case 121: case 111: case 124: /* getpgid, getpgrp, getsid */
+        return 1;
+    case 72:  /* fcntl: only the commands that cannot wait */
+        switch (a[1]) {
+        case F_DUPFD: case F_GETFD: case F_SETFD: case F_GETFL: case F_SETFL:
+        case F_DUPFD_CLOEXEC:
+            return 1;
+        }
+        return 0;
+    }
+    return 0;
+}
+
+/* Does nr have an exact io_uring translation here?  Fills op/transfer. */
+static int uring_op(struct member *m)
+{
+    const int64_t *a = m->args;
+    m->transfer = 0;
+    switch (m->nr) {
+    case 0: case 1: /* read, write at the file position */
+        if ((uint64_t)a[2] > 0x7ffff000)
+            return 0;
+        m->op = m->nr == 0 ? IORING_OP_READ : IORING_OP_WRITE;
+        m->transfer = 1;
+        return 1;
+    case 17: case 18: /* pread64, pwrite64 */
+        if ((uint64_t)a[2] > 0x7ffff000 || a[3] < 0)
+            return 0;
+        m->op = m->nr == 17 ? IORING_OP_READ : IORING_OP_WRITE;
+        m->transfer = 1;
+        return 1;
+    case 2: case 257: { /* open, openat */
+        uint64_t path = m->nr == 2 ? (uint64_t)a[0] : (uint64_t)a[1];
+        uint64_t len;
+        if (m->nr == 257 && (a[0] < INT32_MIN || a[0] > INT32_MAX))
+            return 0;
+        /* The kernel copies the path at submission; a bad one would fail
+         * the whole segment, so such atoms run natively. */
+        if (g_strnlen(path, 4096, &len) || len >= 4096)
+            return 0;
+        m->op = IORING_OP_OPENAT;
+        return 1;
+    }
+    case 3:
+        m->op = IORING_OP_CLOSE;
+        return 1;
+    case 74: case 75:
+        m->op = IORING_OP_FSYNC;
+        return 1;
+    }
+    return 0;
+}
+
+static void member_desc(const struct member *m, struct us_desc *d, uint64_t ud)
+{
+    const int64_t *a = m->args;
+    memset(d, 0, sizeof *d);
+    d->opcode = m->op;
+    d->flags = m->sqe_flags;
+    d->user_data = ud;
+    switch (m->nr) {
+    case 0: case 1:
+        d->fd = (int32_t)a[0];
+        d->addr = (uint64_t)a[1];
+        d->len = (uint32_t)a[2];
+        d->off = (uint64_t)-1;
+        break;
+    case 17: case 18:
+        d->fd = (int32_t)a[0];
+        d->addr = (uint64_t)a[1];
+        d->len = (uint32_t)a[2];
+        d->off = (uint64_t)a[3];
+        break;
+    case 2:
+        d->fd = AT_FDCWD;
+        d->addr = (uint64_t)a[0];
+        d->op_flags = (uint32_t)a[1];
+        d->len = (uint32_t)a[2];
+        break;
+    case 257:
+        d->fd = (int32_t)a[0];
+        d->addr = (uint64_t)a[1];
+        d->op_flags = (uint32_t)a[2];
+        d->len = (uint32_t)a[3];
+        break;
+    case 3: case 74:
+        d->fd = (int32_t)a[0];
+        break;
+    case 75:
+        d->fd = (int32_t)a[0];
+        d->op_flags = IORING_FSYNC_DATASYNC;
+        break;
+    }
+    if (m->partial > 0) {   /* remainder of a short NOWAIT read */
+        d->addr += (uint64_t)m->partial;
+        d->len -= (uint32_t)m->partial;
+        if (d->off != (uint64_t)-1)
+            d->off += (uint64_t)m->partial;
+    }
+}
+
+static int stop_holds(uint64_t flags, int64_t r)
+{
+    if ((flags & F_STOP_NONZERO) && r != 0) return 1;
+    if ((flags & F_STOP_ZERO) && r == 0) return 1;
+    if ((flags & F_STOP_NEGATIVE) && r < 0) return 1;
+    if ((flags & F_STOP_NONPOS) && r <= 0) return 1;
+    return 0;
+}
+
+/* Link flag for m when the segment continues after it, or 0 = end here.
+ * IO_LINK is used only when every syslet stop outcome also severs the link. */
+static int link_flag(const struct member *m)
+{
+    uint64_t s = m->flags & F_STOP_MASK;
+    if (!s)
+        return IOSQE_IO_HARDLINK;
+    if (m->flags & F_SKIP)
+        return 0;
+    if (m->transfer) {
+        if ((m->args[2] != 0 && !(s & ~(uint64_t)(F_STOP_NEGATIVE | F_STOP_ZERO | F_STOP_NONPOS))) ||
+            s == F_STOP_NEGATIVE)
+            return IOSQE_IO_LINK;
+        return 0;
+    }
+    if (m->op == IORING_OP_OPENAT)
+        return s == F_STOP_NEGATIVE ? IOSQE_IO_LINK : 0;
+    /* close, fsync: success is always 0 */
+    if (!(s & ~(uint64_t)(F_STOP_NEGATIVE | F_STOP_NONZERO)))
+        return IOSQE_IO_LINK;
+    return 0;
+}
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static int64_t raw_syscall(uint64_t nr, const int64_t *a)
+{
+    long r = syscall((long)nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+    return r < 0 ? -(int64_t)errno : (int64_t)r;
+}
+
+static int ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+    return a < b + blen && b < a + alen;
+}
+
+/* Reads the atom at addr and its argument words.  0, or -EFAULT for an
+ * unreadable atom, or 1 for an unreadable argument pointer (atom readable). */
+static int read_atom(uint64_t addr, struct member *m)
+{
+    uint64_t w[11];
+    if (g_copy_in(w, addr, sizeof w))
+        return -EFAULT;
+    m->atom = addr;
+    m->flags = w[0];
+    m->nr = w[1];
+    m->ret_ptr = w[2];
+    m->next = w[3];
+    m->partial = -1;
+    m->done = 0;
+    m->sqe_flags = 0;
+    m->op = 0;
+    m->transfer = 0;
+    int bad = 0;
+    int i = 0;
+    for (; i < 6 && w[4 + i]; i++) {
+        uint64_t v;
+        if (g_copy_in(&v, w[4 + i], 8)) {
+            bad = 1;
+            break;
+        }
+        m->args[i] = (int64_t)v;
+    }
+    for (; i < 6; i++)
+        m->args[i] = 0;
+    return bad;
+}
+
+/* The argument-pointer cells of an atom (for the conflict test). */
+static int atom_cells(uint64_t addr, uint64_t *cells)
+{
+    uint64_t w[6];
+    if (g_copy_in(w, addr + 32, sizeof w))
+        return 0;
+    int n = 0;
+    for (; n < 6 && w[n]; n++)
+        cells[n] = w[n];
+    return n;
+}
+
+static void trace_member(struct sl_ctx *c, struct syslet *s, const struct member *m, const char *how)
+{
+    if (!c->trace)
+        return;
+    fprintf(stderr, "[syslet %u] atom %#llx nr=%llu flags=%#llx -> %s",
+            s->slot, (unsigned long long)m->atom, (unsigned long long)m->nr,
+            (unsigned long long)m->flags, how);
+    if (!strcmp(how, "uring"))
+        fprintf(stderr, " op=%u %s", m->op,
+                m->sqe_flags & IOSQE_IO_HARDLINK ? "HARDLINK" :
+                m->sqe_flags & IOSQE_IO_LINK ? "LINK" : "end");
+    fputc('\n', stderr);
+}
+
+/* ---- syslet table ------------------------------------------------------ */
+
+static struct syslet *syslet_new(struct sl_ctx *c)
+{
+    uint32_t id;
+    if (c->nfree) {
+        id = c->free_ids[--c->nfree];
+    } else {
+        if (c->tab_used == c->tab_cap) {
+            uint32_t cap = c->tab_cap ? c->tab_cap * 2 : 64;
+            if (cap > (1u << 24))
+                return NULL;
+            struct syslet **t = realloc(c->tab, cap * sizeof *t);
+            uint32_t *f = realloc(c->free_ids, cap * sizeof *f);
+            if (!t || !f) {
+                if (t) c->tab = t;
+                if (f) c->free_ids = f;
+                return NULL;
+            }
+            c->tab = t;
+            c->free_ids = f;
+            for (uint32_t i = c->tab_cap; i < cap; i++)
+                c->tab[i] = NULL;
+            c->tab_cap = cap;
+        }
+        id = c->tab_used++;
+    }
+    struct syslet *s = c->tab[id];
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s) {
+            c->free_ids[c->nfree++] = id;
+            return NULL;
+        }
+        c->tab[id] = s;
+        s->slot = id;
+    }
+    uint32_t gen = s->gen + 1;
+    s->gen = gen & 0xffff;
+    s->cur = s->final = s->final_flags = s->natoms = 0;
+    s->async = s->in_caller = s->force_async = s->err_first = s->queued = 0;
+    s->nseg = s->nreaped = 0;
+    s->state = ST_READY;
+    s->qnext = NULL;
+    return s;
+}
+
+static void syslet_free(struct sl_ctx *c, struct syslet *s)
+{
+    s->state = ST_FREE;
+    c->free_ids[c->nfree++] = s->slot;
+}
+
+static inline uint64_t make_ud(const struct syslet *s, unsigned member)
+{
+    return ((uint64_t)s->gen << 40) | ((uint64_t)s->slot << 8) | member;
+}
+
+/* ---- ring publishing ---------------------------------------------------- */
+
+static void try_publish(struct sl_ctx *c)
+{
+    while (c->pubq_n && c->registered) {
+        uint64_t slot_addr = c->ring_addr + 8 * c->prod;
+        uint64_t atom = c->pubq[c->pubq_head];
+        int swapped = 0;
+        if (g_cas_release(slot_addr, 0, atom, &swapped)) {
+            c->cnt.faults++;        /* ring memory vanished: entry lost */
+            swapped = 1;
+        } else if (!swapped) {
+            if (!c->pub_blocked) {
+                c->pub_blocked = 1;
+                c->cnt.ring_full_waits++;
+            }
+            return;
+        } else {
+            c->cnt.published++;
+        }
+        c->pub_blocked = 0;
+        c->prod = (c->prod + 1) % c->nslots;
+        c->pubq_head = (c->pubq_head + 1) % c->pubq_cap;
+        c->pubq_n--;
+        pthread_cond_broadcast(&c->cv);
+    }
+}
+
+static void enqueue_publish(struct sl_ctx *c, uint64_t atom)
+{
+    if (c->pubq_n == c->pubq_cap) {
+        unsigned cap = c->pubq_cap ? c->pubq_cap * 2 : 64;
+        uint64_t *q = malloc(cap * sizeof *q);
+        if (!q)
+            return;     /* out of memory: cannot happen in practice */
+        for (unsigned i = 0; i < c->pubq_n; i++)
+            q[i] = c->pubq[(c->pubq_head + i) % c->pubq_cap];
+        free(c->pubq);
+        c->pubq = q;
+        c->pubq_cap = cap;
+        c->pubq_head = 0;
+    }
+    c->pubq[(c->pubq_head + c->pubq_n) % c->pubq_cap] = atom;
+    c->pubq_n++;
+    try_publish(c);
+}
+
+/* The syslet has ended with s->final as its final atom. */
+static void finish(struct sl_ctx *c, struct syslet *s)
+{
+    s->state = ST_DONE;
+    if (s->in_caller)
+        return;         /* the caller collects it */
+    if (s->final && !(s->final_flags & F_NO_COMPLETE))
+        enqueue_publish(c, s->final);
+    c->inflight--;
+    syslet_free(c, s);
+    pthread_cond_broadcast(&c->cv);
+}
+
+/* ---- executing one atom natively -------------------------------------- */
+
+/* Stores r through m's ret_ptr and picks the successor.  Returns 0 to go on,
+ * 1 when the syslet ended. */
+static int complete_atom(struct sl_ctx *c, struct syslet *s, const struct member *m, int64_t r)
+{
+    s->natoms++;
+    s->final = m->atom;
+    s->final_flags = m->flags;
+    if (m->ret_ptr && g_copy_out(m->ret_ptr, &r, 8)) {
+        c->cnt.faults++;
+        s->cur = 0;
+        return 1;
+    }
+    if (stop_holds(m->flags, r)) {
+        if (m->flags & F_SKIP) {
+            s->cur = m->atom + ATOM_SIZE;
+            return 0;
+        }
+        s->cur = 0;
+        return 1;
+    }
+    s->cur = m->next;
+    return s->cur == 0;
+}
+
+/* Runs a native call in place. */
+static int64_t run_native(struct sl_ctx *c, struct member *m)
+{
+    (void)c;
+    if (m->nr == NR_UMEM_ADD) {
+        uint64_t v;
+        if (g_add((uint64_t)m->args[0], (uint64_t)m->args[1], &v))
+            return -EFAULT;
+        return (int64_t)v;
+    }
+    if (is_refused(m->nr))
+        return -EINVAL;
+    return raw_syscall(m->nr, m->args);
+}
+
+/* RWF_NOWAIT attempt for a read; returns 1 when it settled the atom. */
+static int try_nowait_read(struct member *m, int64_t *res)
+{
+    struct iovec iov = {(void *)(uintptr_t)m->args[1], (size_t)m->args[2]};
+    off_t off = m->nr == 0 ? -1 : (off_t)m->args[3];
+    if (m->args[2] == 0)
+        return 0;
+    ssize_t r = preadv2((int)m->args[0], &iov, 1, off, RWF_NOWAIT);
+    if (r < 0) {
+        if (errno == EAGAIN || errno == EOPNOTSUPP || errno == EINVAL)
+            return 0;
+        *res = -(int64_t)errno;
+        return 1;
+    }
+    if ((uint64_t)r == (uint64_t)m->args[2]) {
+        *res = r;
+        return 1;
+    }
+    m->partial = r;     /* short: the rest (or EOF) is decided by io_uring */
+    return 0;
+}
+
+/* ---- planning and advancing ------------------------------------------- */
+
+static void queue_ready(struct sl_ctx *c, struct syslet *s)
+{
+    if (s->queued)
+        return;
+    s->queued = 1;
+    s->qnext = NULL;
+    if (c->ready_tail) c->ready_tail->qnext = s;
+    else c->ready_head = s;
+    c->ready_tail = s;
+    pthread_cond_signal(&c->dcv);
+}
+
+static int add_job(struct sl_ctx *c, struct us_job *j)
+{
+    if (c->njobs == c->jobs_cap) {
+        unsigned cap = c->jobs_cap ? c->jobs_cap * 2 : 64;
+        struct us_job **t = realloc(c->jobs, cap * sizeof *t);
+        if (!t)
+            return -ENOMEM;
+        c->jobs = t;
+        c->jobs_cap = cap;
+    }
+    c->jobs[c->njobs++] = j;
+    return 0;
+}
+
+/* Plans a linked segment starting with first (already read, K_URING) and
+ * prepares its SQEs.  Returns the number of members. */
+static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *first)
+{
+    struct member *seg = s->seg;
+    unsigned n = 0;
+    unsigned space = io_uring_sq_space_left(&c->ring);
+    unsigned max = space < SL_MAXSEG ? space : SL_MAXSEG;
+    seg[n++] = *first;
+    /* Extend along next while every rule allows it. */
+    while (n < max) {
+        struct member *prev = &seg[n - 1];
+        int lf = link_flag(prev);
+        if (!lf || !prev->next || prev->partial >= 0)
+            break;
+        /* An unwritable ret_ptr ends the syslet right there. */
+        if (prev->ret_ptr && g_probe_write(prev->ret_ptr))
+            break;
+        uint64_t nx = prev->next;
+        int loop = 0;
+        for (unsigned i = 0; i < n; i++)
+            if (seg[i].atom == nx) { loop = 1; break; }
+        if (loop)
+            break;
+        /* Would an earlier member write the next atom or its argument cells? */
+        uint64_t cells[6];
+        int nc = atom_cells(nx, cells);
+        int conflict = 0;
+        for (unsigned i = 0; i < n && !conflict; i++) {
+            const struct member *e = &seg[i];
+            uint64_t ob = 0, ol = 0;
+            if (e->transfer && e->op == IORING_OP_READ) {
+                ob = (uint64_t)e->args[1];
+                ol = (uint64_t)e->args[2];
+            }
+            if (e->ret_ptr && ranges_overlap(e->ret_ptr, 8, nx, ATOM_SIZE))
+                conflict = 1;
+            if (ol && ranges_overlap(ob, ol, nx, ATOM_SIZE))
+                conflict = 1;
+            for (int k = 0; k < nc && !conflict; k++) {
+                if (e->ret_ptr && ranges_overlap(e->ret_ptr, 8, cells[k], 8))
+                    conflict = 1;
+                if (ol && ranges_overlap(ob, ol, cells[k], 8))
+                    conflict = 1;
+            }
+        }
+        if (conflict)
+            break;
+        struct member m;
+        if (read_atom(nx, &m) != 0)
+            break;          /* unreadable: the driver ends it exactly */
+        if ((m.flags & ~(uint64_t)F_ALL) || (m.flags & F_SYNC && s->in_caller))
+            break;
+        if (c->budget && s->natoms + n >= c->budget)
+            break;
+        if (is_refused(m.nr) || m.nr == NR_UMEM_ADD || !uring_op(&m))
+            break;
+        /* Paths are copied at submission: an earlier read must not write them. */
+        if (m.op == IORING_OP_OPENAT) {
+            uint64_t p = m.nr == 2 ? (uint64_t)m.args[0] : (uint64_t)m.args[1];
+            uint64_t plen = 0;
+            g_strnlen(p, 4096, &plen);
+            for (unsigned i = 0; i < n && !conflict; i++) {
+                const struct member *e = &seg[i];
+                if (e->ret_ptr && ranges_overlap(e->ret_ptr, 8, p, plen + 1))
+                    conflict = 1;
+                if (e->op == IORING_OP_READ &&
+                    ranges_overlap((uint64_t)e->args[1], (uint64_t)e->args[2], p, plen + 1))
+                    conflict = 1;
+            }
+            if (conflict)
+                break;
+        }
+        prev->sqe_flags |= (uint8_t)lf;
+        seg[n++] = m;
+    }
+    s->nseg = n;
+    s->nreaped = 0;
+    for (unsigned i = 0; i < n; i++) {
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
+        struct us_desc d;
+        if (i == 0 && s->force_async) {
+            seg[0].sqe_flags |= IOSQE_ASYNC;
+            s->force_async = 0;
+        }
+        member_desc(&seg[i], &d, make_ud(s, i));
+        us_fill_sqe(sqe, &d);
+        trace_member(c, s, &seg[i], "uring");
+    }
+    c->sqes_pending += n;
+    c->cnt.segments++;
+    s->state = ST_URING;
+    return n;
+}
+
+/* Moves a READY syslet forward as far as it can go without blocking: runs
+ * atoms in place, or leaves it waiting on a segment or a pool job. */
+static void advance(struct sl_ctx *c, struct syslet *s)
+{
+    while (s->state == ST_READY) {
+        if (!s->cur || (c->cancel && !s->in_caller) || (c->budget && s->natoms >= c->budget)) {
+            if (s->cur) {   /* budget or cancellation: stop before this atom */
+                struct member m;
+                int64_t r = c->budget && s->natoms >= c->budget ? -ELOOP : -ECANCELED;
+                if (read_atom(s->cur, &m) >= 0) {
+                    if (m.ret_ptr)
+                        g_copy_out(m.ret_ptr, &r, 8);
+                    s->final = m.atom;
+                    s->final_flags = m.flags;
+                }
+                s->cur = 0;
+            }
+            finish(c, s);
+            return;
+        }
+        struct member m;
+        int rr = read_atom(s->cur, &m);
+        if (rr < 0) {       /* unreadable atom: the last executed one is final */
+            c->cnt.faults++;
+            s->cur = 0;
+            continue;
+        }
+        int64_t r;
+        if (rr == 1) {      /* unreadable argument pointer */
+            c->cnt.faults++;
+            trace_member(c, s, &m, "efault");
+            if (complete_atom(c, s, &m, -EFAULT))
+                s->cur = 0;
+            continue;
+        }
+        if (m.flags & ~(uint64_t)F_ALL) {
+            trace_member(c, s, &m, "einval(flags)");
+            if (complete_atom(c, s, &m, -EINVAL))
+                s->cur = 0;
+            continue;
+        }
+        int must_sync = c->sync_only || (s->in_caller && (m.flags & F_SYNC));
+        if (is_refused(m.nr) || m.nr == NR_UMEM_ADD || never_blocks(m.nr, m.args) ||
+            (must_sync && !(c->backend && uring_op(&m)))) {
+            trace_member(c, s, &m, "inline");
+            r = run_native(c, &m);
+            c->cnt.atoms_inline++;
+            if (complete_atom(c, s, &m, r))
+                s->cur = 0;
+            continue;
+        }
+        if (c->backend && uring_op(&m)) {
+            if (m.op == IORING_OP_READ && !s->force_async) {
+                /* Single-step fast path: the 2007 kernel ran the call in the
+                 * caller until it would block; RWF_NOWAIT says exactly that. */
+                struct member peekm;
+                int alone = !m.next || (m.flags & F_STOP_MASK) || read_atom(m.next, &peekm) != 0 ||
+                            !uring_op(&peekm);
+                if (alone && try_nowait_read(&m, &r)) {
+                    trace_member(c, s, &m, "nowait");
+                    c->cnt.atoms_inline++;
+                    c->cnt.atoms_nowait++;
+                    if (complete_atom(c, s, &m, r))
+                        s->cur = 0;
+                    continue;
+                }
+            }
+            if (io_uring_sq_space_left(&c->ring) == 0) {
+                c->cnt.enters++;
+                io_uring_submit(&c->ring);
+                c->sqes_pending = 0;
+            }
+            plan_segment(c, s, &m);
+            return;
+        }
+        /* Native call that may block: the pool, unless it must stay here. */
+        if (must_sync || !c->pool) {
+            trace_member(c, s, &m, "inline(blocking)");
+            r = run_native(c, &m);
+            c->cnt.atoms_inline++;
+            if (complete_atom(c, s, &m, r))
+                s->cur = 0;
+            continue;
+        }
+        trace_member(c, s, &m, "pool");
+        s->pm = m;
+        s->job.nr = (int64_t)m.nr;
+        memcpy(s->job.args, m.args, sizeof m.args);
+        s->job.user_data = make_ud(s, UD_POOL);
+        s->job.result = 0;
+        if (add_job(c, &s->job)) {
+            r = run_native(c, &m);
+            if (complete_atom(c, s, &m, r))
+                s->cur = 0;
+            continue;
+        }
+        s->state = ST_POOL;
+        return;
+    }
+    if (s->state == ST_DONE)
+        return;
+}
+
+/* Sends what advance() prepared: SQEs in one io_uring_enter, pool jobs in
+ * one hand-off. */
+static void flush(struct sl_ctx *c)
+{
+    if (c->sqes_pending) {
+        c->cnt.enters++;
+        int r;
+        do {
+            r = io_uring_submit(&c->ring);
+        } while (r == -EINTR);
+        c->sqes_pending = 0;
+    }
+    if (c->njobs) {
+        c->cnt.pool_batches++;
+        us_pool_submit(c->pool, c->jobs, c->njobs);
+        c->njobs = 0;
+    }
+}
+
+/* One CQE (or pool completion) for syslet s. */
+static void on_completion(struct sl_ctx *c, uint64_t ud, int32_t res)
+{
+    uint32_t slot = (uint32_t)((ud >> 8) & 0xffffffff);
+    uint32_t gen = (uint32_t)(ud >> 40);
+    unsigned idx = (unsigned)(ud & 0xff);
+    if (slot >= c->tab_used)
+        return;
+    struct syslet *s = c->tab[slot];
+    if (!s || s->gen != gen)
+        return;
+    if (idx == UD_POOL) {
+        if (s->state != ST_POOL)
+            return;
+        c->cnt.atoms_pool++;
+        s->state = ST_READY;
+        if (complete_atom(c, s, &s->pm, s->job.result))
+            s->cur = 0;
+        if (!s->in_caller)
+            advance(c, s);
+        return;
+    }
+    if (s->state != ST_URING || idx >= s->nseg)
+        return;
+    struct member *m = &s->seg[idx];
+    m->done = 1;
+    m->result = res;
+    s->nreaped++;
+    if (s->nreaped < s->nseg)
+        return;
+    /* Whole segment back: apply results in order. */
+    s->state = ST_READY;
+    for (unsigned i = 0; i < s->nseg; i++) {
+        m = &s->seg[i];
+        int64_t r = m->result;
+        if (i > 0 && r == -ECANCELED) {
+            /* Severed: the previous member's syslet successor continues. */
+            c->cnt.overstops++;
+            break;
+        }
+        if (m->partial >= 0)
+            r = r < 0 ? m->partial : m->partial + r;
+        c->cnt.atoms_uring++;
+        int ended = complete_atom(c, s, m, r);
+        if (ended) {
+            s->cur = 0;
+            break;
+        }
+        if (i + 1 < s->nseg && s->seg[i + 1].atom != s->cur)
+            break;  /* cannot happen by construction; be safe */
+    }
+    if (!s->in_caller)
+        advance(c, s);
+}
+
+static unsigned reap_all(struct sl_ctx *c)
+{
+    struct us_cqe cq[64];
+    unsigned total = 0, n;
+    do {
+        if (c->backend)
+            n = us_reap(&c->ring, cq, 64);
+        else
+            n = us_pool_reap(c->pool, cq, 64);
+        for (unsigned i = 0; i < n; i++)
+            on_completion(c, cq[i].user_data, cq[i].res);
+        total += n;
+    } while (n == 64);
+    return total;
+}
+
+/* Advances queued syslets (driver side). */
+static void run_ready(struct sl_ctx *c)
+{
+    while (c->ready_head) {
+        struct syslet *s = c->ready_head;
+        c->ready_head = s->qnext;
+        if (!c->ready_head) c->ready_tail = NULL;
+        s->queued = 0;
+        advance(c, s);
+    }
+}
+
+/* ---- driver thread ------------------------------------------------------ */
+
+static void *driver_main(void *arg)
+{
+    struct sl_ctx *c = arg;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        run_ready(c);
+        flush(c);
+        try_publish(c);
+        if (c->stop && c->inflight == 0 && (c->pubq_n == 0 || !c->registered))
+            break;
+        if (c->inflight == 0 && c->pubq_n == 0 && !c->ready_head) {
+            pthread_cond_wait(&c->dcv, &c->mu);
+            continue;
+        }
+        int64_t tmo = c->pubq_n ? 200000 : 50000000;   /* poll a full ring */
+        pthread_mutex_unlock(&c->mu);
+        if (c->backend)
+            us_wait(&c->ring, 1, tmo);
+        else
+            us_pool_wait(c->pool, 1, tmo);
+        pthread_mutex_lock(&c->mu);
+        reap_all(c);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static int ensure_driver(struct sl_ctx *c)
+{
+    if (c->driver_started)
+        return 0;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int r = pthread_create(&c->driver, NULL, driver_main, c);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (r)
+        return -r;
+    c->driver_started = 1;
+    return 0;
+}
+
+/* ---- public API -------------------------------------------------------- */
+
+struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
+{
+    *err = sl_guard_install();
+    if (*err)
+        return NULL;
+    struct sl_ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->dcv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    c->pid = getpid();
+    c->backend = backend ? 1 : 0;
+    c->pool_max = 4;
+    if (c->backend) {
+        struct io_uring_params p;
+        memset(&p, 0, sizeof p);
+        p.flags = IORING_SETUP_CQSIZE;
+        p.cq_entries = (sq_entries ? sq_entries : 256) * 8;
+        int r = io_uring_queue_init_params(sq_entries ? sq_entries : 256, &c->ring, &p);
+        if (r < 0) {
+            /* Fall back to the pool: everything still works. */
+            c->backend = 0;
+        } else {
+            c->ring_ok = 1;
+        }
+    }
+    c->pool = us_pool_new(c->pool_max, c->backend ? c->ring.ring_fd : -1);
+    if (!c->pool) {
+        if (c->ring_ok)
+            io_uring_queue_exit(&c->ring);
+        free(c);
+        *err = -ENOMEM;
+        return NULL;
+    }
+    *err = 0;
+    return c;
+}
+
+int sl_ctx_backend(struct sl_ctx *c) { return c->backend; }
+
+int sl_register(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, uint64_t max_threads)
+{
+    if (ring_bytes == 0 || ring_bytes % 8)
+        return -EINVAL;
+    if (ring & 7)
+        return -EINVAL;
+    if (!g_plausible(ring, ring_bytes))
+        return -EFAULT;
+    sl_guard_install();
+    pthread_mutex_lock(&c->mu);
+    if (c->registered) {
+        pthread_mutex_unlock(&c->mu);
+        return -EBUSY;
+    }
+    c->registered = 1;
+    c->ring_addr = ring;
+    c->ring_bytes = ring_bytes;
+    c->nslots = ring_bytes / 8;
+    c->prod = 0;
+    c->max_threads = max_threads;
+    c->sync_only = max_threads == 0;
+    if (max_threads != (uint64_t)-1 && max_threads > 0) {
+        unsigned n = max_threads > 1024 ? 1024 : (unsigned)max_threads;
+        if (c->backend && n >= 3) {
+            unsigned pool = n / 3;
+            unsigned vals[2] = {(n - pool) / 2, n - pool - (n - pool) / 2};
+            io_uring_register_iowq_max_workers(&c->ring, vals);
+            us_pool_set_max(c->pool, pool);
+            c->pool_max = pool;
+        } else {
+            us_pool_set_max(c->pool, n);
+            c->pool_max = n;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
+int sl_unregister(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, int64_t timeout_ns)
+{
+    pthread_mutex_lock(&c->mu);
+    if (!c->registered || c->ring_addr != ring || c->ring_bytes != ring_bytes) {
+        pthread_mutex_unlock(&c->mu);
+        return -EINVAL;
+    }
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    if (timeout_ns >= 0) {
+        dl.tv_sec += timeout_ns / 1000000000;
+        dl.tv_nsec += timeout_ns % 1000000000;
+        if (dl.tv_nsec >= 1000000000) { dl.tv_sec++; dl.tv_nsec -= 1000000000; }
+    }
+    /* Drain: every in-flight syslet completes and is published. */
+    while (c->inflight || c->pubq_n) {
+        pthread_cond_signal(&c->dcv);
+        if (timeout_ns >= 0) {
+            if (pthread_cond_timedwait(&c->cv, &c->mu, &dl) == ETIMEDOUT &&
+                (c->inflight || c->pubq_n)) {
+                pthread_mutex_unlock(&c->mu);
+                return -ETIME;
+            }
+        } else {
+            struct timespec t;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            t.tv_nsec += 100000000;
+            if (t.tv_nsec >= 1000000000) { t.tv_sec++; t.tv_nsec -= 1000000000; }
+            pthread_cond_timedwait(&c->cv, &c->mu, &t);
+        }
+    }
+    c->registered = 0;
+    c->ring_addr = c->ring_bytes = c->nslots = 0;
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
+static struct syslet *start_syslet(struct sl_ctx *c, uint64_t atom, int64_t *err)
+{
+    uint64_t w[2];
+    if (!c->registered) {
+        *err = -EINVAL;
+        return NULL;
+    }
+    if (g_copy_in(w, atom, sizeof w)) {
+        c->cnt.faults++;
+        *err = -EFAULT;
+        return NULL;
+    }
+    uint64_t flags = w[0];
+    if ((flags & F_ASYNC) && (flags & F_SYNC)) {
+        *err = -EINVAL;
+        return NULL;
+    }
+    if (flags & ~(uint64_t)F_ALL) {
+        *err = -EINVAL;
+        return NULL;
+    }
+    struct syslet *s = syslet_new(c);
+    if (!s) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    s->cur = atom;
+    s->in_caller = 1;
+    if ((flags & F_ASYNC) && !c->sync_only) {
+        s->in_caller = 0;
+        s->async = 1;
+        s->force_async = 1;
+        c->inflight++;
+        c->cnt.syslets_async++;
+        int r = ensure_driver(c);
+        if (r) {
+            syslet_free(c, s);
+            c->inflight--;
+            *err = r;
+            return NULL;
+        }
+        queue_ready(c, s);
+        *err = 0;
+        return NULL;
+    }
+    if (flags & F_SYNC) {
+        /* The whole syslet is synchronous: run it here. */
+        s->state = ST_READY;
+    }
+    *err = 1;
+    return s;
+}
+
+/* Waits (caller side) for s to leave a waiting state; the driver reaps. */
+static void wait_for(struct sl_ctx *c, struct syslet *s)
+{
+    while (s->state == ST_URING || s->state == ST_POOL) {
+        pthread_cond_signal(&c->dcv);
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        t.tv_nsec += 20000000;
+        if (t.tv_nsec >= 1000000000) { t.tv_sec++; t.tv_nsec -= 1000000000; }
+        pthread_cond_timedwait(&c->cv, &c->mu, &t);
+    }
+}
+
+/* Drives the caller's syslets until none can progress without blocking. */
+static void drive_caller(struct sl_ctx *c, struct syslet **ss, unsigned n, const uint8_t *sync_all)
+{
+    for (;;) {
+        flush(c);
+        if (c->backend)
+            reap_all(c);
+        int progressed = 0, waiting_sync = 0;
+        for (unsigned i = 0; i < n; i++) {
+            struct syslet *s = ss[i];
+            if (!s)
+                continue;
+            if (s->state == ST_READY) {
+                advance(c, s);
+                progressed = 1;
+            }
+            if (s->state == ST_URING || s->state == ST_POOL) {
+                int sync_here = sync_all[i];
+                if (!sync_here && s->state == ST_URING && s->nseg)
+                    sync_here = (s->seg[s->nreaped < s->nseg ? s->nreaped : 0].flags & F_SYNC) != 0;
+                if (!sync_here && s->state == ST_POOL)
+                    sync_here = (s->pm.flags & F_SYNC) != 0;
+                if (sync_here)
+                    waiting_sync = 1;
+            }
+        }
+        if (progressed)
+            continue;
+        if (!waiting_sync)
+            return;
+        /* Someone needs to block: let the driver reap for us. */
+        if (ensure_driver(c) == 0) {
+            for (unsigned i = 0; i < n; i++) {
+                struct syslet *s = ss[i];
+                if (s && (s->state == ST_URING || s->state == ST_POOL)) {
+                    flush(c);
+                    c->inflight++;      /* so the driver keeps waiting */
+                    wait_for(c, s);
+                    c->inflight--;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+static int64_t settle(struct sl_ctx *c, struct syslet *s)
+{
+    if (s->state == ST_DONE) {
+        int64_t r = (int64_t)s->final;
+        syslet_free(c, s);
+        c->cnt.syslets_sync++;
+        /* Nothing executed at all (first atom vanished): EFAULT. */
+        return r ? r : -EFAULT;
+    }
+    /* Went async: the driver takes it from here. */
+    s->in_caller = 0;
+    s->async = 1;
+    c->inflight++;
+    c->cnt.syslets_async++;
+    if (ensure_driver(c) == 0) {
+        if (s->state == ST_READY)
+            queue_ready(c, s);
+        pthread_cond_signal(&c->dcv);
+    }
+    return 0;
+}
+
+int sl_exec_batch(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_t *results)
+{
+    struct syslet *ss_stack[64];
+    uint8_t sync_stack[64];
+    struct syslet **ss = n <= 64 ? ss_stack : calloc(n, sizeof *ss);
+    uint8_t *sync_all = n <= 64 ? sync_stack : calloc(n, 1);
+    if (!ss || !sync_all) {
+        if (n > 64) { free(ss); free(sync_all); }
+        return -ENOMEM;
+    }
+    pthread_mutex_lock(&c->mu);
+    if (c->pid != getpid()) {
+        pthread_mutex_unlock(&c->mu);
+        if (n > 64) { free(ss); free(sync_all); }
+        return -ECHILD;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        int64_t err;
+        ss[i] = start_syslet(c, atoms[i], &err);
+        results[i] = err == 1 ? 0 : err;
+        sync_all[i] = 0;
+        if (ss[i]) {
+            uint64_t fl = 0;
+            g_copy_in(&fl, atoms[i], 8);
+            sync_all[i] = (fl & F_SYNC) || c->sync_only;
+        }
+    }
+    drive_caller(c, ss, n, sync_all);
+    for (unsigned i = 0; i < n; i++)
+        if (ss[i])
+            results[i] = settle(c, ss[i]);
+    flush(c);
+    pthread_mutex_unlock(&c->mu);
+    if (n > 64) { free(ss); free(sync_all); }
+    return 0;
+}
+
+int64_t sl_exec(struct sl_ctx *c, uint64_t atom)
+{
+    int64_t r;
+    sl_exec_batch(c, &atom, 1, &r);
+    return r;
+}
+
+static uint64_t ring_count_locked(struct sl_ctx *c)
+{
+    uint64_t n = 0;
+    for (uint64_t i = 0; i < c->nslots; i++) {
+        uint64_t v;
+        if (g_load_acquire(c->ring_addr + 8 * i, &v) == 0 && v)
+            n++;
+    }
+    return n;
+}
+
+int64_t sl_ring_count(struct sl_ctx *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int64_t n = c->registered ? (int64_t)ring_count_locked(c) : -EINVAL;
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
+int sl_wait(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns)
+{
+    pthread_mutex_lock(&c->mu);
+    if (!c->registered) {
+        pthread_mutex_unlock(&c->mu);
+        return -EINVAL;
+    }
+    if (min_events == 0) {
+        pthread_mutex_unlock(&c->mu);
+        return 0;
+    }
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    if (timeout_ns >= 0) {
+        dl.tv_sec += timeout_ns / 1000000000;
+        dl.tv_nsec += timeout_ns % 1000000000;
+        if (dl.tv_nsec >= 1000000000) { dl.tv_sec++; dl.tv_nsec -= 1000000000; }
+    }
+    int r = 0;
+    for (;;) {
+        try_publish(c);
+        if (ring_count_locked(c) >= min_events)
+            break;
+        /* Consumers clear slots without telling us: re-check at least every
+         * 2 ms so a blocked producer sees the space. */
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        t.tv_nsec += 2000000;
+        if (t.tv_nsec >= 1000000000) { t.tv_sec++; t.tv_nsec -= 1000000000; }
+        if (timeout_ns >= 0 && (t.tv_sec > dl.tv_sec || (t.tv_sec == dl.tv_sec && t.tv_nsec > dl.tv_nsec)))
+            t = dl;
+        pthread_cond_timedwait(&c->cv, &c->mu, &t);
+        if (timeout_ns >= 0) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if (now.tv_sec > dl.tv_sec || (now.tv_sec == dl.tv_sec && now.tv_nsec >= dl.tv_nsec)) {
+                try_publish(c);
+                r = ring_count_locked(c) >= min_events ? 0 : -ETIME;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return r;
+}
+
+unsigned sl_inflight(struct sl_ctx *c)
+{
+    pthread_mutex_lock(&c->mu);
+    unsigned n = c->inflight;
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
+void sl_get_counters(struct sl_ctx *c, struct sl_counters *out)
+{
+    pthread_mutex_lock(&c->mu);
+    *out = c->cnt;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void sl_set_trace(struct sl_ctx *c, int on) { c->trace = on; }
+
+void sl_set_budget(struct sl_ctx *c, uint64_t max_atoms)
+{
+    pthread_mutex_lock(&c->mu);
+    c->budget = max_atoms;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void sl_cancel_all(struct sl_ctx *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->cancel = 1;
+    pthread_cond_signal(&c->dcv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+unsigned sl_threads(struct sl_ctx *c)
+{
+    return us_pool_workers(c->pool) + (c->driver_started ? 1 : 0);
+}
+
+int sl_ctx_free(struct sl_ctx *c, int cancel)
+{
+    if (!c)
+        return 0;
+    if (c->pid != getpid()) {
+        /* A child after fork: the parent's threads do not exist here and
+         * the ring belongs to the parent.  Leak the memory, touch nothing. */
+        return 0;
+    }
+    pthread_mutex_lock(&c->mu);
+    if (cancel)
+        c->cancel = 1;
+    c->stop = 1;
+    pthread_cond_signal(&c->dcv);
+    int started = c->driver_started;
+    pthread_mutex_unlock(&c->mu);
+    if (started) {
+        /* Wake a driver blocked in the kernel with a NOP. */
+        if (c->backend) {
+            pthread_mutex_lock(&c->mu);
+            struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
+            if (sqe) {
+                io_uring_prep_nop(sqe);
+                sqe->user_data = (uint64_t)-1;
+                io_uring_submit(&c->ring);
+            }
+            pthread_mutex_unlock(&c->mu);
+        }
+        pthread_join(c->driver, NULL);
+    }
+    int abandoned = (int)c->inflight;
+    us_pool_free(c->pool);
+    if (c->ring_ok)
+        io_uring_queue_exit(&c->ring);
+    for (uint32_t i = 0; i < c->tab_used; i++)
+        free(c->tab[i]);
+    free(c->tab);
+    free(c->free_ids);
+    free(c->pubq);
+    free(c->jobs);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    pthread_cond_destroy(&c->dcv);
+    free(c);
+    return abandoned;
+}

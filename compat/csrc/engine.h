@@ -1,0 +1,68 @@
+/* compat engine: the syslet v1 hot path in C (atom reading through guarded
+ * accessors, planning into linked io_uring segments, submit/peek, result
+ * stores, stop tests, the completion driver and ring publishing).
+ * Built on uring_shim's C API (shim.h) and liburing. */
+#ifndef SYSLET_ENGINE_H
+#define SYSLET_ENGINE_H
+
+#include <stdint.h>
+
+#define SL_VERSION "0.1.0"
+
+/* Counters readable from Python (all monotonically increasing). */
+struct sl_counters {
+    uint64_t syslets_sync;
+    uint64_t syslets_async;
+    uint64_t atoms_uring;       /* executed as io_uring SQEs */
+    uint64_t atoms_inline;      /* executed in the calling/driver thread */
+    uint64_t atoms_pool;        /* executed on the fallback pool */
+    uint64_t atoms_nowait;      /* subset of inline: RWF_NOWAIT fast path hits */
+    uint64_t segments;          /* linked segments submitted */
+    uint64_t enters;            /* io_uring_enter calls made to submit */
+    uint64_t overstops;         /* links severed without a syslet stop: resumed */
+    uint64_t ring_full_waits;   /* completions that found their slot occupied */
+    uint64_t published;         /* ring entries written */
+    uint64_t pool_batches;      /* hand-offs to the pool (one wake-up each) */
+    uint64_t faults;            /* EFAULTs met in user memory */
+};
+
+struct sl_ctx;
+
+/* backend: 1 = io_uring + pool, 0 = pool only.  *err gets -errno on failure. */
+struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err);
+/* Stops the driver (cancelling loops when cancel != 0, waiting otherwise),
+ * joins every thread, frees.  Returns the number of syslets abandoned. */
+int sl_ctx_free(struct sl_ctx *c, int cancel);
+int sl_ctx_backend(struct sl_ctx *c);
+
+int sl_register(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, uint64_t max_threads);
+/* Waits until every in-flight syslet completed and was published. */
+int sl_unregister(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, int64_t timeout_ns);
+/* > 0: final atom (synchronous); 0: went async; < 0: -errno. */
+int64_t sl_exec(struct sl_ctx *c, uint64_t atom);
+/* Runs n syslets with shared submissions; results[i] as sl_exec's. */
+int sl_exec_batch(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_t *results);
+/* 0 once min unconsumed entries are in the ring, -ETIME after timeout_ns
+ * (< 0: no timeout), -EINVAL without a registered ring. */
+int sl_wait(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns);
+/* Unconsumed (non-NULL) ring slots. */
+int64_t sl_ring_count(struct sl_ctx *c);
+unsigned sl_inflight(struct sl_ctx *c);
+void sl_get_counters(struct sl_ctx *c, struct sl_counters *out);
+void sl_set_trace(struct sl_ctx *c, int on);
+/* 0 = no budget. */
+void sl_set_budget(struct sl_ctx *c, uint64_t max_atoms);
+/* Marks every running syslet cancelled: each stops before its next atom
+ * (-ECANCELED stored through that atom's ret_ptr). */
+void sl_cancel_all(struct sl_ctx *c);
+unsigned sl_threads(struct sl_ctx *c);
+
+/* Guarded user-memory accessors: -EFAULT instead of SIGSEGV/SIGBUS. */
+int sl_peek(uint64_t addr, void *out, uint64_t n);
+int sl_poke(uint64_t addr, const void *in, uint64_t n);
+int64_t sl_umem_add(uint64_t addr, uint64_t inc, int *err);
+int sl_guard_install(void);
+
+const char *sl_version(void);
+
+#endif

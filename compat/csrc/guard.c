@@ -1,0 +1,216 @@
+/* Guarded user-memory access: every load from or store to user memory that a
+ * syslet names (atoms, argument words, ret_ptr, ring slots) runs inside a
+ * region protected by a SIGSEGV/SIGBUS handler that jumps back with EFAULT.
+ * Faults outside a guarded region are passed on to the previous handler. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include "engine.h"
+#include "guard.h"
+
+__thread sigjmp_buf *sl_guard_jb;
+__thread volatile int sl_guard_on;
+
+static struct sigaction old_segv, old_bus;
+static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
+static int guard_err;
+
+static void pass_on(int sig, siginfo_t *si, void *uc, struct sigaction *old)
+{
+    if (old->sa_flags & SA_SIGINFO) {
+        if (old->sa_sigaction) {
+            old->sa_sigaction(sig, si, uc);
+            return;
+        }
+    } else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
+        old->sa_handler(sig);
+        return;
+    }
+    /* Default action: restore it; the faulting instruction re-runs and dies. */
+    signal(sig, SIG_DFL);
+}
+
+static void on_fault(int sig, siginfo_t *si, void *uc)
+{
+    if (sl_guard_on && sl_guard_jb) {
+        sl_guard_on = 0;
+        siglongjmp(*sl_guard_jb, 1);
+    }
+    pass_on(sig, si, uc, sig == SIGBUS ? &old_bus : &old_segv);
+}
+
+static void install(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGSEGV, &sa, &old_segv) || sigaction(SIGBUS, &sa, &old_bus))
+        guard_err = -errno;
+}
+
+int sl_guard_install(void)
+{
+    pthread_once(&guard_once, install);
+    if (guard_err)
+        return guard_err;
+    /* Someone may have replaced our handler since (e.g. faulthandler): take
+     * the slot back, chaining to whatever is there now. */
+    struct sigaction cur;
+    if (sigaction(SIGSEGV, NULL, &cur) == 0 && cur.sa_sigaction != on_fault) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_fault;
+        sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGSEGV, &sa, &old_segv);
+    }
+    if (sigaction(SIGBUS, NULL, &cur) == 0 && cur.sa_sigaction != on_fault) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_fault;
+        sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGBUS, &sa, &old_bus);
+    }
+    return 0;
+}
+
+int sl_peek(uint64_t addr, void *out, uint64_t n)
+{
+    return g_copy_in(out, addr, n);
+}
+
+int sl_poke(uint64_t addr, const void *in, uint64_t n)
+{
+    return g_copy_out(addr, in, n);
+}
+
+int64_t sl_umem_add(uint64_t addr, uint64_t inc, int *err)
+{
+    uint64_t v;
+    int r = g_add(addr, inc, &v);
+    *err = r;
+    return r ? r : (int64_t)v;
+}
+
+int g_copy_in(void *dst, uint64_t src, uint64_t n)
+{
+    if (!g_plausible(src, n))
+        return -EFAULT;
+    sigjmp_buf jb;
+    if (sigsetjmp(jb, 0))
+        return -EFAULT;
+    sl_guard_jb = &jb;
+    sl_guard_on = 1;
+    const volatile unsigned char *s = (const volatile unsigned char *)(uintptr_t)src;
+    unsigned char *d = dst;
+    if (n == 8 && (src & 7) == 0) {
+        *(uint64_t *)d = *(const volatile uint64_t *)s;
+    } else {
+        for (uint64_t i = 0; i < n; i++)
+            d[i] = s[i];
+    }
+    sl_guard_on = 0;
+    return 0;
+}
+
+int g_copy_out(uint64_t dst, const void *src, uint64_t n)
+{
+    if (!g_plausible(dst, n))
+        return -EFAULT;
+    sigjmp_buf jb;
+    if (sigsetjmp(jb, 0))
+        return -EFAULT;
+    sl_guard_jb = &jb;
+    sl_guard_on = 1;
+    volatile unsigned char *d = (volatile unsigned char *)(uintptr_t)dst;
+    const unsigned char *s = src;
+    if (n == 8 && (dst & 7) == 0) {
+        *(volatile uint64_t *)d = *(const uint64_t *)s;
+    } else {
+        for (uint64_t i = 0; i < n; i++)
+            d[i] = s[i];
+    }
+    sl_guard_on = 0;
+    return 0;
+}
+
+int g_add(uint64_t addr, uint64_t inc, uint64_t *newval)
+{
+    if (!g_plausible(addr, 8))
+        return -EFAULT;
+    sigjmp_buf jb;
+    if (sigsetjmp(jb, 0))
+        return -EFAULT;
+    sl_guard_jb = &jb;
+    sl_guard_on = 1;
+    *newval = __atomic_add_fetch((uint64_t *)(uintptr_t)addr, inc, __ATOMIC_SEQ_CST);
+    sl_guard_on = 0;
+    return 0;
+}
+
+int g_load_acquire(uint64_t addr, uint64_t *out)
+{
+    if (!g_plausible(addr, 8) || (addr & 7))
+        return -EFAULT;
+    sigjmp_buf jb;
+    if (sigsetjmp(jb, 0))
+        return -EFAULT;
+    sl_guard_jb = &jb;
+    sl_guard_on = 1;
+    *out = __atomic_load_n((uint64_t *)(uintptr_t)addr, __ATOMIC_ACQUIRE);
+    sl_guard_on = 0;
+    return 0;
+}
+
+int g_cas_release(uint64_t addr, uint64_t expect, uint64_t val, int *swapped)
+{
+    if (!g_plausible(addr, 8) || (addr & 7))
+        return -EFAULT;
+    sigjmp_buf jb;
+    if (sigsetjmp(jb, 0))
+        return -EFAULT;
+    sl_guard_jb = &jb;
+    sl_guard_on = 1;
+    *swapped = __atomic_compare_exchange_n((uint64_t *)(uintptr_t)addr, &expect, val, 0,
+                                           __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+    sl_guard_on = 0;
+    return 0;
+}
+
+int g_strnlen(uint64_t addr, uint64_t max, uint64_t *len)
+{
+    if (!g_plausible(addr, 1))
+        return -EFAULT;
+    sigjmp_buf jb;
+    if (sigsetjmp(jb, 0))
+        return -EFAULT;
+    sl_guard_jb = &jb;
+    sl_guard_on = 1;
+    const volatile char *s = (const volatile char *)(uintptr_t)addr;
+    uint64_t i = 0;
+    while (i < max && s[i])
+        i++;
+    sl_guard_on = 0;
+    *len = i;
+    return 0;
+}
+
+/* Writable probe without changing the value (atomic add of 0). */
+int g_probe_write(uint64_t addr)
+{
+    uint64_t v;
+    if (addr & 7) {
+        unsigned char b;
+        if (g_copy_in(&b, addr, 1) || g_copy_out(addr, &b, 1))
+            return -EFAULT;
+        return 0;
+    }
+    return g_add(addr, 0, &v);
+}

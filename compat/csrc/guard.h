@@ -1,0 +1,20 @@
+/* Internal guarded accessors (see guard.c).  All return 0 or -EFAULT. */
+#ifndef SYSLET_GUARD_H
+#define SYSLET_GUARD_H
+#include <stdint.h>
+
+/* Addresses that can never be user memory fail fast without a fault. */
+static inline int g_plausible(uint64_t addr, uint64_t n)
+{
+    return addr >= 4096 && addr < 0x800000000000ULL && n <= 0x800000000000ULL - addr;
+}
+
+int g_copy_in(void *dst, uint64_t src, uint64_t n);
+int g_copy_out(uint64_t dst, const void *src, uint64_t n);
+int g_add(uint64_t addr, uint64_t inc, uint64_t *newval);
+int g_load_acquire(uint64_t addr, uint64_t *out);
+int g_cas_release(uint64_t addr, uint64_t expect, uint64_t val, int *swapped);
+int g_strnlen(uint64_t addr, uint64_t max, uint64_t *len);
+int g_probe_write(uint64_t addr);
+
+#endif

@@ -1,0 +1,104 @@
+/* uring_shim C shim: generic SQE filling for any kernel opcode, batch
+ * prepare/submit/reap, a wait that never touches liburing's user-space
+ * state, and the native fallback pool.  Knows nothing of syslets.
+ *
+ * Thread discipline: functions taking a struct io_uring * follow liburing's
+ * rules (one submitter and one reaper at a time); us_wait() only reads the
+ * shared ring indices and may run concurrently with either.  The pool is
+ * fully thread-safe.
+ */
+#ifndef URING_SHIM_H
+#define URING_SHIM_H
+
+#include <stdint.h>
+#include <liburing.h>
+
+#define US_VERSION "0.1.0"
+
+/* One SQE, described in plain words.  Field names follow struct io_uring_sqe;
+ * op_flags is the 32-bit union word (rw_flags, open_flags, msg_flags, ...). */
+struct us_desc {
+    uint8_t opcode;
+    uint8_t flags;            /* IOSQE_* */
+    uint16_t ioprio;
+    int32_t fd;
+    uint64_t off;             /* also addr2 */
+    uint64_t addr;            /* also splice_off_in */
+    uint32_t len;
+    uint32_t op_flags;
+    uint64_t user_data;
+    uint16_t buf_index;
+    uint16_t personality;
+    uint32_t file_index;      /* also splice_fd_in */
+    uint64_t addr3;
+};
+
+struct us_cqe {
+    uint64_t user_data;
+    int32_t res;
+    uint32_t flags;
+};
+
+const char *us_version(void);
+
+void us_fill_sqe(struct io_uring_sqe *sqe, const struct us_desc *d);
+/* Prepares up to n descriptors; returns how many fit in the SQ. */
+int us_prep_many(struct io_uring *ring, const struct us_desc *d, unsigned n);
+/* Prepares all n (or -EBUSY if they do not fit, nothing prepared) and submits;
+ * returns io_uring_submit()'s result. */
+int us_submit_many(struct io_uring *ring, const struct us_desc *d, unsigned n);
+/* The fused batch path: prepares all n descriptors (none if they do not all
+ * fit: *status = -EBUSY, returns 0), submits them together with anything
+ * prepared before and waits for wait_nr CQEs in ONE io_uring_enter, then
+ * reaps up to max ready CQEs into out.  Returns the number reaped; *status
+ * receives io_uring_submit_and_wait()'s result (number submitted, or -errno;
+ * a wait interrupted by a signal after submitting still reports the count,
+ * so callers compare the number reaped with what they expect). */
+int us_submit_wait_reap(struct io_uring *ring, const struct us_desc *d, unsigned n,
+                        unsigned wait_nr, struct us_cqe *out, unsigned max, int *status);
+/* Copies up to max ready CQEs out and advances the CQ; never blocks. */
+unsigned us_reap(struct io_uring *ring, struct us_cqe *out, unsigned max);
+unsigned us_cq_ready(struct io_uring *ring);
+/* Waits until at least min CQEs are ready, or timeout_ns passes (<0: no
+ * timeout).  0, -ETIME, -EINTR or another -errno.  Never loops on EINTR. */
+int us_wait(struct io_uring *ring, unsigned min, int64_t timeout_ns);
+/* Fills supported[0..n) with 1/0 per opcode; returns last_op+1 or -errno. */
+int us_probe(struct io_uring *ring, uint8_t *supported, unsigned n);
+/* NOP round trips done in C (benchmark reference). */
+int us_nop_loop(struct io_uring *ring, unsigned count);
+
+/* ---- native fallback pool --------------------------------------------- */
+
+/* A job is owned by the caller and must stay valid until its completion has
+ * been reaped.  result receives the raw kernel convention (-errno). */
+struct us_job {
+    int64_t nr;
+    int64_t args[6];
+    uint64_t user_data;
+    int64_t result;
+    struct us_job *link_;     /* pool-private */
+};
+
+struct us_pool;
+
+/* target_ring_fd >= 0: completions are posted into that ring as CQEs
+ * (IORING_OP_MSG_RING, res = result clamped to int32, user_data = job's).
+ * The pool keeps its own duplicate of target_ring_fd until us_pool_free, so
+ * the ring stays alive (and its fd number cannot be reused) while workers
+ * post; a post that keeps failing (target CQ full for ~2 s, or an error
+ * other than EOVERFLOW/EAGAIN/ENOMEM/EBUSY) is dropped.
+ * target_ring_fd < 0: completions are queued inside the pool (us_pool_reap).
+ * Returns NULL with errno set on failure. */
+struct us_pool *us_pool_new(unsigned max_workers, int target_ring_fd);
+int us_pool_submit(struct us_pool *p, struct us_job **jobs, unsigned n);
+unsigned us_pool_reap(struct us_pool *p, struct us_cqe *out, unsigned max);
+/* Waits for at least min queued completions; 0, -ETIME. */
+int us_pool_wait(struct us_pool *p, unsigned min, int64_t timeout_ns);
+unsigned us_pool_workers(struct us_pool *p);
+unsigned us_pool_pending(struct us_pool *p);
+int us_pool_set_max(struct us_pool *p, unsigned max_workers);
+/* Stops accepting jobs, lets the workers run every queued job, joins them
+ * (waits for calls blocked in the kernel) and frees the pool. */
+void us_pool_free(struct us_pool *p);
+
+#endif
