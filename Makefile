@@ -17,7 +17,7 @@ PYTEST_ARGS  ?= -q
 # Anything that changes what `pip install -e` builds: packaging metadata and
 # the cffi build scripts, cdefs and C sources of both packages.
 BUILD_INPUTS := pyproject.toml setup.py \
-	$(wildcard */_build.py */_cdef.h */csrc/* */include/*.h)
+	$(wildcard */_build.py */_build_*.py */_cdef.h */csrc/*.c */csrc/*.h */include/*.h)
 
 .PHONY: all deps venv test demo bench docs clean help
 

@@ -73,6 +73,7 @@ int us_submit_wait_reap(struct io_uring *ring, const struct us_desc *d, unsigned
                         unsigned wait_nr, struct us_cqe *out, unsigned max, int *status);
 unsigned us_reap(struct io_uring *ring, struct us_cqe *out, unsigned max);
 unsigned us_cq_ready(struct io_uring *ring);
+unsigned us_unprep(struct io_uring *ring);
 int us_wait(struct io_uring *ring, unsigned min, int64_t timeout_ns);
 int us_probe(struct io_uring *ring, uint8_t *supported, unsigned n);
 int us_nop_loop(struct io_uring *ring, unsigned count);
@@ -84,4 +85,5 @@ int us_pool_wait(struct us_pool *p, unsigned min, int64_t timeout_ns);
 unsigned us_pool_workers(struct us_pool *p);
 unsigned us_pool_pending(struct us_pool *p);
 int us_pool_set_max(struct us_pool *p, unsigned max_workers);
+void us_pool_interrupt(struct us_pool *p);
 void us_pool_free(struct us_pool *p);

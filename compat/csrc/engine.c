@@ -48,6 +48,7 @@ enum { ST_FREE = 0, ST_READY, ST_URING, ST_POOL, ST_DONE };
 struct member {
     uint64_t atom, flags, nr, ret_ptr, next;
     int64_t args[6];
+    uint64_t cells[6];      /* the arg_ptr words */
     int64_t result;
     int64_t partial;        /* bytes done by a NOWAIT attempt, -1 none */
     uint8_t op, sqe_flags, transfer, done;
@@ -96,11 +97,18 @@ struct sl_ctx {
     uint64_t budget;
     int trace;
     struct sl_counters cnt;
-    pid_t pid;
-    unsigned threads_hint;
+    unsigned gen;               /* fork generation it was made in */
 };
 
 const char *sl_version(void) { return SL_VERSION; }
+
+/* Bumped in every child after fork(): a context from another generation
+ * belongs to the parent (cheaper than a getpid() system call per exec). */
+static volatile unsigned fork_gen;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void on_fork_child(void) { fork_gen++; }
+static void atfork_install(void) { pthread_atfork(NULL, NULL, on_fork_child); }
+#define FOREIGN(c) ((c)->gen != fork_gen)
 
 /* ---- syscall classification ------------------------------------------ */
 
@@ -278,53 +286,91 @@ static int64_t raw_syscall(uint64_t nr, const int64_t *a)
     return r < 0 ? -(int64_t)errno : (int64_t)r;
 }
 
-static int ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
-{
-    return a < b + blen && b < a + alen;
-}
-
 /* Reads the atom at addr and its argument words.  0, or -EFAULT for an
  * unreadable atom, or 1 for an unreadable argument pointer (atom readable). */
 static int read_atom(uint64_t addr, struct member *m)
 {
     uint64_t w[11];
-    if (g_copy_in(w, addr, sizeof w))
-        return -EFAULT;
+    int r = g_read_atom(addr, w, m->args);
+    if (r < 0)
+        return r;
     m->atom = addr;
     m->flags = w[0];
     m->nr = w[1];
     m->ret_ptr = w[2];
     m->next = w[3];
+    memcpy(m->cells, &w[4], sizeof m->cells);
     m->partial = -1;
     m->done = 0;
     m->sqe_flags = 0;
     m->op = 0;
     m->transfer = 0;
-    int bad = 0;
-    int i = 0;
-    for (; i < 6 && w[4 + i]; i++) {
-        uint64_t v;
-        if (g_copy_in(&v, w[4 + i], 8)) {
-            bad = 1;
-            break;
-        }
-        m->args[i] = (int64_t)v;
-    }
-    for (; i < 6; i++)
-        m->args[i] = 0;
-    return bad;
+    return r;
 }
 
-/* The argument-pointer cells of an atom (for the conflict test). */
-static int atom_cells(uint64_t addr, uint64_t *cells)
+/* What the members of a segment may write (ret cells, read buffers), as
+ * exact intervals plus two small Bloom filters (64-byte lines for small
+ * ranges, pages for large ones) so the common no-conflict case is O(1). */
+struct outset {
+    unsigned n;
+    int big;
+    uint64_t lo[2 * SL_MAXSEG], hi[2 * SL_MAXSEG];
+    uint64_t lines[8], pages[8];
+};
+
+static inline unsigned bloom_bit(uint64_t k)
 {
-    uint64_t w[6];
-    if (g_copy_in(w, addr + 32, sizeof w))
+    return (unsigned)((k * 0x9E3779B97F4A7C15ULL) >> 55);   /* 0..511 */
+}
+
+static void outs_add(struct outset *o, uint64_t lo, uint64_t len)
+{
+    if (!len)
+        return;
+    o->lo[o->n] = lo;
+    o->hi[o->n] = lo + len;
+    o->n++;
+    if (len <= 256) {
+        for (uint64_t l = lo >> 6; l <= (lo + len - 1) >> 6; l++) {
+            unsigned b = bloom_bit(l);
+            o->lines[b >> 6] |= 1ULL << (b & 63);
+        }
+    } else if (len <= (64u << 12)) {
+        for (uint64_t p = lo >> 12; p <= (lo + len - 1) >> 12; p++) {
+            unsigned b = bloom_bit(p);
+            o->pages[b >> 6] |= 1ULL << (b & 63);
+        }
+    } else {
+        o->big = 1;
+    }
+}
+
+/* May a member of the set have written any byte of [lo, lo+len)? */
+static int outs_hit(const struct outset *o, uint64_t lo, uint64_t len)
+{
+    int maybe = o->big;
+    for (uint64_t l = lo >> 6; !maybe && l <= (lo + len - 1) >> 6; l++) {
+        unsigned b = bloom_bit(l);
+        maybe = (o->lines[b >> 6] >> (b & 63)) & 1;
+    }
+    for (uint64_t p = lo >> 12; !maybe && p <= (lo + len - 1) >> 12; p++) {
+        unsigned b = bloom_bit(p);
+        maybe = (o->pages[b >> 6] >> (b & 63)) & 1;
+    }
+    if (!maybe)
         return 0;
-    int n = 0;
-    for (; n < 6 && w[n]; n++)
-        cells[n] = w[n];
-    return n;
+    for (unsigned i = 0; i < o->n; i++)
+        if (lo < o->hi[i] && o->lo[i] < lo + len)
+            return 1;
+    return 0;
+}
+
+static void outs_member(struct outset *o, const struct member *m)
+{
+    if (m->ret_ptr)
+        outs_add(o, m->ret_ptr, 8);
+    if (m->op == IORING_OP_READ)
+        outs_add(o, (uint64_t)m->args[1], (uint64_t)m->args[2]);
 }
 
 static void trace_member(struct sl_ctx *c, struct syslet *s, const struct member *m, const char *how)
@@ -514,8 +560,8 @@ static int try_nowait_read(struct member *m, int64_t *res)
         *res = -(int64_t)errno;
         return 1;
     }
-    if ((uint64_t)r == (uint64_t)m->args[2]) {
-        *res = r;
+    if (r == 0 || (uint64_t)r == (uint64_t)m->args[2]) {
+        *res = r;       /* complete, or end of file */
         return 1;
     }
     m->partial = r;     /* short: the rest (or EOF) is decided by io_uring */
@@ -558,7 +604,13 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
     unsigned n = 0;
     unsigned space = io_uring_sq_space_left(&c->ring);
     unsigned max = space < SL_MAXSEG ? space : SL_MAXSEG;
+    struct outset outs;
+    outs.n = 0;
+    outs.big = 0;
+    memset(outs.lines, 0, sizeof outs.lines);
+    memset(outs.pages, 0, sizeof outs.pages);
     seg[n++] = *first;
+    outs_member(&outs, first);
     /* Extend along next while every rule allows it. */
     while (n < max) {
         struct member *prev = &seg[n - 1];
@@ -574,57 +626,46 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
             if (seg[i].atom == nx) { loop = 1; break; }
         if (loop)
             break;
-        /* Would an earlier member write the next atom or its argument cells? */
-        uint64_t cells[6];
-        int nc = atom_cells(nx, cells);
-        int conflict = 0;
-        for (unsigned i = 0; i < n && !conflict; i++) {
-            const struct member *e = &seg[i];
-            uint64_t ob = 0, ol = 0;
-            if (e->transfer && e->op == IORING_OP_READ) {
-                ob = (uint64_t)e->args[1];
-                ol = (uint64_t)e->args[2];
-            }
-            if (e->ret_ptr && ranges_overlap(e->ret_ptr, 8, nx, ATOM_SIZE))
-                conflict = 1;
-            if (ol && ranges_overlap(ob, ol, nx, ATOM_SIZE))
-                conflict = 1;
-            for (int k = 0; k < nc && !conflict; k++) {
-                if (e->ret_ptr && ranges_overlap(e->ret_ptr, 8, cells[k], 8))
-                    conflict = 1;
-                if (ol && ranges_overlap(ob, ol, cells[k], 8))
-                    conflict = 1;
-            }
-        }
-        if (conflict)
+        /* Would an earlier member write the next atom or its argument cells?
+         * (Checked before the values read now are trusted.) */
+        if (outs_hit(&outs, nx, ATOM_SIZE))
             break;
         struct member m;
         if (read_atom(nx, &m) != 0)
             break;          /* unreadable: the driver ends it exactly */
+        int conflict = 0;
+        for (int k = 0; k < 6 && m.cells[k] && !conflict; k++)
+            conflict = outs_hit(&outs, m.cells[k], 8);
+        if (conflict)
+            break;
         if ((m.flags & ~(uint64_t)F_ALL) || (m.flags & F_SYNC && s->in_caller))
             break;
         if (c->budget && s->natoms + n >= c->budget)
             break;
         if (is_refused(m.nr) || m.nr == NR_UMEM_ADD || !uring_op(&m))
             break;
-        /* Paths are copied at submission: an earlier read must not write them. */
+        /* Results are stored only when the whole segment is back: a data
+         * buffer covering an earlier member's ret cell would be written
+         * from (write) or overwritten (read) in the wrong order. */
+        if (m.transfer && m.args[2]) {
+            for (unsigned i = 0; i < n && !conflict; i++)
+                conflict = seg[i].ret_ptr &&
+                           seg[i].ret_ptr < (uint64_t)m.args[1] + (uint64_t)m.args[2] &&
+                           (uint64_t)m.args[1] < seg[i].ret_ptr + 8;
+            if (conflict)
+                break;
+        }
+        /* Paths are copied at submission: an earlier member must not write them. */
         if (m.op == IORING_OP_OPENAT) {
             uint64_t p = m.nr == 2 ? (uint64_t)m.args[0] : (uint64_t)m.args[1];
             uint64_t plen = 0;
             g_strnlen(p, 4096, &plen);
-            for (unsigned i = 0; i < n && !conflict; i++) {
-                const struct member *e = &seg[i];
-                if (e->ret_ptr && ranges_overlap(e->ret_ptr, 8, p, plen + 1))
-                    conflict = 1;
-                if (e->op == IORING_OP_READ &&
-                    ranges_overlap((uint64_t)e->args[1], (uint64_t)e->args[2], p, plen + 1))
-                    conflict = 1;
-            }
-            if (conflict)
+            if (outs_hit(&outs, p, plen + 1))
                 break;
         }
         prev->sqe_flags |= (uint8_t)lf;
         seg[n++] = m;
+        outs_member(&outs, &seg[n - 1]);
     }
     s->nseg = n;
     s->nreaped = 0;
@@ -688,7 +729,7 @@ static void advance(struct sl_ctx *c, struct syslet *s)
         }
         int must_sync = c->sync_only || (s->in_caller && (m.flags & F_SYNC));
         if (is_refused(m.nr) || m.nr == NR_UMEM_ADD || never_blocks(m.nr, m.args) ||
-            (must_sync && !(c->backend && uring_op(&m)))) {
+            c->sync_only || (must_sync && !(c->backend && uring_op(&m)))) {
             trace_member(c, s, &m, "inline");
             r = run_native(c, &m);
             c->cnt.atoms_inline++;
@@ -696,7 +737,19 @@ static void advance(struct sl_ctx *c, struct syslet *s)
                 s->cur = 0;
             continue;
         }
-        if (c->backend && uring_op(&m)) {
+        int has_op = uring_op(&m);
+        if (has_op && m.op == IORING_OP_READ && !c->backend && !s->force_async) {
+            /* Pool-only: a read the page cache can serve runs here. */
+            if (try_nowait_read(&m, &r)) {
+                trace_member(c, s, &m, "nowait");
+                c->cnt.atoms_inline++;
+                c->cnt.atoms_nowait++;
+                if (complete_atom(c, s, &m, r))
+                    s->cur = 0;
+                continue;
+            }
+        }
+        if (c->backend && has_op) {
             if (m.op == IORING_OP_READ && !s->force_async) {
                 /* Single-step fast path: the 2007 kernel ran the call in the
                  * caller until it would block; RWF_NOWAIT says exactly that. */
@@ -733,6 +786,12 @@ static void advance(struct sl_ctx *c, struct syslet *s)
         s->pm = m;
         s->job.nr = (int64_t)m.nr;
         memcpy(s->job.args, m.args, sizeof m.args);
+        if (m.partial > 0) {    /* the rest of a short NOWAIT read */
+            s->job.args[1] += m.partial;
+            s->job.args[2] -= m.partial;
+            if (m.nr == 17)
+                s->job.args[3] += m.partial;
+        }
         s->job.user_data = make_ud(s, UD_POOL);
         s->job.result = 0;
         if (add_job(c, &s->job)) {
@@ -783,10 +842,15 @@ static void on_completion(struct sl_ctx *c, uint64_t ud, int32_t res)
             return;
         c->cnt.atoms_pool++;
         s->state = ST_READY;
-        if (complete_atom(c, s, &s->pm, s->job.result))
+        int64_t r = s->job.result;
+        if (s->pm.partial > 0)
+            r = r < 0 ? s->pm.partial : s->pm.partial + r;
+        if (complete_atom(c, s, &s->pm, r))
             s->cur = 0;
         if (!s->in_caller)
             advance(c, s);
+        else
+            pthread_cond_broadcast(&c->cv);
         return;
     }
     if (s->state != ST_URING || idx >= s->nseg)
@@ -820,6 +884,8 @@ static void on_completion(struct sl_ctx *c, uint64_t ud, int32_t res)
     }
     if (!s->in_caller)
         advance(c, s);
+    else
+        pthread_cond_broadcast(&c->cv);
 }
 
 static unsigned reap_all(struct sl_ctx *c)
@@ -852,21 +918,51 @@ static void run_ready(struct sl_ctx *c)
 
 /* ---- driver thread ------------------------------------------------------ */
 
+static int64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
 static void *driver_main(void *arg)
 {
     struct sl_ctx *c = arg;
+    int cancel_sent = 0;
+    int64_t deadline = 0;
     pthread_mutex_lock(&c->mu);
     for (;;) {
         run_ready(c);
         flush(c);
         try_publish(c);
-        if (c->stop && c->inflight == 0 && (c->pubq_n == 0 || !c->registered))
-            break;
+        if (c->stop) {
+            /* Closing: entries nobody will consume are dropped; with
+             * cancellation, in-flight requests are cancelled and loops stop
+             * before their next atom.  Bounded: after 3 s what still runs
+             * (an uninterruptible call) is abandoned. */
+            if (c->inflight == 0)
+                break;
+            if (!deadline)
+                deadline = now_ns() + 3000000000LL;
+            if (c->cancel && !cancel_sent && c->backend) {
+                struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
+                if (sqe) {
+                    io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+                    sqe->user_data = (uint64_t)-2;
+                    io_uring_submit(&c->ring);
+                    cancel_sent = 1;
+                }
+            }
+            if (c->cancel)
+                us_pool_interrupt(c->pool);
+            if (now_ns() > deadline)
+                break;
+        }
         if (c->inflight == 0 && c->pubq_n == 0 && !c->ready_head) {
             pthread_cond_wait(&c->dcv, &c->mu);
             continue;
         }
-        int64_t tmo = c->pubq_n ? 200000 : 50000000;   /* poll a full ring */
+        int64_t tmo = c->stop ? 5000000 : c->pubq_n ? 200000 : 50000000;   /* poll a full ring */
         pthread_mutex_unlock(&c->mu);
         if (c->backend)
             us_wait(&c->ring, 1, tmo);
@@ -913,7 +1009,8 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&c->cv, &ca);
     pthread_condattr_destroy(&ca);
-    c->pid = getpid();
+    pthread_once(&atfork_once, atfork_install);
+    c->gen = fork_gen;
     c->backend = backend ? 1 : 0;
     c->pool_max = 4;
     if (c->backend) {
@@ -1163,7 +1260,7 @@ int sl_exec_batch(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_t *
         return -ENOMEM;
     }
     pthread_mutex_lock(&c->mu);
-    if (c->pid != getpid()) {
+    if (FOREIGN(c)) {
         pthread_mutex_unlock(&c->mu);
         if (n > 64) { free(ss); free(sync_all); }
         return -ECHILD;
@@ -1302,7 +1399,7 @@ int sl_ctx_free(struct sl_ctx *c, int cancel)
 {
     if (!c)
         return 0;
-    if (c->pid != getpid()) {
+    if (FOREIGN(c)) {
         /* A child after fork: the parent's threads do not exist here and
          * the ring belongs to the parent.  Leak the memory, touch nothing. */
         return 0;

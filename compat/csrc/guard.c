@@ -12,8 +12,8 @@
 #include "engine.h"
 #include "guard.h"
 
-__thread sigjmp_buf *sl_guard_jb;
-__thread volatile int sl_guard_on;
+__thread sigjmp_buf *sl_guard_jb __attribute__((tls_model("initial-exec")));
+__thread volatile int sl_guard_on __attribute__((tls_model("initial-exec")));
 
 static struct sigaction old_segv, old_bus;
 static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
@@ -110,12 +110,10 @@ int g_copy_in(void *dst, uint64_t src, uint64_t n)
     sl_guard_on = 1;
     const volatile unsigned char *s = (const volatile unsigned char *)(uintptr_t)src;
     unsigned char *d = dst;
-    if (n == 8 && (src & 7) == 0) {
+    if (n == 8 && (src & 7) == 0)
         *(uint64_t *)d = *(const volatile uint64_t *)s;
-    } else {
-        for (uint64_t i = 0; i < n; i++)
-            d[i] = s[i];
-    }
+    else
+        memcpy(d, (const void *)s, n);
     sl_guard_on = 0;
     return 0;
 }
@@ -131,12 +129,10 @@ int g_copy_out(uint64_t dst, const void *src, uint64_t n)
     sl_guard_on = 1;
     volatile unsigned char *d = (volatile unsigned char *)(uintptr_t)dst;
     const unsigned char *s = src;
-    if (n == 8 && (dst & 7) == 0) {
+    if (n == 8 && (dst & 7) == 0)
         *(volatile uint64_t *)d = *(const uint64_t *)s;
-    } else {
-        for (uint64_t i = 0; i < n; i++)
-            d[i] = s[i];
-    }
+    else
+        memcpy((void *)d, s, n);
     sl_guard_on = 0;
     return 0;
 }
@@ -213,4 +209,37 @@ int g_probe_write(uint64_t addr)
         return 0;
     }
     return g_add(addr, 0, &v);
+}
+
+/* Reads an atom (11 words) and the words its arg_ptr cells point to, up to
+ * the first NULL, in one guarded region.  Returns -EFAULT when the atom is
+ * unreadable, 1 when an argument cell is (args[] then holds the values read
+ * before it), 0 otherwise.  *nargs gets the number of non-NULL cells read. */
+int g_read_atom(uint64_t addr, uint64_t *w, int64_t *args)
+{
+    volatile int stage = -1;
+    if (!g_plausible(addr, 88))
+        return -EFAULT;
+    sigjmp_buf jb;
+    if (sigsetjmp(jb, 0))
+        return stage < 0 ? -EFAULT : 1;
+    sl_guard_jb = &jb;
+    sl_guard_on = 1;
+    memcpy(w, (const void *)(uintptr_t)addr, 88);
+    int i = 0;
+    for (; i < 6 && w[4 + i]; i++) {
+        stage = i;
+        uint64_t p = w[4 + i];
+        if (!g_plausible(p, 8)) {
+            sl_guard_on = 0;
+            return 1;
+        }
+        uint64_t v;
+        memcpy(&v, (const void *)(uintptr_t)p, 8);
+        args[i] = (int64_t)v;
+    }
+    sl_guard_on = 0;
+    for (; i < 6; i++)
+        args[i] = 0;
+    return 0;
 }

@@ -87,6 +87,15 @@ unsigned us_reap(struct io_uring *ring, struct us_cqe *out, unsigned max)
     return total;
 }
 
+unsigned us_unprep(struct io_uring *ring)
+{
+    /* liburing keeps prepared SQEs in [sqe_head, sqe_tail) until the next
+     * submit publishes them to the kernel; rewinding sqe_tail drops them. */
+    unsigned n = ring->sq.sqe_tail - ring->sq.sqe_head;
+    ring->sq.sqe_tail = ring->sq.sqe_head;
+    return n;
+}
+
 unsigned us_cq_ready(struct io_uring *ring) { return io_uring_cq_ready(ring); }
 
 int us_wait(struct io_uring *ring, unsigned min, int64_t timeout_ns)
@@ -150,6 +159,25 @@ int us_nop_loop(struct io_uring *ring, unsigned count)
 /* ---- native fallback pool --------------------------------------------- */
 
 #define US_POST_BATCH 32
+#define US_INTR_SIG (SIGRTMAX - 3)
+
+static void on_intr(int sig) { (void)sig; }
+
+/* A no-op handler without SA_RESTART, so pthread_kill(US_INTR_SIG) makes a
+ * blocked system call return EINTR.  Installed only where nobody else has a
+ * handler for that signal. */
+static void intr_install(void)
+{
+    struct sigaction cur;
+    if (sigaction(US_INTR_SIG, NULL, &cur) == 0 && cur.sa_handler == SIG_DFL) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_intr;
+        sigemptyset(&sa.sa_mask);
+        sigaction(US_INTR_SIG, &sa, NULL);
+    }
+}
+static pthread_once_t intr_once = PTHREAD_ONCE_INIT;
 
 struct us_pool {
     pthread_mutex_t mu;
@@ -244,6 +272,10 @@ static void *worker_main(void *arg)
 
     if (p->target_fd >= 0)
         have_ring = io_uring_queue_init(US_POST_BATCH, &own, 0) == 0;
+    sigset_t intr;
+    sigemptyset(&intr);
+    sigaddset(&intr, US_INTR_SIG);
+    pthread_sigmask(SIG_UNBLOCK, &intr, NULL);
 
     pthread_mutex_lock(&p->mu);
     for (;;) {
@@ -304,6 +336,7 @@ struct us_pool *us_pool_new(unsigned max_workers, int target_ring_fd)
     struct us_pool *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
+    pthread_once(&intr_once, intr_install);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work_cv, NULL);
     pthread_condattr_t ca;
@@ -462,6 +495,14 @@ int us_pool_set_max(struct us_pool *p, unsigned max_workers)
     return 0;
 }
 
+void us_pool_interrupt(struct us_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    for (unsigned i = 0; i < p->nthreads; i++)
+        pthread_kill(p->threads[i], US_INTR_SIG);
+    pthread_mutex_unlock(&p->mu);
+}
+
 void us_pool_free(struct us_pool *p)
 {
     if (!p)
@@ -471,11 +512,23 @@ void us_pool_free(struct us_pool *p)
     pthread_cond_broadcast(&p->work_cv);
     unsigned n = p->nthreads;
     pthread_mutex_unlock(&p->mu);
+    /* Workers blocked in a system call (a read on an empty pipe, ...) are
+     * interrupted with US_INTR_SIG until they notice the stop, for 5 s. */
+    for (int tries = 0; tries < 1000; tries++) {
+        pthread_mutex_lock(&p->mu);
+        unsigned alive = p->nworkers;
+        pthread_mutex_unlock(&p->mu);
+        if (!alive)
+            break;
+        if (tries > 0)
+            for (unsigned i = 0; i < n; i++)
+                pthread_kill(p->threads[i], US_INTR_SIG);
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
     for (unsigned i = 0; i < n; i++)
         pthread_join(p->threads[i], NULL);
     free(p->threads);
-    if (p->target_fd >= 0)
-        close(p->target_fd);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->work_cv);
     pthread_cond_destroy(&p->done_cv);

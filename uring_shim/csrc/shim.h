@@ -59,6 +59,9 @@ int us_submit_wait_reap(struct io_uring *ring, const struct us_desc *d, unsigned
 /* Copies up to max ready CQEs out and advances the CQ; never blocks. */
 unsigned us_reap(struct io_uring *ring, struct us_cqe *out, unsigned max);
 unsigned us_cq_ready(struct io_uring *ring);
+/* Drops SQEs prepared since the last submit (not yet visible to the kernel);
+ * returns how many.  SQEs already published but not consumed stay queued. */
+unsigned us_unprep(struct io_uring *ring);
 /* Waits until at least min CQEs are ready, or timeout_ns passes (<0: no
  * timeout).  0, -ETIME, -EINTR or another -errno.  Never loops on EINTR. */
 int us_wait(struct io_uring *ring, unsigned min, int64_t timeout_ns);
