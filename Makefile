@@ -17,7 +17,7 @@ PYTEST_ARGS  ?= -q
 # Anything that changes what `pip install -e` builds: packaging metadata and
 # the cffi build scripts, cdefs and C sources of both packages.
 BUILD_INPUTS := pyproject.toml setup.py \
-	$(wildcard */_build.py */_build_*.py */_cdef.h */csrc/*.c */csrc/*.h */include/*.h)
+	$(wildcard */_build.py */_build_*.py */_cdef.h */csrc/*.c */csrc/*.h */csrc/*.map */include/*.h)
 
 .PHONY: all deps venv test demo bench docs clean help
 
@@ -65,6 +65,9 @@ bench: deps venv
 	$(VPY) bench/bench_shim.py
 	@if [ -f bench/bench_compat.py ]; then \
 		echo "+ $(VPY) bench/bench_compat.py"; $(VPY) bench/bench_compat.py; \
+	fi
+	@if [ -f bench/bench_dropin.py ]; then \
+		echo "+ $(VPY) bench/bench_dropin.py"; $(VPY) bench/bench_dropin.py; \
 	fi
 
 docs: venv

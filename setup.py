@@ -1,3 +1,34 @@
-from setuptools import setup
+import importlib.util
+import os
 
-setup(cffi_modules=["uring_shim/_build.py:ffibuilder", "compat/_build.py:ffibuilder"])
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+class build_ext_libsyslet(build_ext):
+    """build_ext plus compat/libsyslet.so, the C drop-in (compat/_build_syslet.py):
+    a plain shared library (cffi embedding), not a Python extension module, so
+    it is built here rather than through cffi_modules."""
+
+    def _libsyslet_path(self):
+        pkgdir = os.path.dirname(self.get_ext_fullpath("compat._engine"))
+        return os.path.join(pkgdir, "libsyslet.so")
+
+    def run(self):
+        super().run()
+        spec = importlib.util.spec_from_file_location(
+            "_build_syslet", os.path.join(ROOT, "compat", "_build_syslet.py"))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        out = self._libsyslet_path()
+        mod.build(os.path.dirname(out), tmpdir=os.path.join(self.build_temp, "libsyslet"),
+                  verbose=self.verbose)
+
+    def get_outputs(self):
+        return super().get_outputs() + [self._libsyslet_path()]
+
+
+setup(cffi_modules=["uring_shim/_build.py:ffibuilder", "compat/_build.py:ffibuilder"],
+      cmdclass={"build_ext": build_ext_libsyslet})

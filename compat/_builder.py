@@ -203,6 +203,10 @@ class Context:
             self.engine = _core.Engine(backend)
         self.backend = self.engine.backend
         self.arena = Arena(arena_size)
+        # Atoms get an arena of their own: result and constant cells allocated
+        # while building must not land between two atoms, or
+        # SYSLET_SKIP_TO_NEXT_ON_STOP (address + 88) would miss the next one.
+        self._atom_arena = Arena(arena_size)
         self._atoms = {}
         self._consumer = 0
         self.ring_slots = ring_slots
@@ -242,7 +246,7 @@ class Context:
         raise TypeError(f"cannot pass {type(arg).__name__} as a syslet argument")
 
     def _new_atom(self, nr, args, ret, flags):
-        addr = self.arena.alloc(ATOM_SIZE, 8)
+        addr = self._atom_arena.alloc(ATOM_SIZE, 8)
         if ret is True:
             ret = self.var()
         cells = [self._cell(a) for a in args]
@@ -272,14 +276,11 @@ class Context:
     def exec_many(self, chains):
         """Runs several syslets with shared io_uring submissions.  Returns a
         list: the final atom, None (went async) or an OSError instance."""
-        heads = [(c.head if isinstance(c, Chain) else c).addr for c in chains]
-        out = []
-        for r in self.engine.exec_batch(heads):
-            if r < 0:
-                out.append(OSError(-r, os.strerror(-r)))
-            else:
-                out.append(self._atoms.get(r) if r else None)
-        return out
+        heads = [c.atoms[0].addr if type(c) is Chain else
+                 (c.head if isinstance(c, Chain) else c).addr for c in chains]
+        get = self._atoms.get
+        return [get(r) if r > 0 else None if r == 0 else OSError(-r, os.strerror(-r))
+                for r in self.engine.exec_batch(heads)]
 
     def reap(self):
         """Takes every published final atom out of the ring (oldest first)."""
@@ -304,10 +305,20 @@ class Context:
         """The engine's counters (a dict)."""
         return self.engine.counters()
 
-    def close(self):
-        """Drains in-flight syslets, unregisters and closes the engine.  Idempotent."""
+    def close(self, cancel=True):
+        """Unregisters (draining in-flight syslets) and closes the engine.
+        With ``cancel`` (the default, as for :meth:`Engine.close`) running
+        syslets first stop before their next atom (-ECANCELED through its
+        ret_ptr; an atom already running completes), so a runaway loop cannot
+        keep close() waiting; ``cancel=False`` lets every syslet run to its
+        end.  Idempotent."""
         if self._registered:
             self._registered = False
+            if cancel and hasattr(self.engine, "cancel"):
+                try:
+                    self.engine.cancel()
+                except OSError:
+                    pass
             while True:     # drain; entries nobody reaps are dropped here
                 try:
                     self.engine.unregister(self.ring_addr, 8 * self.ring_slots, timeout=0.05)

@@ -12,7 +12,8 @@ import errno
 from . import _core
 from ._abi import (ATOM_SIZE, REFUSED, SYSLET_ASYNC, SYSLET_FLAGS_ALL, SYSLET_SKIP_TO_NEXT_ON_STOP,
                    SYSLET_STOP_ON_NEGATIVE, SYSLET_STOP_ON_NON_POSITIVE, SYSLET_STOP_ON_NONZERO,
-                   SYSLET_STOP_ON_ZERO, SYSLET_SYNC, __NR_umem_add)
+                   SYSLET_STOP_ON_ZERO, SYSLET_SYNC)
+from ._abi import __NR_umem_add as NR_UMEM_ADD
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -64,10 +65,13 @@ class Reference:
             raise OSError(errno.EINVAL, "ring_size_bytes must be a positive multiple of 8")
         if self._head is not None:
             raise OSError(errno.EBUSY, "a head is already registered")
-        try:
-            _core.peek(ring_addr, 8)
+        try:        # every page of the ring must be readable and writable
+            a = ring_addr
+            while a < ring_addr + ring_bytes:
+                _core.umem_add(a, 0)
+                a = (a | 4095) + 1
         except OSError:
-            raise OSError(errno.EFAULT, "ring memory unreadable") from None
+            raise OSError(errno.EFAULT, "ring memory unusable") from None
         self._head = (ring_addr, ring_bytes)
         return 0
 
@@ -119,10 +123,17 @@ class Reference:
         executed = 0
         while u:
             # 1. read the atom
+            # (the header and arg_ptr[] up to its first NULL: tightly packed
+            # atoms end there, spec 4.1; private is never read)
             try:
-                words = [_word(u + 8 * i) for i in range(10)]
+                words = [_word(u + 8 * i) for i in range(4)]
+                for i in range(6):
+                    words.append(_word(u + 32 + 8 * i))
+                    if not words[-1]:
+                        break
             except OSError:
                 break                       # unreadable: last executed is final
+            words += [0] * (10 - len(words))
             flags, nr, ret_ptr, nxt = words[0:4]
             arg_ptrs = words[4:10]
             if self.budget and executed >= self.budget:
@@ -147,13 +158,18 @@ class Reference:
             if r is None:
                 if flags & ~SYSLET_FLAGS_ALL:
                     r = -errno.EINVAL
-                elif nr == __NR_umem_add:
+                elif nr == NR_UMEM_ADD:
                     try:
                         r = _signed(_core.umem_add(args[0], args[1]))
                     except OSError:
                         r = -errno.EFAULT
                 elif nr in REFUSED:
                     r = -errno.EINVAL
+                elif nr >= 0x40000000:
+                    # the kernel keeps only the low 32 bits (bit 30: x32):
+                    # such a number would alias another call; the 2007
+                    # kernel compared the whole word, so it is unknown
+                    r = -errno.ENOSYS
                 else:
                     r = raw_syscall(nr, args)
                 self._counters["atoms_inline"] += 1

@@ -81,6 +81,10 @@ int us_nop_loop(struct io_uring *ring, unsigned count);
 struct us_pool *us_pool_new(unsigned max_workers, int target_ring_fd);
 int us_pool_submit(struct us_pool *p, struct us_job **jobs, unsigned n);
 unsigned us_pool_reap(struct us_pool *p, struct us_cqe *out, unsigned max);
+int us_pool_submit_packed(struct us_pool *p, struct us_job *jobs, unsigned n,
+                          const int64_t *words, size_t nwords, const uint64_t *uds,
+                          uint64_t ud_base);
+unsigned us_pool_reap64(struct us_pool *p, uint64_t *uds, int64_t *res, unsigned max);
 int us_pool_wait(struct us_pool *p, unsigned min, int64_t timeout_ns);
 unsigned us_pool_workers(struct us_pool *p);
 unsigned us_pool_pending(struct us_pool *p);

@@ -40,6 +40,7 @@
 #define NR_UMEM_ADD 1004
 
 #define SL_MAXSEG 64
+#define SL_YIELD_ATOMS 1024     /* inline atoms an async syslet runs per turn */
 #define UD_POOL 0xff
 
 enum { K_URING = 1, K_INLINE, K_POOL, K_REFUSED, K_UMEM };
@@ -111,6 +112,16 @@ static void atfork_install(void) { pthread_atfork(NULL, NULL, on_fork_child); }
 #define FOREIGN(c) ((c)->gen != fork_gen)
 
 /* ---- syscall classification ------------------------------------------ */
+
+/* The kernel takes only the low 32 bits of a system call number (and bit
+ * 30 selects the x32 ABI): a number at or above 2^30 would alias another
+ * call (e.g. 2^32 + 231 = exit_group), bypassing the refused list.  The
+ * 2007 kernel compared the full word: such numbers are unknown, -ENOSYS. */
+#define NR_LIMIT 0x40000000ULL
+static int out_of_range(uint64_t nr)
+{
+    return nr >= NR_LIMIT;
+}
 
 static int is_refused(uint64_t nr)
 {
@@ -543,6 +554,8 @@ static int64_t run_native(struct sl_ctx *c, struct member *m)
     }
     if (is_refused(m->nr))
         return -EINVAL;
+    if (out_of_range(m->nr))
+        return -ENOSYS;
     return raw_syscall(m->nr, m->args);
 }
 
@@ -690,8 +703,12 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
  * atoms in place, or leaves it waiting on a segment or a pool job. */
 static void advance(struct sl_ctx *c, struct syslet *s)
 {
+    unsigned steps = 0;
     while (s->state == ST_READY) {
-        if (!s->cur || (c->cancel && !s->in_caller) || (c->budget && s->natoms >= c->budget)) {
+        /* cancel is set without the mutex (sl_cancel_all, sl_ctx_free), so
+         * that a loop of inline atoms running here can be stopped. */
+        int cancelled = __atomic_load_n(&c->cancel, __ATOMIC_RELAXED);
+        if (!s->cur || (cancelled && !s->in_caller) || (c->budget && s->natoms >= c->budget)) {
             if (s->cur) {   /* budget or cancellation: stop before this atom */
                 struct member m;
                 int64_t r = c->budget && s->natoms >= c->budget ? -ELOOP : -ECANCELED;
@@ -704,6 +721,12 @@ static void advance(struct sl_ctx *c, struct syslet *s)
                 s->cur = 0;
             }
             finish(c, s);
+            return;
+        }
+        if (!s->in_caller && ++steps > SL_YIELD_ATOMS) {
+            /* A long (looping) async syslet: requeue it so the driver lets
+             * go of the mutex now and then (other callers, other syslets). */
+            queue_ready(c, s);
             return;
         }
         struct member m;
@@ -728,8 +751,8 @@ static void advance(struct sl_ctx *c, struct syslet *s)
             continue;
         }
         int must_sync = c->sync_only || (s->in_caller && (m.flags & F_SYNC));
-        if (is_refused(m.nr) || m.nr == NR_UMEM_ADD || never_blocks(m.nr, m.args) ||
-            c->sync_only || (must_sync && !(c->backend && uring_op(&m)))) {
+        if (is_refused(m.nr) || out_of_range(m.nr) || m.nr == NR_UMEM_ADD ||
+            never_blocks(m.nr, m.args) || c->sync_only || (must_sync && !(c->backend && uring_op(&m)))) {
             trace_member(c, s, &m, "inline");
             r = run_native(c, &m);
             c->cnt.atoms_inline++;
@@ -907,10 +930,13 @@ static unsigned reap_all(struct sl_ctx *c)
 /* Advances queued syslets (driver side). */
 static void run_ready(struct sl_ctx *c)
 {
-    while (c->ready_head) {
-        struct syslet *s = c->ready_head;
-        c->ready_head = s->qnext;
-        if (!c->ready_head) c->ready_tail = NULL;
+    /* Only the syslets queued on entry: one that requeues itself (a long
+     * loop yielding) runs again on the driver's next round. */
+    struct syslet *q = c->ready_head;
+    c->ready_head = c->ready_tail = NULL;
+    while (q) {
+        struct syslet *s = q;
+        q = s->qnext;
         s->queued = 0;
         advance(c, s);
     }
@@ -962,6 +988,13 @@ static void *driver_main(void *arg)
             pthread_cond_wait(&c->dcv, &c->mu);
             continue;
         }
+        if (c->ready_head) {    /* a long syslet yielded: let others in, go on */
+            pthread_mutex_unlock(&c->mu);
+            sched_yield();
+            pthread_mutex_lock(&c->mu);
+            reap_all(c);
+            continue;
+        }
         int64_t tmo = c->stop ? 5000000 : c->pubq_n ? 200000 : 50000000;   /* poll a full ring */
         pthread_mutex_unlock(&c->mu);
         if (c->backend)
@@ -981,6 +1014,12 @@ static int ensure_driver(struct sl_ctx *c)
         return 0;
     sigset_t all, old;
     sigfillset(&all);
+    /* The driver touches user memory through the guard: a blocked SIGSEGV
+     * or SIGBUS would kill the process instead of reaching the trap. */
+    sigdelset(&all, SIGSEGV);
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGILL);
+    sigdelset(&all, SIGFPE);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int r = pthread_create(&c->driver, NULL, driver_main, c);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -1049,6 +1088,11 @@ int sl_register(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, uint64_t m
     if (!g_plausible(ring, ring_bytes))
         return -EFAULT;
     sl_guard_install();
+    /* The producer writes every slot: each page of the ring must be
+     * readable and writable now (the slots' values are left alone). */
+    for (uint64_t a = ring; a < ring + ring_bytes; a = (a | 4095) + 1)
+        if (g_probe_write(a))
+            return -EFAULT;
     pthread_mutex_lock(&c->mu);
     if (c->registered) {
         pthread_mutex_unlock(&c->mu);
@@ -1117,17 +1161,19 @@ int sl_unregister(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, int64_t 
 
 static struct syslet *start_syslet(struct sl_ctx *c, uint64_t atom, int64_t *err)
 {
-    uint64_t w[2];
+    struct member first;
     if (!c->registered) {
         *err = -EINVAL;
         return NULL;
     }
-    if (g_copy_in(w, atom, sizeof w)) {
+    /* The whole first atom must be readable, also when it goes async at
+     * once: otherwise EFAULT and nothing runs. */
+    if (read_atom(atom, &first) < 0) {
         c->cnt.faults++;
         *err = -EFAULT;
         return NULL;
     }
-    uint64_t flags = w[0];
+    uint64_t flags = first.flags;
     if ((flags & F_ASYNC) && (flags & F_SYNC)) {
         *err = -EINVAL;
         return NULL;
@@ -1259,6 +1305,7 @@ int sl_exec_batch(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_t *
         if (n > 64) { free(ss); free(sync_all); }
         return -ENOMEM;
     }
+    sl_guard_check();       /* the handler may have been replaced since */
     pthread_mutex_lock(&c->mu);
     if (FOREIGN(c)) {
         pthread_mutex_unlock(&c->mu);
@@ -1384,6 +1431,7 @@ void sl_set_budget(struct sl_ctx *c, uint64_t max_atoms)
 
 void sl_cancel_all(struct sl_ctx *c)
 {
+    __atomic_store_n(&c->cancel, 1, __ATOMIC_RELAXED);    /* seen by a running loop */
     pthread_mutex_lock(&c->mu);
     c->cancel = 1;
     pthread_cond_signal(&c->dcv);
@@ -1404,6 +1452,8 @@ int sl_ctx_free(struct sl_ctx *c, int cancel)
          * the ring belongs to the parent.  Leak the memory, touch nothing. */
         return 0;
     }
+    if (cancel)     /* before the mutex: a running loop must see it */
+        __atomic_store_n(&c->cancel, 1, __ATOMIC_RELAXED);
     pthread_mutex_lock(&c->mu);
     if (cancel)
         c->cancel = 1;

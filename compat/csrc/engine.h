@@ -62,6 +62,8 @@ int sl_peek(uint64_t addr, void *out, uint64_t n);
 int sl_poke(uint64_t addr, const void *in, uint64_t n);
 int64_t sl_umem_add(uint64_t addr, uint64_t inc, int *err);
 int sl_guard_install(void);
+/* sl_guard_install() at most every 100 ms (cheap on hot paths). */
+int sl_guard_check(void);
 
 const char *sl_version(void);
 

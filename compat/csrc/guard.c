@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 #include "engine.h"
 #include "guard.h"
 
@@ -81,20 +82,44 @@ int sl_guard_install(void)
     return 0;
 }
 
+/* sl_guard_install() costs two rt_sigaction calls: on the hot path the
+ * handler is re-verified at most every 100 ms (coarse clock, no syscall). */
+int sl_guard_check(void)
+{
+    static volatile int64_t last;
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &t);
+    int64_t now = (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+    if (last && now - last < 100000000)
+        return 0;
+    last = now;
+    return sl_guard_install();
+}
+
+/* The public accessors may be the first guarded access of the process (the
+ * reference interpreter creates no engine), or run after someone replaced
+ * the handler (faulthandler.enable()): (re)install before touching memory. */
 int sl_peek(uint64_t addr, void *out, uint64_t n)
 {
-    return g_copy_in(out, addr, n);
+    int r = sl_guard_check();
+    return r ? r : g_copy_in(out, addr, n);
 }
 
 int sl_poke(uint64_t addr, const void *in, uint64_t n)
 {
-    return g_copy_out(addr, in, n);
+    int r = sl_guard_check();
+    return r ? r : g_copy_out(addr, in, n);
 }
 
 int64_t sl_umem_add(uint64_t addr, uint64_t inc, int *err)
 {
     uint64_t v;
-    int r = g_add(addr, inc, &v);
+    int r = sl_guard_check();
+    if (r) {
+        *err = r;
+        return r;
+    }
+    r = g_add(addr, inc, &v);
     *err = r;
     return r ? r : (int64_t)v;
 }
@@ -211,21 +236,33 @@ int g_probe_write(uint64_t addr)
     return g_add(addr, 0, &v);
 }
 
-/* Reads an atom (11 words) and the words its arg_ptr cells point to, up to
- * the first NULL, in one guarded region.  Returns -EFAULT when the atom is
- * unreadable, 1 when an argument cell is (args[] then holds the values read
- * before it), 0 otherwise.  *nargs gets the number of non-NULL cells read. */
+/* Reads an atom and the words its arg_ptr cells point to, up to the first
+ * NULL, in one guarded region.  Only the header and arg_ptr[] up to its
+ * first NULL belong to the atom: tightly packed atoms end there (spec 4.1)
+ * and private is never read, so w[] past them is zero-filled.  Returns
+ * -EFAULT when the atom is unreadable, 1 when an argument cell is (args[]
+ * then holds the values read before it), 0 otherwise. */
 int g_read_atom(uint64_t addr, uint64_t *w, int64_t *args)
 {
     volatile int stage = -1;
-    if (!g_plausible(addr, 88))
+    if (!g_plausible(addr, 32))
         return -EFAULT;
     sigjmp_buf jb;
     if (sigsetjmp(jb, 0))
         return stage < 0 ? -EFAULT : 1;
     sl_guard_jb = &jb;
     sl_guard_on = 1;
-    memcpy(w, (const void *)(uintptr_t)addr, 88);
+    memset(w, 0, 88);
+    memcpy(w, (const void *)(uintptr_t)addr, 32);
+    for (int k = 0; k < 6; k++) {
+        if (!g_plausible(addr + 32 + 8 * (uint64_t)k, 8)) {
+            sl_guard_on = 0;
+            return -EFAULT;
+        }
+        w[4 + k] = *(const volatile uint64_t *)(uintptr_t)(addr + 32 + 8 * (uint64_t)k);
+        if (!w[4 + k])
+            break;
+    }
     int i = 0;
     for (; i < 6 && w[4 + i]; i++) {
         stage = i;

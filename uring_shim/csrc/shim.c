@@ -419,11 +419,13 @@ int us_pool_submit(struct us_pool *p, struct us_job **jobs, unsigned n)
         pthread_mutex_unlock(&p->mu);
         return err;
     }
+    pthread_mutex_unlock(&p->mu);
+    /* Wake after unlocking: a worker woken while we still hold the mutex
+     * would only block on it again (two extra context switches). */
     if (n > 1)
         pthread_cond_broadcast(&p->work_cv);
     else
         pthread_cond_signal(&p->work_cv);
-    pthread_mutex_unlock(&p->mu);
     return (int)n;
 }
 
@@ -439,6 +441,61 @@ unsigned us_pool_reap(struct us_pool *p, struct us_cqe *out, unsigned max)
         out[k].user_data = j->user_data;
         out[k].res = clamp32(j->result);
         out[k].flags = 0;
+        k++;
+    }
+    p->ndone -= k;
+    pthread_mutex_unlock(&p->mu);
+    return k;
+}
+
+int us_pool_submit_packed(struct us_pool *p, struct us_job *jobs, unsigned n,
+                          const int64_t *words, size_t nwords, const uint64_t *uds,
+                          uint64_t ud_base)
+{
+    struct us_job *small[64];
+    size_t pos = 0;
+    for (unsigned i = 0; i < n; i++) {            /* validate before touching jobs */
+        if (pos >= nwords)
+            return -EINVAL;
+        unsigned k = (unsigned)(words[pos] & 63);
+        if (k > 6 || pos + 1 + k > nwords)
+            return -EINVAL;
+        pos += 1 + k;
+    }
+    if (pos != nwords)
+        return -EINVAL;
+    struct us_job **ptrs = n <= 64 ? small : malloc(n * sizeof *ptrs);
+    if (!ptrs)
+        return -ENOMEM;
+    pos = 0;
+    for (unsigned i = 0; i < n; i++) {
+        int64_t head = words[pos++];
+        unsigned k = (unsigned)(head & 63);
+        jobs[i].nr = head >> 6;                /* arithmetic: negative nr survive */
+        for (unsigned a = 0; a < 6; a++)
+            jobs[i].args[a] = a < k ? words[pos + a] : 0;
+        pos += k;
+        jobs[i].user_data = uds ? uds[i] : ud_base + i;
+        jobs[i].result = 0;
+        ptrs[i] = &jobs[i];
+    }
+    int r = us_pool_submit(p, ptrs, n);
+    if (ptrs != small)
+        free(ptrs);
+    return r;
+}
+
+unsigned us_pool_reap64(struct us_pool *p, uint64_t *uds, int64_t *res, unsigned max)
+{
+    unsigned k = 0;
+    pthread_mutex_lock(&p->mu);
+    while (k < max && p->done_head) {
+        struct us_job *j = p->done_head;
+        p->done_head = j->link_;
+        if (!p->done_head) p->done_tail = NULL;
+        j->link_ = NULL;
+        uds[k] = j->user_data;
+        res[k] = j->result;
         k++;
     }
     p->ndone -= k;
@@ -529,6 +586,8 @@ void us_pool_free(struct us_pool *p)
     for (unsigned i = 0; i < n; i++)
         pthread_join(p->threads[i], NULL);
     free(p->threads);
+    if (p->target_fd >= 0)
+        close(p->target_fd);      /* the dup taken in us_pool_new */
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->work_cv);
     pthread_cond_destroy(&p->done_cv);

@@ -95,13 +95,28 @@ struct us_pool;
 struct us_pool *us_pool_new(unsigned max_workers, int target_ring_fd);
 int us_pool_submit(struct us_pool *p, struct us_job **jobs, unsigned n);
 unsigned us_pool_reap(struct us_pool *p, struct us_cqe *out, unsigned max);
+/* Batch form without per-job work in the caller: fills jobs[0..n) from the
+ * packed words -- per job one head word (nr * 64 + k, k <= 6 the number of
+ * arguments) followed by its k argument words -- and uds (NULL:
+ * user_data = ud_base + i), then us_pool_submit()s them (one wake-up).
+ * jobs must stay valid until reaped.  n, -EINVAL for malformed words (nothing
+ * queued), or us_pool_submit's -errno. */
+int us_pool_submit_packed(struct us_pool *p, struct us_job *jobs, unsigned n,
+                          const int64_t *words, size_t nwords, const uint64_t *uds,
+                          uint64_t ud_base);
+/* Like us_pool_reap, but hands back the exact 64-bit results. */
+unsigned us_pool_reap64(struct us_pool *p, uint64_t *uds, int64_t *res, unsigned max);
 /* Waits for at least min queued completions; 0, -ETIME. */
 int us_pool_wait(struct us_pool *p, unsigned min, int64_t timeout_ns);
 unsigned us_pool_workers(struct us_pool *p);
 unsigned us_pool_pending(struct us_pool *p);
 int us_pool_set_max(struct us_pool *p, unsigned max_workers);
-/* Stops accepting jobs, lets the workers run every queued job, joins them
- * (waits for calls blocked in the kernel) and frees the pool. */
+/* Sends US_INTR_SIG (SIGRTMAX-3, a no-op handler without SA_RESTART) to every
+ * worker: a call blocked in the kernel returns -EINTR as its result. */
+void us_pool_interrupt(struct us_pool *p);
+/* Stops accepting jobs, lets the workers run every queued job, interrupts
+ * calls blocked in the kernel (us_pool_interrupt, repeated every 5 ms for up
+ * to 5 s), joins the workers, closes the target-ring dup and frees the pool. */
 void us_pool_free(struct us_pool *p);
 
 #endif

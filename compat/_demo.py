@@ -1,0 +1,419 @@
+"""``python -m compat demo``: three syslet programs on a scratch file, each
+verified and timed next to the plain synchronous system calls.
+
+(a) a file copy as one looping syslet:
+    read(src, buf, 64 KiB) [STOP_ON_NON_POSITIVE] -> write(dst, buf, *n)
+    -> umem_add(&total, *n) -> back to the read;
+(b) fio-style random 4 KiB reads, 32 in flight, through the raw ABI
+    (ctypes io units, async_exec, completion-ring reaping, async_wait);
+(c) batches of 32 open -> read -> close chains (the fd flows through the
+    open's ret cell) via Context.exec_many.
+
+The scratch file holds a pattern derivable from the offset (the native word
+at byte offset x is PATTERN_BASE + x), so every read can be checked.
+Exit status 1 when any verification fails.
+"""
+import array
+import ctypes
+import errno
+import mmap
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+import compat
+from compat import (AT_FDCWD, NR, SYSLET_STOP_ON_NEGATIVE, SYSLET_STOP_ON_NON_POSITIVE,
+                    async_head_user, syslet_uatom)
+
+PATTERN_BASE = 0x5EED << 48
+BS = 4096
+MiB = 1 << 20
+
+
+def add_arguments(p):
+    p.add_argument("--backend", choices=("auto", "io_uring", "threadpool"), default=None,
+                   help="engine backend (default: URING_SHIM_BACKEND or auto)")
+    p.add_argument("--size-mib", type=int, default=64, help="scratch file size (default 64)")
+    p.add_argument("--reads", type=int, default=65536, help="random reads in (b) (default 65536)")
+    p.add_argument("--depth", type=int, default=32, help="reads in flight in (b) (default 32)")
+    p.add_argument("--chains", type=int, default=8192,
+                   help="open/read/close chains in (c) (default 8192)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="timed repetitions per measurement; the median is shown (default 3)")
+    p.add_argument("--dir", default=None, help="where to make the scratch directory")
+    p.add_argument("--seed", type=int, default=2007)
+
+
+# ---- helpers -----------------------------------------------------------------
+
+class Report:
+    def __init__(self):
+        self.failures = []
+
+    def check(self, what, ok, detail=""):
+        if not ok:
+            self.failures.append(f"{what}: {detail}" if detail else what)
+        return ok
+
+
+def _median_time(fn, repeat):
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def _fmt_counters(c):
+    keys = [k for k, v in c.items() if v]
+    return " ".join(f"{k}={c[k]}" for k in keys) or "(all zero)"
+
+
+def _pattern(size):
+    return array.array("Q", range(PATTERN_BASE, PATTERN_BASE + size, 8)).tobytes()
+
+
+def _rate(n, dt):
+    return n / dt if dt > 0 else float("inf")
+
+
+# ---- (a) copy loop -------------------------------------------------------------
+
+def _copy_syslet(ctx, src, dst, chunk):
+    """One looping syslet copies src to dst.  Returns (final atom, read atom,
+    n, total, w)."""
+    sfd = os.open(src, os.O_RDONLY)
+    dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        buf = ctx.buffer(chunk)
+        n, w, total = ctx.var(), ctx.var(), ctx.var(0)
+        ch = ctx.chain()
+        rd = ch.read(sfd, buf, chunk, ret=n, flags=SYSLET_STOP_ON_NON_POSITIVE)
+        ch.write(dfd, buf, n, ret=w, flags=SYSLET_STOP_ON_NEGATIVE)  # count by pointer
+        ch.umem_add(total.addr, n)          # &total as a constant, the increment by pointer
+        ch.loop_to(rd)
+        final = ctx.exec(ch)
+        if final is None:                   # went async: its final atom arrives in the ring
+            got = []
+            while not got:
+                got = ctx.wait(1)
+            final = got[0]
+        return final, rd, n, total, w
+    finally:
+        os.close(sfd)
+        os.close(dfd)
+
+
+def _copy_rw(src, dst, chunk):
+    sfd = os.open(src, os.O_RDONLY)
+    dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        rd, wr = os.read, os.write
+        while True:
+            b = rd(sfd, chunk)
+            if not b:
+                break
+            wr(dfd, b)
+    finally:
+        os.close(sfd)
+        os.close(dfd)
+
+
+def part_a(rep, backend, src, tmp, size, pattern, repeat):
+    chunk = 64 * 1024
+    dst = os.path.join(tmp, "copy.dst")
+    results = []
+    with compat.Context(backend, arena_size=1 << 18) as ctx:
+        def run():
+            results.append(_copy_syslet(ctx, src, dst, chunk))
+        t_sys = _median_time(run, repeat)
+        counters = ctx.counters()
+        final, rd, n, total, w = results[-1]
+        ok = rep.check("(a) final atom is the read", final is rd,
+                       f"final={final!r} n={n.value} w={w.value}")
+        ok &= rep.check("(a) read ended at EOF", n.value == 0, f"n={n.value}")
+        ok &= rep.check("(a) total == size", total.value == size, f"total={total.value} size={size}")
+        with open(dst, "rb") as f:
+            ok &= rep.check("(a) copy is byte-for-byte equal", f.read() == pattern, "content differs")
+    t_rw = _median_time(lambda: _copy_rw(src, dst, chunk), repeat)
+    t_cf = _median_time(lambda: shutil.copyfile(src, dst), repeat)
+    os.unlink(dst)
+    mb = size / MiB
+    print(f"(a) copy loop  read[STOP_ON_NON_POSITIVE] -> write(n by pointer) -> umem_add(&total, n) -> back")
+    print(f"    {mb:.0f} MiB, 64 KiB per loop ({size // chunk} loops): syslet {mb / t_sys:7.0f} MiB/s | "
+          f"os.read/os.write {mb / t_rw:7.0f} MiB/s (syslet {t_rw / t_sys:.2f}x) | "
+          f"shutil.copyfile {mb / t_cf:7.0f} MiB/s")
+    print(f"    verify: {'OK' if ok else 'FAILED'} (total={total.value}, bytes compared)")
+    print(f"    counters: {_fmt_counters(counters)}")
+
+
+# ---- (b) fio-style raw-ABI reads --------------------------------------------------
+
+class IOUnit(ctypes.Structure):
+    """fio's ``struct io_u`` in miniature: one pread64 atom and its argument
+    and result words; ``atom.private`` points back at the unit."""
+    _fields_ = [
+        ("atom", syslet_uatom),
+        ("ret", ctypes.c_long),
+        ("fd", ctypes.c_ulong),
+        ("buf", ctypes.c_ulong),
+        ("len", ctypes.c_ulong),
+        ("off", ctypes.c_ulong),
+    ]
+
+
+def part_b(rep, src, size, pattern, nreads, depth, seed, repeat):
+    nblocks = size // BS
+    rnd = random.Random(seed)
+    offs = [rnd.randrange(nblocks) * BS for _ in range(nreads)]
+    fd = os.open(src, os.O_RDONLY)
+    bufs = mmap.mmap(-1, BS * depth)            # page-aligned read buffers
+    anchor = ctypes.c_char.from_buffer(bufs)
+    base = ctypes.addressof(anchor)
+    units = (IOUnit * depth)()
+    slots = 2 * depth
+    ring = (ctypes.c_void_p * slots)()
+    ahu = async_head_user(ctypes.addressof(ring), ctypes.sizeof(ring), 2**64 - 1)
+    atom_addr, unit_of = [], {}
+    for k, u in enumerate(units):
+        ua = ctypes.addressof(u)
+        u.fd, u.buf, u.len = fd, base + k * BS, BS
+        a = u.atom
+        a.flags, a.nr, a.next = 0, NR["pread64"], None
+        a.ret_ptr = ua + IOUnit.ret.offset
+        for i, field in enumerate(("fd", "buf", "len", "off")):
+            a.arg_ptr[i] = ua + getattr(IOUnit, field).offset
+        a.private = ua
+        atom_addr.append(ua + IOUnit.atom.offset)
+        unit_of[ua] = k
+    stats = {"sync": 0, "async": 0, "waits": 0, "bad": 0}
+
+    def run():
+        async_exec, async_wait = compat.async_exec, compat.async_wait
+        cur = [0] * depth
+        free = list(range(depth))
+        inflight = 0
+        head = 0
+        i = 0
+        bad = 0
+
+        def complete(k):
+            u = units[k]
+            o = cur[k]
+            if u.ret != BS or bufs[k * BS:(k + 1) * BS] != pattern[o:o + BS]:
+                return 1
+            return 0
+
+        while i < nreads or inflight:
+            while free and i < nreads:
+                k = free.pop()
+                units[k].off = cur[k] = offs[i]
+                i += 1
+                r = async_exec(atom_addr[k])
+                if r:                               # completed synchronously
+                    stats["sync"] += 1
+                    bad += r != atom_addr[k] or complete(k)
+                    free.append(k)
+                else:
+                    stats["async"] += 1
+                    inflight += 1
+            if inflight:
+                got = 0
+                while True:                          # poll ring memory first
+                    v = ring[head]
+                    if not v:
+                        break
+                    ring[head] = None
+                    head = (head + 1) % slots
+                    k = unit_of[syslet_uatom.from_address(v).private]
+                    bad += complete(k)
+                    free.append(k)
+                    inflight -= 1
+                    got += 1
+                if not got:
+                    stats["waits"] += 1
+                    async_wait(1)
+        stats["bad"] += bad
+
+    def run_pread():
+        pr = os.pread
+        bad = 0
+        for o in offs:
+            bad += pr(fd, BS, o) != pattern[o:o + BS]
+        stats["bad_pread"] = stats.get("bad_pread", 0) + bad
+
+    compat.async_register(ctypes.addressof(ahu), ctypes.sizeof(ahu))
+    try:
+        t_sys = _median_time(run, repeat)
+        counters = compat.counters()
+    finally:
+        compat.async_unregister(ctypes.addressof(ahu), ctypes.sizeof(ahu))
+        backend = compat.default_engine().backend
+        compat.reset_default()
+    t_pr = _median_time(run_pread, repeat)
+    del anchor
+    bufs.close()
+    os.close(fd)
+    ok = rep.check("(b) every read returned 4096 pattern bytes", stats["bad"] == 0,
+                   f"{stats['bad']} bad reads")
+    rep.check("(b) os.pread baseline data", stats.get("bad_pread", 0) == 0, "pattern mismatch")
+    print(f"(b) fio-style random 4 KiB reads, depth {depth}, raw ABI (ctypes io units, async_exec, "
+          f"ring reaping; default context on {backend})")
+    print(f"    {nreads} reads x{repeat}: syslet {_rate(nreads, t_sys) / 1e3:7.0f} k reads/s | "
+          f"os.pread loop {_rate(nreads, t_pr) / 1e3:7.0f} k reads/s (syslet {t_pr / t_sys:.2f}x)"
+          f"  [both check every read]")
+    print(f"    verify: {'OK' if ok else 'FAILED'}  (exec: {stats['sync']} sync, {stats['async']} async, "
+          f"{stats['waits']} async_wait calls)")
+    print(f"    counters: {_fmt_counters(counters)}")
+
+
+# ---- (c) open -> read -> close chains --------------------------------------------------
+
+def part_c(rep, backend, tmp, pattern, nchains, repeat, batch=32):
+    nfiles = 256
+    d = os.path.join(tmp, "small")
+    os.mkdir(d)
+    paths = []
+    for j in range(nfiles):
+        p = os.path.join(d, f"f{j:03d}")
+        with open(p, "wb") as f:
+            f.write(pattern[j * BS:(j + 1) * BS])
+        paths.append(p)
+    rounds = max(1, nchains // nfiles)
+    total = rounds * nfiles
+    stats = {"bad": 0, "async": 0}
+    with compat.Context(backend, ring_slots=256, arena_size=1 << 20) as ctx:
+        chains = []
+        for j, p in enumerate(paths):
+            fdv, nv, cv = ctx.var(), ctx.var(), ctx.var()
+            buf = ctx.buffer(BS)
+            ch = ctx.chain()
+            ch.openat(AT_FDCWD, os.fsencode(p), os.O_RDONLY, ret=fdv, flags=SYSLET_STOP_ON_NEGATIVE)
+            ch.read(fdv, buf, BS, ret=nv)           # fd by pointer: open's ret cell
+            ch.close(fdv, ret=cv)
+            chains.append((ch, fdv, nv, cv, buf, j))
+        groups = [chains[b:b + batch] for b in range(0, nfiles, batch)]
+        lists = [[c[0] for c in g] for g in groups]
+
+        def verify(group, finals):
+            bad = 0
+            for (ch, fdv, nv, cv, buf, j), fin in zip(group, finals):
+                if (fin is not ch.tail or fdv.value < 0 or nv.value != BS or cv.value != 0
+                        or buf.read() != pattern[j * BS:(j + 1) * BS]):
+                    bad += 1
+            return bad
+
+        def run():
+            t = 0.0
+            for _ in range(rounds):
+                for g, lst in zip(groups, lists):
+                    t0 = time.perf_counter()
+                    finals = ctx.exec_many(lst)
+                    pending = [i for i, f in enumerate(finals) if f is None]
+                    if pending:                     # went async: collect from the ring
+                        stats["async"] += len(pending)
+                        heads = {lst[i].tail.addr: i for i in pending}
+                        while heads:
+                            for a in ctx.wait(1):
+                                i = heads.pop(a.addr, None)
+                                if i is not None:
+                                    finals[i] = a
+                    t += time.perf_counter() - t0
+                    stats["bad"] += verify(g, finals)   # not timed
+            return t
+
+        ts = [run() for _ in range(repeat)]
+        t_sys = statistics.median(ts)
+        counters = ctx.counters()
+
+    def sync_once():
+        op, rd, cl, flag = os.open, os.read, os.close, os.O_RDONLY
+        t0 = time.perf_counter()
+        datas = []
+        for _ in range(rounds):
+            for p in paths:
+                fd = op(p, flag)
+                datas.append(rd(fd, BS))
+                cl(fd)
+        t = time.perf_counter() - t0
+        bad = sum(dat != pattern[(k % nfiles) * BS:((k % nfiles) + 1) * BS]
+                  for k, dat in enumerate(datas))
+        stats["bad_sync"] = stats.get("bad_sync", 0) + bad
+        return t
+
+    t_sync = statistics.median(sync_once() for _ in range(repeat))
+    ok = rep.check("(c) every chain read its file", stats["bad"] == 0, f"{stats['bad']} bad chains")
+    rep.check("(c) sync baseline data", stats.get("bad_sync", 0) == 0, "pattern mismatch")
+    print(f"(c) open -> read -> close chains (fd through open's ret cell), {batch} per exec_many, "
+          f"{nfiles} files of 4 KiB")
+    print(f"    {total} chains x{repeat}: syslet {_rate(total, t_sys) / 1e3:7.0f} k chains/s | "
+          f"os.open/os.read/os.close {_rate(total, t_sync) / 1e3:7.0f} k chains/s "
+          f"(syslet {t_sync / t_sys:.2f}x)  [verification not timed]")
+    print(f"    verify: {'OK' if ok else 'FAILED'}  ({stats['async']} chains went async)")
+    print(f"    counters: {_fmt_counters(counters)}")
+
+
+# ---- main -----------------------------------------------------------------------------
+
+def _shim_backend():
+    try:
+        import uring_shim
+        return f"{uring_shim.backend()} ({uring_shim.backend_reason()})"
+    except Exception as e:          # the shim is optional for this demo
+        return f"unavailable ({type(e).__name__}: {e})"
+
+
+def main(args):
+    if args.backend:
+        os.environ["URING_SHIM_BACKEND"] = args.backend     # the raw layer's default context too
+    backend = None if args.backend in (None, "auto") else args.backend
+    size = max(1, args.size_mib) * MiB
+    rep = Report()
+    t_start = time.perf_counter()
+    tmp = tempfile.mkdtemp(prefix="syslet-demo-", dir=args.dir)
+    try:
+        pattern = _pattern(size)
+        src = os.path.join(tmp, "scratch.dat")
+        with open(src, "wb") as f:
+            f.write(pattern)
+        with compat.Context(backend) as probe:
+            eng_backend = probe.backend
+        print(f"syslet-compat {compat.__version__} demo: engine backend {eng_backend}; "
+              f"uring_shim backend {_shim_backend()}")
+        print(f"scratch: {size // MiB} MiB pattern file in {tmp} (removed afterwards); "
+              f"timings are medians of {args.repeat}")
+        sections = (
+            lambda: part_a(rep, backend, src, tmp, size, pattern, args.repeat),
+            lambda: part_b(rep, src, size, pattern, args.reads, args.depth, args.seed, args.repeat),
+            lambda: part_c(rep, backend, tmp, pattern, args.chains, args.repeat),
+        )
+        for run in sections:
+            try:
+                run()
+            except Exception as e:          # report, keep going, fail at the end
+                rep.check("exception", False, f"{type(e).__name__}: {e}")
+                import traceback
+                traceback.print_exc()
+            sys.stdout.flush()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    dt = time.perf_counter() - t_start
+    if rep.failures:
+        print(f"FAILED ({dt:.1f} s):")
+        for f in rep.failures:
+            print(f"  - {f}")
+        return 1
+    print(f"all verifications passed ({dt:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m compat._demo")
+    add_arguments(ap)
+    sys.exit(main(ap.parse_args()))

@@ -1,0 +1,580 @@
+/* libsyslet: the C drop-in for 2007 syslet code (ABI v1).
+ *
+ * Exports async_register, async_exec, async_wait, async_unregister, umem_add
+ * (libc conventions: -1 and errno) and a syscall() that serves the numbers of
+ * syslet-numbers.h (1000-1004) and hands every other number, with all six
+ * arguments, to the next syscall() in the lookup order (libc's).
+ *
+ * Every call is plain C on the engine (engine.c) in this process: one
+ * process-wide context, created on first use.  The embedded Python interpreter
+ * (cffi embedding, see compat/_build_syslet.py) is used once, at that first
+ * use, for policy only: which backend (uring_shim.backend(), which honours
+ * URING_SHIM_BACKEND) and whether to trace (SYSLET_COMPAT_TRACE).  If Python
+ * cannot start, or SYSLET_COMPAT_PYTHON=0, the same policy is computed in C.
+ *
+ * Fork: a pthread_atfork child handler forgets the parent's context without
+ * touching it (its threads do not exist in the child); the child's first call
+ * makes a fresh one.  The ring registration is not inherited: the child
+ * registers again (fork copied the ring memory, so the same head may be used).
+ *
+ * Signals: async_wait blocks in poll() on an eventfd, which a signal handler
+ * interrupts (whatever SA_RESTART says), so it can return -1/EINTR.  The
+ * engine wakes waiters through pthread_cond_broadcast on its progress
+ * condition; dropin_engine.c compiles engine.c with that call renamed to
+ * sl_dropin_cond_broadcast (below), which also writes the eventfds of the
+ * threads blocked in async_wait.
+ *
+ * This file is #included by the cffi-generated source (Python.h comes first).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "guard.h"
+#include "syslet.h"
+
+#define SYSLET_EXPORT __attribute__((visibility("default")))
+
+#define SQ_ENTRIES 256
+#define WAIT_SLICE_MS 10        /* safety net: re-check the ring this often */
+
+/* ---- the next syscall() --------------------------------------------------- */
+
+typedef long (*syscall_fn)(long, ...);
+
+static long raw_syscall6(long nr, long a0, long a1, long a2, long a3, long a4, long a5)
+{
+#if defined(__x86_64__)
+    long ret;
+    register long r10 __asm__("r10") = a3;
+    register long r8 __asm__("r8") = a4;
+    register long r9 __asm__("r9") = a5;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(nr), "D"(a0), "S"(a1), "d"(a2), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    if (ret < 0 && ret > -4096) {
+        errno = (int)-ret;
+        return -1;
+    }
+    return ret;
+#else
+    (void)nr; (void)a0; (void)a1; (void)a2; (void)a3; (void)a4; (void)a5;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+static long raw_syscall_va(long nr, ...)
+{
+    va_list ap;
+    va_start(ap, nr);
+    long a0 = va_arg(ap, long), a1 = va_arg(ap, long), a2 = va_arg(ap, long);
+    long a3 = va_arg(ap, long), a4 = va_arg(ap, long), a5 = va_arg(ap, long);
+    va_end(ap);
+    return raw_syscall6(nr, a0, a1, a2, a3, a4, a5);
+}
+
+static _Atomic(syscall_fn) next_syscall_fn;
+
+static syscall_fn next_syscall(void)
+{
+    syscall_fn f = atomic_load_explicit(&next_syscall_fn, memory_order_acquire);
+    if (__builtin_expect(f != NULL, 1))
+        return f;
+    f = (syscall_fn)dlsym(RTLD_NEXT, "syscall");
+    if (!f)
+        f = raw_syscall_va;     /* no libc behind us: the instruction itself */
+    atomic_store_explicit(&next_syscall_fn, f, memory_order_release);
+    return f;
+}
+
+/* ---- policy: backend and trace, decided once per process ------------------- */
+
+static int g_backend = 1;           /* 1 io_uring (+pool), 0 pool only */
+static int g_trace;
+static const char *g_policy_src = "c";
+static int g_policy_done;
+static int g_debug;
+
+static int env_is(const char *name, const char *val)
+{
+    const char *v = getenv(name);
+    return v && strcmp(v, val) == 0;
+}
+
+static void policy_c(void)
+{
+    /* What uring_shim.backend() does, minus the probe: the engine itself
+     * falls back to the pool when io_uring cannot be set up. */
+    g_backend = env_is("URING_SHIM_BACKEND", "threadpool") ? 0 : 1;
+    g_trace = env_is("SYSLET_COMPAT_TRACE", "1");
+    g_policy_src = "c";
+}
+
+#ifdef SYSLET_EMBED
+/* Implemented in Python (extern "Python", see _build_syslet.py).  Returns
+ * 0x100 | trace << 1 | io_uring, or 0 when Python failed (cffi's default). */
+int syslet_py_policy(void);
+
+static int py_broken;               /* set in a child forked mid-policy */
+
+const char *syslet_dropin_pkg_parent(void);
+
+/* The interpreter to start: the venv this libsyslet.so is installed in
+ * (<venv>/lib/pythonX.Y/site-packages/compat/libsyslet.so, recognised by
+ * <venv>/pyvenv.cfg), else the one it was built with (SYSLET_PYTHON_EXE:
+ * sys.executable at build time, the venv's for editable installs). */
+static const char *py_program(void)
+{
+    static char buf[PATH_MAX];
+    const char *parent = syslet_dropin_pkg_parent();
+    if (parent[0] && strlen(parent) + 32 < sizeof buf) {
+        snprintf(buf, sizeof buf, "%s", parent);
+        int ok = 1;
+        for (int up = 0; up < 3 && ok; up++) {
+            char *slash = strrchr(buf, '/');
+            if (!slash || slash == buf)
+                ok = 0;
+            else
+                *slash = '\0';
+        }
+        if (ok) {
+            size_t n = strlen(buf);
+            snprintf(buf + n, sizeof buf - n, "/pyvenv.cfg");
+            if (access(buf, R_OK) == 0) {
+                snprintf(buf + n, sizeof buf - n, "/bin/python3");
+                if (access(buf, X_OK) == 0)
+                    return buf;
+            }
+        }
+    }
+    return SYSLET_PYTHON_EXE;
+}
+
+/* Starts that interpreter: its pyvenv.cfg gives the right sys.prefix and
+ * site-packages (cffi's _cffi_backend, the editable-install finder).
+ * Isolated: PYTHONPATH, PYTHONHOME and friends of the host program do not
+ * leak in; no signal handlers. */
+static int py_init(void)
+{
+    if (Py_IsInitialized())
+        return 0;               /* a Python host: cffi takes the GIL itself */
+    const char *program = py_program();
+    if (g_debug)
+        fprintf(stderr, "libsyslet: starting Python as %s\n", program);
+    PyConfig config;
+    PyConfig_InitIsolatedConfig(&config);
+    config.install_signal_handlers = 0;
+    config.parse_argv = 0;
+    config.site_import = 1;
+    config.user_site_directory = 0;
+    config.write_bytecode = 0;
+    PyStatus st = PyConfig_SetBytesString(&config, &config.program_name, program);
+    if (!PyStatus_Exception(st))
+        st = Py_InitializeFromConfig(&config);
+    PyConfig_Clear(&config);
+    if (PyStatus_Exception(st)) {
+        if (g_debug)
+            fprintf(stderr, "libsyslet: Python init failed (%s): C policy\n",
+                    st.err_msg ? st.err_msg : "?");
+        return -1;
+    }
+    PyEval_SaveThread();        /* release the GIL: cffi's calls take it */
+    return 0;
+}
+
+static int policy_python(void)
+{
+    if (env_is("SYSLET_COMPAT_PYTHON", "0") || py_broken)
+        return -1;
+    if (py_init() < 0)
+        return -1;
+    if (cffi_start_python() < 0)
+        return -1;
+    int r = syslet_py_policy();
+    if (!(r & 0x100))
+        return -1;
+    g_backend = r & 1;
+    g_trace = (r >> 1) & 1;
+    g_policy_src = "python";
+    return 0;
+}
+#endif
+
+/* Called with g_mu held. */
+static void decide_policy(void)
+{
+    if (g_policy_done)
+        return;
+    g_debug = env_is("SYSLET_COMPAT_DEBUG", "1");
+#ifdef SYSLET_EMBED
+    if (policy_python() < 0)
+        policy_c();
+#else
+    policy_c();
+#endif
+    g_policy_done = 1;
+}
+
+/* ---- the process-wide context ----------------------------------------------- */
+
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic(struct sl_ctx *) g_ctx;
+static int g_in_policy;             /* policy being decided (fork hazard) */
+
+struct waiter {
+    int efd;
+    struct waiter *prev, *next;
+};
+static pthread_mutex_t g_wmu = PTHREAD_MUTEX_INITIALIZER;
+static struct waiter *g_waiters;
+static atomic_int g_nwaiting;
+
+static void atfork_child(void)
+{
+    /* The parent's context: its driver and pool threads do not exist here and
+     * its ring registration belongs to the parent.  Drop it untouched. */
+    atomic_store_explicit(&g_ctx, NULL, memory_order_relaxed);
+    pthread_mutex_init(&g_mu, NULL);
+    pthread_mutex_init(&g_wmu, NULL);
+    g_waiters = NULL;           /* only the forking thread exists: not waiting */
+    atomic_store(&g_nwaiting, 0);
+#ifdef SYSLET_EMBED
+    if (g_in_policy)
+        py_broken = 1;          /* the GIL may be held by a thread that is gone */
+#endif
+    g_in_policy = 0;
+}
+
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static void install_once(void) { pthread_atfork(NULL, NULL, atfork_child); }
+
+static void print_counters(void)
+{
+    struct sl_ctx *c = atomic_load(&g_ctx);
+    if (!c)
+        return;
+    struct sl_counters k;
+    sl_get_counters(c, &k);
+    fprintf(stderr,
+            "libsyslet: pid %d counters: sync=%llu async=%llu uring=%llu inline=%llu "
+            "pool=%llu nowait=%llu segments=%llu enters=%llu published=%llu "
+            "ring_full_waits=%llu faults=%llu\n", (int)getpid(),
+            (unsigned long long)k.syslets_sync, (unsigned long long)k.syslets_async,
+            (unsigned long long)k.atoms_uring, (unsigned long long)k.atoms_inline,
+            (unsigned long long)k.atoms_pool, (unsigned long long)k.atoms_nowait,
+            (unsigned long long)k.segments, (unsigned long long)k.enters,
+            (unsigned long long)k.published, (unsigned long long)k.ring_full_waits,
+            (unsigned long long)k.faults);
+}
+
+static __attribute__((noinline)) struct sl_ctx *ctx_slow(void)
+{
+    pthread_once(&g_once, install_once);
+    pthread_mutex_lock(&g_mu);
+    struct sl_ctx *c = atomic_load_explicit(&g_ctx, memory_order_relaxed);
+    if (!c) {
+        g_in_policy = 1;
+        decide_policy();
+        g_in_policy = 0;
+        int err = 0;
+        c = sl_ctx_new(g_backend, SQ_ENTRIES, &err);
+        if (!c) {
+            pthread_mutex_unlock(&g_mu);
+            errno = err ? -err : ENOMEM;
+            return NULL;
+        }
+        if (g_trace)
+            sl_set_trace(c, 1);
+        if (g_debug) {
+            static int atexit_done;
+            fprintf(stderr, "libsyslet: pid %d context: backend=%s (asked %s) policy=%s\n",
+                    (int)getpid(), sl_ctx_backend(c) ? "io_uring" : "threadpool",
+                    g_backend ? "io_uring" : "threadpool", g_policy_src);
+            if (!atexit_done) {
+                atexit_done = 1;
+                atexit(print_counters);
+            }
+        }
+        atomic_store_explicit(&g_ctx, c, memory_order_release);
+    }
+    pthread_mutex_unlock(&g_mu);
+    return c;
+}
+
+/* The context, created on first use (NULL with errno when that fails). */
+static inline struct sl_ctx *ctx(void)
+{
+    struct sl_ctx *c = atomic_load_explicit(&g_ctx, memory_order_acquire);
+    return __builtin_expect(c != NULL, 1) ? c : ctx_slow();
+}
+
+/* The context if one exists: calls that need a registered ring fail with
+ * EINVAL without one, and need not create it (or start Python) to say so. */
+static inline struct sl_ctx *ctx_if_any(void)
+{
+    return atomic_load_explicit(&g_ctx, memory_order_acquire);
+}
+
+/* ---- waking async_wait: the engine's progress broadcasts -------------------- */
+
+int sl_dropin_cond_broadcast(pthread_cond_t *cv);
+int sl_dropin_cond_broadcast(pthread_cond_t *cv)
+{
+    int r = pthread_cond_broadcast(cv);
+    if (atomic_load(&g_nwaiting)) {
+        int saved = errno;
+        uint64_t one = 1;
+        pthread_mutex_lock(&g_wmu);
+        for (struct waiter *w = g_waiters; w; w = w->next)
+            if (write(w->efd, &one, sizeof one) < 0) {
+                /* EAGAIN: counter saturated, it is readable anyway */
+            }
+        pthread_mutex_unlock(&g_wmu);
+        errno = saved;
+    }
+    return r;
+}
+
+/* ---- the fault guard: installed once, re-checked at async_register ---------- */
+
+static atomic_int g_guard_ok;
+
+int sl_dropin_guard_install(void);
+int sl_dropin_guard_install(void)
+{
+    if (__builtin_expect(atomic_load_explicit(&g_guard_ok, memory_order_relaxed), 1))
+        return 0;
+    int r = sl_guard_install();
+    if (r == 0)
+        atomic_store(&g_guard_ok, 1);
+    return r;
+}
+
+static void waiter_arm(struct waiter *w)
+{
+    pthread_mutex_lock(&g_wmu);
+    w->prev = NULL;
+    w->next = g_waiters;
+    if (g_waiters)
+        g_waiters->prev = w;
+    g_waiters = w;
+    atomic_fetch_add(&g_nwaiting, 1);
+    pthread_mutex_unlock(&g_wmu);
+}
+
+static void waiter_disarm(struct waiter *w)
+{
+    pthread_mutex_lock(&g_wmu);
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        g_waiters = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    atomic_fetch_sub(&g_nwaiting, 1);
+    pthread_mutex_unlock(&g_wmu);
+}
+
+/* ---- the exported calls ------------------------------------------------------ */
+
+static inline long fail(int neg)
+{
+    errno = -neg;
+    return -1;
+}
+
+SYSLET_EXPORT long async_register(struct async_head_user *ahu, unsigned long len)
+{
+    int saved = errno;
+    if (len != sizeof(struct async_head_user))
+        return fail(-EINVAL);
+    struct sl_ctx *c = ctx();
+    if (!c)
+        return -1;
+    uint64_t h[3];
+    /* sl_peek re-installs the guard if the program replaced our SIGSEGV
+     * handler since (exec does not check again: see dropin_engine.c). */
+    int r = sl_peek((uint64_t)(uintptr_t)ahu, h, sizeof h);
+    if (r < 0)
+        return fail(r);
+    r = sl_register(c, h[0], h[1], h[2]);
+    if (r < 0)
+        return fail(r);
+    errno = saved;
+    return 0;
+}
+
+SYSLET_EXPORT struct syslet_uatom *async_exec(struct syslet_uatom *atom)
+{
+    struct sl_ctx *c = ctx_if_any();
+    if (__builtin_expect(!c, 0)) {
+        errno = EINVAL;         /* no ring registered in this process */
+        return (struct syslet_uatom *)-1L;
+    }
+    int saved = errno;
+    int64_t r = sl_exec(c, (uint64_t)(uintptr_t)atom);
+    if (__builtin_expect(r < 0, 0)) {
+        errno = (int)-r;
+        return (struct syslet_uatom *)-1L;
+    }
+    errno = saved;
+    return (struct syslet_uatom *)(uintptr_t)r;
+}
+
+SYSLET_EXPORT long async_wait(unsigned long min_events)
+{
+    struct sl_ctx *c = ctx_if_any();
+    if (!c)
+        return fail(-EINVAL);
+    int saved = errno;
+    int r = sl_wait(c, min_events, 0);
+    if (r == 0) {
+        errno = saved;
+        return 0;
+    }
+    if (r != -ETIME)
+        return fail(r);
+    /* Must block.  Arm first, then re-check: a publish after arming writes
+     * our eventfd, so no wake-up is lost; the slice is only a safety net. */
+    struct waiter w;
+    w.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (w.efd < 0) {
+        /* No eventfd: block in the engine (not interruptible by signals). */
+        r = sl_wait(c, min_events, -1);
+        if (r < 0)
+            return fail(r);
+        errno = saved;
+        return 0;
+    }
+    waiter_arm(&w);
+    for (;;) {
+        r = sl_wait(c, min_events, 0);
+        if (r != -ETIME)
+            break;
+        struct pollfd p = {w.efd, POLLIN, 0};
+        int n = poll(&p, 1, WAIT_SLICE_MS);
+        if (n < 0 && errno == EINTR) {
+            r = -EINTR;
+            break;
+        }
+        if (n > 0) {
+            uint64_t v;
+            if (read(w.efd, &v, sizeof v) < 0) {
+                /* EAGAIN: drained by nobody else; nothing to do */
+            }
+        }
+    }
+    waiter_disarm(&w);
+    close(w.efd);
+    if (r < 0)
+        return fail(r);
+    errno = saved;
+    return 0;
+}
+
+SYSLET_EXPORT long async_unregister(struct async_head_user *ahu, unsigned long len)
+{
+    int saved = errno;
+    if (len != sizeof(struct async_head_user))
+        return fail(-EINVAL);
+    uint64_t h[3];
+    int r = sl_peek((uint64_t)(uintptr_t)ahu, h, sizeof h);
+    if (r < 0)
+        return fail(r);
+    struct sl_ctx *c = ctx_if_any();
+    if (!c)
+        return fail(-EINVAL);
+    r = sl_unregister(c, h[0], h[1], -1);
+    if (r < 0)
+        return fail(r);
+    errno = saved;
+    return 0;
+}
+
+SYSLET_EXPORT unsigned long umem_add(unsigned long *uptr, unsigned long inc)
+{
+    uint64_t v;
+    int r = sl_dropin_guard_install();
+    if (r == 0)
+        r = g_add((uint64_t)(uintptr_t)uptr, inc, &v);
+    if (r) {
+        errno = -r;
+        return (unsigned long)-1L;
+    }
+    return (unsigned long)v;
+}
+
+SYSLET_EXPORT int syslet_compat_backend(void)
+{
+    struct sl_ctx *c = ctx();
+    return c ? sl_ctx_backend(c) : -1;
+}
+
+/* The 2007 calling convention.  Numbers 1000-1004 are served here; every
+ * other number goes, with all six argument registers, to the next
+ * syscall() (libc's), so LD_PRELOAD changes nothing else. */
+SYSLET_EXPORT long syscall(long nr, ...)
+{
+    va_list ap;
+    va_start(ap, nr);
+    long a0 = va_arg(ap, long), a1 = va_arg(ap, long), a2 = va_arg(ap, long);
+    long a3 = va_arg(ap, long), a4 = va_arg(ap, long), a5 = va_arg(ap, long);
+    va_end(ap);
+    switch (nr) {
+    case __NR_async_register:
+        return async_register((struct async_head_user *)a0, (unsigned long)a1);
+    case __NR_async_exec:
+        return (long)async_exec((struct syslet_uatom *)a0);
+    case __NR_async_wait:
+        return async_wait((unsigned long)a0);
+    case __NR_async_unregister:
+        return async_unregister((struct async_head_user *)a0, (unsigned long)a1);
+    case __NR_umem_add:
+        return (long)umem_add((unsigned long *)a0, (unsigned long)a1);
+    }
+    return next_syscall()(nr, a0, a1, a2, a3, a4, a5);
+}
+
+/* Where this library's package lives: <parent>/compat/libsyslet.so, so the
+ * embedded Python can import compat/uring_shim from <parent> whatever the
+ * environment's sys.path says.  "" when unknown. */
+const char *syslet_dropin_pkg_parent(void);
+const char *syslet_dropin_pkg_parent(void)
+{
+    static char buf[PATH_MAX];
+    Dl_info info;
+    if (buf[0])
+        return buf;
+    if (!dladdr((void *)&async_exec, &info) || !info.dli_fname)
+        return "";
+    char *real = realpath(info.dli_fname, NULL);
+    if (!real)
+        return "";
+    for (int up = 0; up < 2; up++) {
+        char *slash = strrchr(real, '/');
+        if (!slash || slash == real) {
+            free(real);
+            return "";
+        }
+        *slash = '\0';
+    }
+    snprintf(buf, sizeof buf, "%s", real);
+    free(real);
+    return buf;
+}

@@ -1,0 +1,155 @@
+"""The C examples in examples/ against libsyslet, linked and preloaded.
+
+copy.c and branch.c call libsyslet's exported functions when linked and the
+2007 way (syslet calls through syscall() with our numbers,
+-DSYSLET_USE_SYSCALL) when built without -lsyslet for LD_PRELOAD; randread.c
+always uses syscall(), as fio did.  Outputs are checked byte for byte; the
+backend of this pytest run is passed to each child and checked through
+libsyslet's SYSLET_COMPAT_DEBUG line.
+"""
+import os
+
+import pytest
+
+from dropin_lib import EXAMPLES, context_line, expected_backend, run
+
+COPY = os.path.join(EXAMPLES, "copy.c")
+BRANCH = os.path.join(EXAMPLES, "branch.c")
+RANDREAD = os.path.join(EXAMPLES, "randread.c")
+
+
+def build_example(builder, src, mode, uses_functions=True):
+    linked = mode == "linked"
+    extra = [] if linked or not uses_functions else ["-DSYSLET_USE_SYSCALL"]
+    return builder.build(src, linked=linked, extra=extra)
+
+
+def run_mode(exe, *args, mode, backend, env=None, **kw):
+    return run(exe, *args, backend=backend, preload=mode == "preload", env=env, **kw)
+
+
+# ---- copy.c ----------------------------------------------------------------
+
+@pytest.mark.parametrize("size,chunks", [(1_000_003, 16), (65536, 1), (0, 0), (3 * 65536 + 1, 4)])
+def test_copy(builder, tmp_path, mode, backend, size, chunks):
+    exe = build_example(builder, COPY, mode)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    data = os.urandom(size)
+    src.write_bytes(data)
+    r = run_mode(exe, src, dst, mode=mode, backend=backend, env={"SYSLET_COMPAT_DEBUG": "1"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"copied {size} bytes in {chunks} chunks; final atom pread64, result 0\n"
+    assert dst.read_bytes() == data
+    ctx = context_line(r.stderr)
+    assert len(ctx) == 1 and ctx[0][0] == expected_backend(backend), r.stderr
+    assert ctx[0][1] == backend
+
+
+def test_copy_errors(builder, tmp_path, mode, backend):
+    exe = build_example(builder, COPY, mode)
+    r = run_mode(exe, tmp_path / "missing", tmp_path / "dst", mode=mode, backend=backend)
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert "No such file or directory" in r.stderr
+    r = run_mode(exe, mode=mode, backend=backend)
+    assert r.returncode == 2 and r.stderr.startswith("usage:")
+
+
+def test_copy_preload_build_needs_the_library(builder, tmp_path, backend):
+    """The syscall() build run without LD_PRELOAD: the kernel says ENOSYS."""
+    exe = build_example(builder, COPY, "preload")
+    src = tmp_path / "src"
+    src.write_bytes(b"x" * 10)
+    r = run(exe, src, tmp_path / "dst", backend=backend)
+    assert r.returncode == 1
+    assert r.stderr == "copy: async_register: Function not implemented\n"
+
+
+# ---- branch.c --------------------------------------------------------------
+
+BRANCH_CASES = {
+    "primary": ("final atom: [4]; branch: primary\n"
+                "read 20 bytes; first line: primary text\nclose: ok\n", 0),
+    "fallback": ("final atom: [4]; branch: fallback\n"
+                 "read 14 bytes; first line: fallback text\nclose: ok\n", 0),
+    "neither": ("final atom: [2]; branch: fallback\n"
+                "neither file opens: No such file or directory\n", 1),
+    "directory": ("final atom: [3]; branch: primary\n"
+                  "read failed: Is a directory\n", 1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BRANCH_CASES))
+def test_branch(builder, tmp_path, mode, backend, case):
+    exe = build_example(builder, BRANCH, mode)
+    (tmp_path / "p.txt").write_text("primary text\nline 2\n")
+    (tmp_path / "f.txt").write_text("fallback text\n")
+    primary = {"primary": "p.txt", "fallback": "nope", "neither": "nope",
+               "directory": "."}[case]
+    fallback = "nope2" if case == "neither" else "f.txt"
+    r = run_mode(exe, tmp_path / primary, tmp_path / fallback, mode=mode, backend=backend)
+    want_out, want_rc = BRANCH_CASES[case]
+    assert (r.stdout, r.returncode) == (want_out, want_rc), r.stderr
+    assert r.stderr == ""
+
+
+# ---- randread.c --------------------------------------------------------------
+
+def plain_output(builder, pattern_file, backend, *opts):
+    exe = builder.build(RANDREAD, linked=False)
+    r = run(exe, "--plain", "--no-rate", *opts, pattern_file, backend=backend)
+    assert r.returncode == 0, r.stderr
+    assert " errors=0 " in r.stdout
+    return r.stdout
+
+
+@pytest.mark.parametrize("opts", [
+    ("--ios", "20000"),
+    ("--ios", "5000", "--async"),
+    ("--ios", "3000", "--async", "--iodepth", "4", "--seed", "7"),
+    ("--ios", "2000", "--bs", "65536", "--iodepth", "8"),
+], ids=["cached", "async", "async-depth4", "bs64k"])
+def test_randread(builder, pattern_file, mode, backend, opts):
+    """Same first line as the plain pread loop, byte for byte; no errors."""
+    want = plain_output(builder, pattern_file, backend, *opts)
+    exe = builder.build(RANDREAD, linked=mode == "linked")
+    r = run_mode(exe, "--no-rate", "--verbose", *opts, pattern_file, mode=mode, backend=backend,
+                 env={"SYSLET_COMPAT_DEBUG": "1"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == want
+    n = int(opts[1])
+    stats = [ln for ln in r.stderr.splitlines() if ln.startswith("randread: sync=")]
+    assert len(stats) == 1, r.stderr
+    sync, asyn = (int(x.split("=")[1]) for x in stats[0].split()[1:3])
+    assert sync + asyn == n
+    if "--async" in opts:
+        assert asyn == n and sync == 0       # every completion came through the ring
+    ctx = context_line(r.stderr)
+    assert ctx and ctx[0][0] == expected_backend(backend)
+
+
+def test_randread_detects_corruption(builder, pattern_file, tmp_path, mode, backend):
+    bad = tmp_path / "bad.bin"
+    with open(pattern_file, "rb") as f:
+        data = bytearray(f.read(1 << 20))
+    data[4096 * 7 + 100] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    exe = builder.build(RANDREAD, linked=mode == "linked")
+    r = run_mode(exe, "--no-rate", "--ios", "4000", bad, mode=mode, backend=backend)
+    assert r.returncode == 1
+    assert " errors=0 " not in r.stdout
+
+
+def test_randread_rate_line(builder, pattern_file, backend):
+    exe = builder.build(RANDREAD, linked=False)
+    r = run(exe, "--ios", "1000", pattern_file, backend=backend, preload=True)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 2 and lines[1].startswith("reads/s: ") and float(lines[1][9:]) > 0
+
+
+def test_randread_without_library_is_enosys(builder, pattern_file, backend):
+    exe = builder.build(RANDREAD, linked=False)
+    r = run(exe, "--ios", "10", pattern_file, backend=backend)
+    assert r.returncode == 1
+    assert r.stderr == "randread: async_register: Function not implemented\n"
