@@ -13,9 +13,11 @@ PASS/FAIL.  Exit status 0 unless --strict and a target failed.
    32 MiB with --quick) created in --dir (default /var/tmp) and removed
    afterwards: descriptors live in a cffi ``struct us_desc[]`` array, each
    batch is prepared, submitted, waited for and reaped in ONE C call
-   (``Ring.submit_wait_reap``), vs a plain ``os.pread`` loop.  Target >= 1.05.
-   Informational: the Python-level path (32 x ``Ring.prep`` + ``wait``) and a
-   pure C reference (bench/c/read_qd.c, built with gcc if available).
+   (``Ring.submit_wait_reap``), vs a plain ``os.pread`` loop.  Target >= 1.05
+   for READ_FIXED on a registered file and buffer; the same with plain READ
+   on a plain fd, the Python-level path (32 x ``Ring.prep`` + ``wait``) and a
+   pure C reference (bench/c/read_qd.c, built with gcc if available) are
+   informational.
 2. NOP submit+reap round trip from Python (``prep_nop`` + ``wait``, and the
    fused ``submit_wait_reap`` of one NOP) vs the same loop in C
    (``us_nop_loop``).  Reported, no target.
@@ -160,22 +162,34 @@ def bench_reads(args, rows):
             offs = [rng.randrange(size // BLOCK) * BLOCK for _ in range(nops)]
             cbuf = _ffi.new("char[]", QD * BLOCK)
             base_addr = int(_ffi.cast("uintptr_t", cbuf))
-            descs = us.new_descs(nops)
-            for i, off in enumerate(offs):
-                d = descs[i]
-                d.opcode = us.IORING_OP_READ
-                d.fd = fd
-                d.addr = base_addr + (i % QD) * BLOCK
-                d.len = BLOCK
-                d.off = off
-                d.user_data = i
+            ring.register_files_sparse(1)
+            ring.register_files_update(0, [fd])
+            ring.register_buffers([cbuf])
+
+            def make_descs(registered):
+                descs = us.new_descs(nops)
+                for i, off in enumerate(offs):
+                    d = descs[i]
+                    d.opcode = us.IORING_OP_READ_FIXED if registered else us.IORING_OP_READ
+                    d.flags = us.IOSQE_FIXED_FILE if registered else 0
+                    d.fd = 0 if registered else fd
+                    d.addr = base_addr + (i % QD) * BLOCK
+                    d.len = BLOCK
+                    d.off = off
+                    d.user_data = i
+                return descs
+
+            reg_descs, plain_descs = make_descs(True), make_descs(False)
+            reg_ptrs = [reg_descs + b for b in range(0, nops, QD)]
+            plain_ptrs = [plain_descs + b for b in range(0, nops, QD)]
             out = us.new_cqes(QD)
             swr = ring.submit_wait_reap
 
             # untimed verification pass (and warm-up)
-            for b in range(0, nops, QD):
-                assert swr(descs + b, QD, out) == QD
-                assert all(out[i].res == BLOCK for i in range(QD)), "short read"
+            for ptrs in (reg_ptrs, plain_ptrs):
+                for p in ptrs:
+                    assert swr(p, QD, out) == QD
+                    assert all(out[i].res == BLOCK for i in range(QD)), "short read"
 
             def pread_loop():
                 pread = os.pread
@@ -183,8 +197,12 @@ def bench_reads(args, rows):
                     pread(fd, BLOCK, off)
 
             def fused_loop():
-                for b in range(0, nops, QD):
-                    swr(descs + b, QD, out)
+                for p in reg_ptrs:
+                    swr(p, QD, out)
+
+            def fused_plain_loop():
+                for p in plain_ptrs:
+                    swr(p, QD, out)
 
             py_batches = max(8, nops // QD // 16)
             buf = bytearray(QD * BLOCK)
@@ -200,12 +218,14 @@ def bench_reads(args, rows):
                     while len(got) < QD:
                         got += ring.wait(QD - len(got))
 
-            fused = Row("4K rand read QD32, fused C batch", "os.pread loop", 1.05)
+            fused = Row("4K rand read QD32, fused C batch, reg. file+buf", "os.pread loop", 1.05)
+            plain = Row("4K rand read QD32, fused C batch, plain fd", "os.pread loop")
             pyprep = Row("4K rand read QD32, prep()x32+wait", "os.pread loop")
             for _ in range(args.runs):
                 fused.add(*pair(pread_loop, nops, fused_loop, nops))
+                plain.add(*pair(pread_loop, nops, fused_plain_loop, nops))
                 pyprep.add(*pair(pread_loop, nops, python_prep_loop, py_batches * QD, 1))
-            rows += [fused, pyprep]
+            rows += [fused, plain, pyprep]
         finally:
             ring.close()
             os.close(fd)

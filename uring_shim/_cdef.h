@@ -51,6 +51,9 @@ int io_uring_submit(struct io_uring *ring);
 int io_uring_submit_and_wait(struct io_uring *ring, unsigned wait_nr);
 unsigned io_uring_sq_space_left(const struct io_uring *ring);
 unsigned io_uring_sq_ready(const struct io_uring *ring);
+struct iovec { void *iov_base; size_t iov_len; ...; };
+int io_uring_register_buffers(struct io_uring *ring, const struct iovec *iovecs, unsigned nr_iovecs);
+int io_uring_unregister_buffers(struct io_uring *ring);
 int io_uring_register_files_sparse(struct io_uring *ring, unsigned nr);
 int io_uring_unregister_files(struct io_uring *ring);
 int io_uring_register_files_update(struct io_uring *ring, unsigned off, const int *files, unsigned nr_files);
@@ -68,6 +71,9 @@ struct us_pool;
 
 const char *us_version(void);
 int us_prep_many(struct io_uring *ring, const struct us_desc *d, unsigned n);
+int us_prep1(struct io_uring *ring, uint8_t opcode, uint8_t flags, uint16_t ioprio, int32_t fd,
+             uint64_t off, uint64_t addr, uint32_t len, uint32_t op_flags, uint64_t user_data,
+             uint16_t buf_index, uint16_t personality, uint32_t file_index, uint64_t addr3);
 int us_submit_many(struct io_uring *ring, const struct us_desc *d, unsigned n);
 int us_submit_wait_reap(struct io_uring *ring, const struct us_desc *d, unsigned n,
                         unsigned wait_nr, struct us_cqe *out, unsigned max, int *status);

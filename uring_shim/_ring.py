@@ -142,7 +142,8 @@ class Ring:
         self._waiters = 0
         self._closing = False
         self._probe = None
-        self._desc1 = ffi.new("struct us_desc[1]")
+        self._buffers = None        # registered fixed buffers, kept until unregistered/closed
+        self._desc1 = ffi.new("struct us_desc[1]")     # for the cancel request
         self._ncqes = _REAP_CHUNK
         self._cqes = ffi.new("struct us_cqe[]", self._ncqes)
         self._status = ffi.new("int *")
@@ -222,9 +223,10 @@ class Ring:
             while self._waiters:
                 self._cond.wait(_WAIT_SLICE)
             if self._outstanding > 0:
-                _graveyard.append((self._inflight, self._pool_jobs))
+                _graveyard.append((self._inflight, self._pool_jobs, self._buffers, self._held))
             lib.io_uring_queue_exit(self._ring)
             self._closed = True
+            self._buffers = None
             self._inflight = {}
             self._pool_jobs = {}
             self._held = []
@@ -333,23 +335,13 @@ class Ring:
         if not isinstance(addr3, int):
             addr3 = _address(addr3, hold)
         with self._lock:
-            self._check_open_locked("Ring.prep")
-            self._check_user_data_locked(user_data)
-            d = self._desc1[0]
-            d.opcode = opcode
-            d.flags = flags
-            d.ioprio = ioprio
-            d.fd = fd
-            d.off = off & _U64
-            d.addr = addr & _U64
-            d.len = len
-            d.op_flags = op_flags & _U32
-            d.user_data = user_data
-            d.buf_index = buf_index
-            d.personality = personality
-            d.file_index = file_index
-            d.addr3 = addr3 & _U64
-            if lib.us_prep_many(self._ring, self._desc1, 1) != 1:
+            if self._closed or self._closing:
+                raise closed_error("Ring.prep", self._forked)
+            if user_data in self._pool_jobs or user_data == CANCEL_USER_DATA:
+                self._check_user_data_locked(user_data)
+            if not lib.us_prep1(self._ring, opcode, flags, ioprio, fd, off & _U64, addr & _U64,
+                                len, op_flags & _U32, user_data, buf_index, personality,
+                                file_index, addr3 & _U64):
                 raise oserror(errno.EBUSY, "Ring.prep: submission queue full, submit() first")
             self._track_locked(user_data, flags, hold)
         return user_data
@@ -757,6 +749,36 @@ class Ring:
             self._check_open_locked("Ring.register_files_update")
             return check(lib.io_uring_register_files_update(self._ring, off, arr, len(fds)),
                          "io_uring_register_files_update")
+
+    def register_buffers(self, buffers):
+        """Register fixed buffers for READ_FIXED/WRITE_FIXED (``buf_index`` = position).
+
+        ``buffers``: writable buffer objects (bytearray, memoryview, mmap,
+        cffi cdata).  The ring keeps them (and their pinned cffi views)
+        referenced until ``unregister_buffers()`` or ``close()``; do not
+        resize them meanwhile (bytearrays are pinned against resizing).
+        Raises ``OSError`` (EBUSY if buffers are registered, ENOMEM beyond
+        RLIMIT_MEMLOCK, EINVAL, EBADF when closed), ``TypeError``/``BufferError``
+        for read-only buffers.
+        """
+        views = [b if isinstance(b, ffi.CData) else ffi.from_buffer(b, require_writable=True)
+                 for b in buffers]
+        iov = ffi.new("struct iovec[]", len(views))
+        for i, v in enumerate(views):
+            iov[i].iov_base = ffi.cast("void *", v)
+            iov[i].iov_len = ffi.sizeof(v)
+        with self._lock:
+            self._check_open_locked("Ring.register_buffers")
+            check(lib.io_uring_register_buffers(self._ring, iov, len(views)),
+                  "io_uring_register_buffers")
+            self._buffers = (list(buffers), views)
+
+    def unregister_buffers(self):
+        """Unregister the fixed buffers and release them.  Raises ``OSError`` (ENXIO if none)."""
+        with self._lock:
+            self._check_open_locked("Ring.unregister_buffers")
+            check(lib.io_uring_unregister_buffers(self._ring), "io_uring_unregister_buffers")
+            self._buffers = None
 
     def register_file_alloc_range(self, off, length):
         """Restrict IORING_FILE_INDEX_ALLOC to slots ``[off, off+length)``.  Raises ``OSError``."""

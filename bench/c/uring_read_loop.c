@@ -11,8 +11,9 @@
  *   uring_read_loop pread FILE NREADS SEED
  *       a plain pread() loop over the same kind of offsets.
  *
- * Prints "reads_per_sec=<float> ns_per_read=<float> reads=<n>" on stdout;
- * only the loop is timed (open, ring setup and buffers are not).
+ * Prints "reads_per_sec=<f> ns_per_read=<f> reads=<n> cpu_s=<f> wall_s=<f>"
+ * on stdout; only the loop is timed (open, ring setup and buffers are not);
+ * cpu_s is the process CPU time of the loop (CLOCK_PROCESS_CPUTIME_ID).
  * Built by the bench: gcc -O2 uring_read_loop.c liburing.a
  */
 #define _GNU_SOURCE
@@ -48,9 +49,20 @@ static double now(void)
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
+static double cpu_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static double cpu0;
+
 static void report(double dt, long n)
 {
-    printf("reads_per_sec=%.1f ns_per_read=%.1f reads=%ld\n", n / dt, dt * 1e9 / n, n);
+    double cpu = cpu_now() - cpu0;
+    printf("reads_per_sec=%.1f ns_per_read=%.1f reads=%ld cpu_s=%.6f wall_s=%.6f\n",
+           n / dt, dt * 1e9 / n, n, cpu, dt);
 }
 
 int main(int argc, char **argv)
@@ -77,6 +89,7 @@ int main(int argc, char **argv)
     if (!strcmp(mode, "pread")) {
         rng = strtoull(argv[4], NULL, 0) | 1;
         char *buf = aligned_alloc(BS, BS);
+        cpu0 = cpu_now();
         double t0 = now();
         for (long i = 0; i < nreads; i++) {
             off_t off = (off_t)(xorshift() % nblocks) * BS;
@@ -105,6 +118,7 @@ int main(int argc, char **argv)
     char *bufs = aligned_alloc(BS, (size_t)BS * depth);
     memset(bufs, 0, (size_t)BS * depth);
     long done = 0;
+    cpu0 = cpu_now();
     double t0 = now();
     while (done < nreads) {
         unsigned n = depth;

@@ -44,6 +44,19 @@ int us_prep_many(struct io_uring *ring, const struct us_desc *d, unsigned n)
     return (int)i;
 }
 
+int us_prep1(struct io_uring *ring, uint8_t opcode, uint8_t flags, uint16_t ioprio, int32_t fd,
+             uint64_t off, uint64_t addr, uint32_t len, uint32_t op_flags, uint64_t user_data,
+             uint16_t buf_index, uint16_t personality, uint32_t file_index, uint64_t addr3)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    if (!sqe)
+        return 0;
+    struct us_desc d = {opcode, flags, ioprio, fd, off, addr, len, op_flags, user_data,
+                        buf_index, personality, file_index, addr3};
+    us_fill_sqe(sqe, &d);
+    return 1;
+}
+
 int us_submit_many(struct io_uring *ring, const struct us_desc *d, unsigned n)
 {
     if (io_uring_sq_space_left(ring) < n)

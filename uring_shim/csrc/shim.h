@@ -44,6 +44,11 @@ const char *us_version(void);
 void us_fill_sqe(struct io_uring_sqe *sqe, const struct us_desc *d);
 /* Prepares up to n descriptors; returns how many fit in the SQ. */
 int us_prep_many(struct io_uring *ring, const struct us_desc *d, unsigned n);
+/* Prepares one SQE from plain arguments (struct us_desc field order); 1, or 0
+ * when the SQ is full. */
+int us_prep1(struct io_uring *ring, uint8_t opcode, uint8_t flags, uint16_t ioprio, int32_t fd,
+             uint64_t off, uint64_t addr, uint32_t len, uint32_t op_flags, uint64_t user_data,
+             uint16_t buf_index, uint16_t personality, uint32_t file_index, uint64_t addr3);
 /* Prepares all n (or -EBUSY if they do not fit, nothing prepared) and submits;
  * returns io_uring_submit()'s result. */
 int us_submit_many(struct io_uring *ring, const struct us_desc *d, unsigned n);

@@ -1,0 +1,151 @@
+"""Proof of linking on io_uring (engine counters): independent atoms become
+one linked segment and one io_uring_enter; a link severed by a short read
+that is not a syslet stop ("over-stop") resumes and ends exactly as the
+reference interpreter does."""
+import os
+
+import pytest
+
+from compat import AT_FDCWD, SYSLET_STOP_ON_NEGATIVE, SYSLET_STOP_ON_NON_POSITIVE, Context
+from syslet_testlib import SENTINEL, run_chain
+
+
+def delta(before, after):
+    return {k: after[k] - before[k] for k in after}
+
+
+@pytest.fixture
+def uctx(uring_executor):
+    with Context(backend="io_uring", ring_slots=8) as c:
+        assert c.backend == "io_uring"
+        yield c
+
+
+@pytest.mark.parametrize("n", [2, 16])
+def test_independent_preads_are_one_segment_and_one_enter(uctx, rfd, datafile, n):
+    data = datafile[1]
+    ch = uctx.chain()
+    bufs = [uctx.buffer(4096) for _ in range(n)]
+    atoms = [ch.pread64(rfd, b, 4096, 4096 * i, ret=uctx.var(SENTINEL)) for i, b in enumerate(bufs)]
+    c0 = uctx.counters()
+    assert uctx.exec(ch) is atoms[-1]           # page cache: synchronous
+    d = delta(c0, uctx.counters())
+    assert d["segments"] == 1
+    assert d["enters"] == 1
+    assert d["atoms_uring"] == n
+    assert d["syslets_sync"] == 1 and d["syslets_async"] == 0
+    for i, (a, b) in enumerate(zip(atoms, bufs)):
+        assert a.result == 4096 and b.read() == data[4096 * i:4096 * (i + 1)]
+    assert uctx.engine.ring_count() == 0
+
+
+def test_open_read_close_with_the_fd_through_ret_ptr_needs_at_most_two_enters(uctx, datafile):
+    path, data = datafile
+    fd = uctx.var(SENTINEL)
+    buf = uctx.buffer(1000)
+    ch = uctx.chain()
+    op = ch.openat(AT_FDCWD, path.encode(), os.O_RDONLY, 0, ret=fd, flags=SYSLET_STOP_ON_NEGATIVE)
+    rd = ch.read(fd, buf, 1000, ret=True, flags=SYSLET_STOP_ON_NEGATIVE)
+    cl = ch.close(fd, ret=uctx.var(SENTINEL))
+    c0 = uctx.counters()
+    final, _ = run_chain(uctx, ch)
+    d = delta(c0, uctx.counters())
+    assert final is cl
+    assert op.result >= 0 and rd.result == 1000 and cl.result == 0
+    assert buf.read() == data[:1000]
+    assert d["enters"] <= 2
+    assert d["segments"] <= 2
+
+
+def test_reads_that_feed_the_next_atom_are_not_linked(uctx, rfd, datafile, tmp_path):
+    """A read into the next atom's argument cell must complete before that
+    atom is read: not linked with it, and the value read is used."""
+    data = datafile[1]
+    offp = tmp_path / "off.bin"
+    offp.write_bytes((777).to_bytes(8, "little"))
+    ofd = os.open(offp, os.O_RDONLY)
+    try:
+        off = uctx.var(0)
+        buf = uctx.buffer(64)
+        ch = uctx.chain()
+        ch.pread64(ofd, off.addr, 8, 0, ret=True)
+        rd = ch.pread64(rfd, buf, 64, off, ret=True)
+        c0 = uctx.counters()
+        final, _ = run_chain(uctx, ch)
+        d = delta(c0, uctx.counters())
+        assert final is rd and buf.read() == data[777:841]
+        # not one segment holding both reads (the second may run inline)
+        assert not (d["segments"] == 1 and d["atoms_uring"] == 2)
+        assert d["segments"] + d["atoms_nowait"] >= 2
+    finally:
+        os.close(ofd)
+
+
+def build_short_read_chain(ctx, fd, first):
+    """[first] -> pread(0) -> pread(4096: short) -> pread(8192: EOF) ->
+    pread(0), reads with STOP_ON_NEGATIVE (links that a short read severs
+    although the syslet does not stop)."""
+    ch = ctx.chain()
+    if first == "pread_nostop":
+        ch.pread64(fd, ctx.buffer(16), 16, 100, ret=ctx.var(SENTINEL))
+    elif first == "fsync":
+        ch.fsync(fd, ret=ctx.var(SENTINEL), flags=SYSLET_STOP_ON_NEGATIVE)
+    bufs = []
+    for off in (0, 4096, 8192, 0):
+        b = ctx.buffer(4096)
+        bufs.append(b)
+        ch.pread64(fd, b, 4096, off, ret=ctx.var(SENTINEL), flags=SYSLET_STOP_ON_NEGATIVE)
+    ch.umem_add(ctx.var(0).addr, 1, ret=ctx.var(SENTINEL), flags=SYSLET_STOP_ON_NON_POSITIVE)
+    return ch, bufs
+
+
+def outcome(ctx, ch, bufs):
+    final, _ = run_chain(ctx, ch)
+    return (ch.atoms.index(final), [a.result for a in ch.atoms], [b.read() for b in bufs])
+
+
+@pytest.mark.parametrize("first", ["pread_nostop", "fsync"])
+def test_overstop_resumes_and_matches_the_reference(uctx, tmp_path, first):
+    data = os.urandom(6144)                     # 4096 + 2048: the second read is short
+    p = tmp_path / "short.bin"
+    p.write_bytes(data)
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        with Context(backend="reference") as ref:
+            want = outcome(ref, *build_short_read_chain(ref, fd, first))
+        ch, bufs = build_short_read_chain(uctx, fd, first)
+        c0 = uctx.counters()
+        got = outcome(uctx, ch, bufs)
+        d = delta(c0, uctx.counters())
+    finally:
+        os.close(fd)
+    assert got == want
+    final, results, contents = got
+    assert final == len(ch.atoms) - 1
+    assert results[-5:-1] == [4096, 2048, 0, 4096]
+    assert contents[0] == data[:4096] and contents[1][:2048] == data[4096:]
+    assert d["overstops"] >= 1
+    assert d["segments"] >= 1
+
+
+def test_short_read_with_stop_on_non_positive_is_not_an_overstop_when_it_stops(uctx, tmp_path):
+    """EOF (0) with STOP_ON_NON_POSITIVE: a real stop; the chain ends there,
+    as in the reference."""
+    p = tmp_path / "tiny.bin"
+    p.write_bytes(b"0123456789")
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        results = []
+        for ctx in (Context(backend="reference"), uctx):
+            with ctx:
+                ch = ctx.chain()
+                bufs = [ctx.buffer(8) for _ in range(4)]
+                for i, b in enumerate(bufs):
+                    ch.pread64(fd, b, 8, 8 * i, ret=ctx.var(SENTINEL), flags=SYSLET_STOP_ON_NON_POSITIVE)
+                final, _ = run_chain(ctx, ch)
+                results.append((ch.atoms.index(final), [a.result for a in ch.atoms],
+                                [b.read() for b in bufs]))
+        assert results[0] == results[1]
+        assert results[0][0] == 2 and results[0][1] == [8, 2, 0, SENTINEL]
+    finally:
+        os.close(fd)
