@@ -260,6 +260,12 @@ class Context:
         """A new, empty :class:`Chain`."""
         return Chain(self)
 
+    def atom_or_wrap(self, addr):
+        """The :class:`Atom` at ``addr``: one built here, or a plain view of
+        an atom built elsewhere (no result cell known)."""
+        a = self._atoms.get(addr)
+        return a if a is not None else Atom(self, addr, None)
+
     def atom_at(self, addr):
         """The :class:`Atom` built here at ``addr`` (KeyError otherwise)."""
         return self._atoms[addr]
@@ -271,7 +277,7 @@ class Context:
         :meth:`wait`).  Raises OSError with the errno of async_exec."""
         head = chain.head if isinstance(chain, Chain) else chain
         r = self.engine.exec(head.addr)
-        return self._atoms.get(r) if r else None
+        return self.atom_or_wrap(r) if r else None
 
     def exec_many(self, chains):
         """Runs several syslets with shared io_uring submissions.  Returns a
@@ -279,7 +285,7 @@ class Context:
         heads = [c.atoms[0].addr if type(c) is Chain else
                  (c.head if isinstance(c, Chain) else c).addr for c in chains]
         get = self._atoms.get
-        return [get(r) if r > 0 else None if r == 0 else OSError(-r, os.strerror(-r))
+        return [(get(r) or self.atom_or_wrap(r)) if r > 0 else None if r == 0 else OSError(-r, os.strerror(-r))
                 for r in self.engine.exec_batch(heads)]
 
     def reap(self):
@@ -292,7 +298,7 @@ class Context:
                 break
             _core.poke(slot, bytes(8))
             self._consumer = (self._consumer + 1) % self.ring_slots
-            out.append(self._atoms.get(v, v))
+            out.append(self.atom_or_wrap(v))
         return out
 
     def wait(self, min_events=1, timeout=None):

@@ -15,7 +15,6 @@ Exit status 1 when any verification fails.
 """
 import array
 import ctypes
-import errno
 import mmap
 import os
 import random
@@ -144,7 +143,7 @@ def part_a(rep, backend, src, tmp, size, pattern, repeat):
     t_cf = _median_time(lambda: shutil.copyfile(src, dst), repeat)
     os.unlink(dst)
     mb = size / MiB
-    print(f"(a) copy loop  read[STOP_ON_NON_POSITIVE] -> write(n by pointer) -> umem_add(&total, n) -> back")
+    print("(a) copy loop  read[STOP_ON_NON_POSITIVE] -> write(n by pointer) -> umem_add(&total, n) -> back")
     print(f"    {mb:.0f} MiB, 64 KiB per loop ({size // chunk} loops): syslet {mb / t_sys:7.0f} MiB/s | "
           f"os.read/os.write {mb / t_rw:7.0f} MiB/s (syslet {t_rw / t_sys:.2f}x) | "
           f"shutil.copyfile {mb / t_cf:7.0f} MiB/s")
@@ -193,38 +192,34 @@ def part_b(rep, src, size, pattern, nreads, depth, seed, repeat):
         unit_of[ua] = k
     stats = {"sync": 0, "async": 0, "waits": 0, "bad": 0}
 
+    U = list(units)                     # one ctypes view per unit, made once
+
     def run():
         async_exec, async_wait = compat.async_exec, compat.async_wait
         cur = [0] * depth
         free = list(range(depth))
-        inflight = 0
-        head = 0
-        i = 0
-        bad = 0
+        inflight = head = i = bad = nsync = nasync = nwaits = 0
 
         def complete(k):
-            u = units[k]
             o = cur[k]
-            if u.ret != BS or bufs[k * BS:(k + 1) * BS] != pattern[o:o + BS]:
-                return 1
-            return 0
+            return U[k].ret != BS or bufs[k * BS:(k + 1) * BS] != pattern[o:o + BS]
 
         while i < nreads or inflight:
             while free and i < nreads:
                 k = free.pop()
-                units[k].off = cur[k] = offs[i]
+                U[k].off = cur[k] = offs[i]
                 i += 1
                 r = async_exec(atom_addr[k])
                 if r:                               # completed synchronously
-                    stats["sync"] += 1
+                    nsync += 1
                     bad += r != atom_addr[k] or complete(k)
                     free.append(k)
-                else:
-                    stats["async"] += 1
+                else:                               # went async: will be in the ring
+                    nasync += 1
                     inflight += 1
             if inflight:
                 got = 0
-                while True:                          # poll ring memory first
+                while True:                         # poll ring memory first
                     v = ring[head]
                     if not v:
                         break
@@ -235,10 +230,13 @@ def part_b(rep, src, size, pattern, nreads, depth, seed, repeat):
                     free.append(k)
                     inflight -= 1
                     got += 1
-                if not got:
-                    stats["waits"] += 1
+                if not got:                         # nothing there: sleep in async_wait
+                    nwaits += 1
                     async_wait(1)
         stats["bad"] += bad
+        stats["sync"] += nsync
+        stats["async"] += nasync
+        stats["waits"] += nwaits
 
     def run_pread():
         pr = os.pread
@@ -333,16 +331,15 @@ def part_c(rep, backend, tmp, pattern, nchains, repeat, batch=32):
 
     def sync_once():
         op, rd, cl, flag = os.open, os.read, os.close, os.O_RDONLY
+        datas = [None] * nfiles             # the last round's data, checked untimed
         t0 = time.perf_counter()
-        datas = []
         for _ in range(rounds):
-            for p in paths:
+            for j, p in enumerate(paths):
                 fd = op(p, flag)
-                datas.append(rd(fd, BS))
+                datas[j] = rd(fd, BS)
                 cl(fd)
         t = time.perf_counter() - t0
-        bad = sum(dat != pattern[(k % nfiles) * BS:((k % nfiles) + 1) * BS]
-                  for k, dat in enumerate(datas))
+        bad = sum(dat != pattern[j * BS:(j + 1) * BS] for j, dat in enumerate(datas))
         stats["bad_sync"] = stats.get("bad_sync", 0) + bad
         return t
 

@@ -96,4 +96,6 @@ unsigned us_pool_workers(struct us_pool *p);
 unsigned us_pool_pending(struct us_pool *p);
 int us_pool_set_max(struct us_pool *p, unsigned max_workers);
 void us_pool_interrupt(struct us_pool *p);
+void us_pool_interrupt_job(struct us_pool *p, struct us_job *j);
+void us_pool_kick(struct us_pool *p);
 void us_pool_free(struct us_pool *p);

@@ -62,6 +62,7 @@ struct syslet {
     uint64_t final_flags;
     uint64_t natoms;
     uint8_t async, in_caller, state, force_async, err_first, queued;
+    unsigned epoch;         /* c->cancel when it started */
     unsigned nseg, nreaped;
     struct member seg[SL_MAXSEG];
     struct us_job job;
@@ -94,7 +95,10 @@ struct sl_ctx {
     struct us_job **jobs;
     unsigned njobs, jobs_cap;
     pthread_t driver;
-    int driver_started, stop, cancel;
+    int driver_started, stop, stop_cancel;
+    unsigned cancel;            /* cancel epoch: bumped by sl_cancel_all */
+    int driver_in_kernel;       /* the driver waits in us_wait/us_pool_wait */
+    int cancel_pending;         /* cancelled syslets still in flight */
     uint64_t budget;
     int trace;
     struct sl_counters cnt;
@@ -169,6 +173,16 @@ static int never_blocks(uint64_t nr, const int64_t *a)
     return 0;
 }
 
+/* io_uring checks a READ/WRITE buffer with access_ok() at submission (prep),
+ * and a failed prep cancels the whole linked segment, head included; the
+ * native call checks the fd first.  Buffers outside the lowest 47-bit user
+ * range therefore run natively. */
+static int user_range(int64_t addr, int64_t len)
+{
+    const uint64_t top = 0x00007ffffffff000ULL;
+    return (uint64_t)addr <= top && (uint64_t)len <= top - (uint64_t)addr;
+}
+
 /* Does nr have an exact io_uring translation here?  Fills op/transfer. */
 static int uring_op(struct member *m)
 {
@@ -176,13 +190,13 @@ static int uring_op(struct member *m)
     m->transfer = 0;
     switch (m->nr) {
     case 0: case 1: /* read, write at the file position */
-        if ((uint64_t)a[2] > 0x7ffff000)
+        if ((uint64_t)a[2] > 0x7ffff000 || !user_range(a[1], a[2]))
             return 0;
         m->op = m->nr == 0 ? IORING_OP_READ : IORING_OP_WRITE;
         m->transfer = 1;
         return 1;
     case 17: case 18: /* pread64, pwrite64 */
-        if ((uint64_t)a[2] > 0x7ffff000 || a[3] < 0)
+        if ((uint64_t)a[2] > 0x7ffff000 || a[3] < 0 || !user_range(a[1], a[2]))
             return 0;
         m->op = m->nr == 17 ? IORING_OP_READ : IORING_OP_WRITE;
         m->transfer = 1;
@@ -194,8 +208,8 @@ static int uring_op(struct member *m)
             return 0;
         /* The kernel copies the path at submission; a bad one would fail
          * the whole segment, so such atoms run natively. */
-        if (g_strnlen(path, 4096, &len) || len >= 4096)
-            return 0;
+        if (g_strnlen(path, 4096, &len) || len >= 4096 || len == 0)
+            return 0;   /* (an empty path fails at submission too: ENOENT) */
         m->op = IORING_OP_OPENAT;
         return 1;
     }
@@ -442,6 +456,7 @@ static struct syslet *syslet_new(struct sl_ctx *c)
     s->nseg = s->nreaped = 0;
     s->state = ST_READY;
     s->qnext = NULL;
+    s->epoch = __atomic_load_n(&c->cancel, __ATOMIC_RELAXED);
     return s;
 }
 
@@ -583,6 +598,24 @@ static int try_nowait_read(struct member *m, int64_t *res)
 
 /* ---- planning and advancing ------------------------------------------- */
 
+/* The driver may be blocked in the kernel: make it look at the context. */
+static void wake_driver(struct sl_ctx *c)
+{
+    pthread_cond_signal(&c->dcv);
+    if (!c->driver_in_kernel)
+        return;
+    if (c->backend) {
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
+        if (sqe) {
+            io_uring_prep_nop(sqe);
+            sqe->user_data = (uint64_t)-1;
+            c->sqes_pending++;
+        }
+    } else {
+        us_pool_kick(c->pool);
+    }
+}
+
 static void queue_ready(struct sl_ctx *c, struct syslet *s)
 {
     if (s->queued)
@@ -592,7 +625,7 @@ static void queue_ready(struct sl_ctx *c, struct syslet *s)
     if (c->ready_tail) c->ready_tail->qnext = s;
     else c->ready_head = s;
     c->ready_tail = s;
-    pthread_cond_signal(&c->dcv);
+    wake_driver(c);
 }
 
 static int add_job(struct sl_ctx *c, struct us_job *j)
@@ -707,7 +740,7 @@ static void advance(struct sl_ctx *c, struct syslet *s)
     while (s->state == ST_READY) {
         /* cancel is set without the mutex (sl_cancel_all, sl_ctx_free), so
          * that a loop of inline atoms running here can be stopped. */
-        int cancelled = __atomic_load_n(&c->cancel, __ATOMIC_RELAXED);
+        int cancelled = __atomic_load_n(&c->cancel, __ATOMIC_RELAXED) != s->epoch;
         if (!s->cur || (cancelled && !s->in_caller) || (c->budget && s->natoms >= c->budget)) {
             if (s->cur) {   /* budget or cancellation: stop before this atom */
                 struct member m;
@@ -754,7 +787,15 @@ static void advance(struct sl_ctx *c, struct syslet *s)
         if (is_refused(m.nr) || out_of_range(m.nr) || m.nr == NR_UMEM_ADD ||
             never_blocks(m.nr, m.args) || c->sync_only || (must_sync && !(c->backend && uring_op(&m)))) {
             trace_member(c, s, &m, "inline");
-            r = run_native(c, &m);
+            if (s->in_caller && !never_blocks(m.nr, m.args) && !is_refused(m.nr) &&
+                !out_of_range(m.nr) && m.nr != NR_UMEM_ADD) {
+                /* A call that may sleep, in the caller: not under the lock. */
+                pthread_mutex_unlock(&c->mu);
+                r = run_native(c, &m);
+                pthread_mutex_lock(&c->mu);
+            } else {
+                r = run_native(c, &m);
+            }
             c->cnt.atoms_inline++;
             if (complete_atom(c, s, &m, r))
                 s->cur = 0;
@@ -799,7 +840,9 @@ static void advance(struct sl_ctx *c, struct syslet *s)
         /* Native call that may block: the pool, unless it must stay here. */
         if (must_sync || !c->pool) {
             trace_member(c, s, &m, "inline(blocking)");
+            pthread_mutex_unlock(&c->mu);
             r = run_native(c, &m);
+            pthread_mutex_lock(&c->mu);
             c->cnt.atoms_inline++;
             if (complete_atom(c, s, &m, r))
                 s->cur = 0;
@@ -951,6 +994,27 @@ static int64_t now_ns(void)
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
+/* Pool calls of cancelled syslets are interrupted until they return. */
+static void interrupt_cancelled(struct sl_ctx *c)
+{
+    if (!c->cancel_pending)
+        return;
+    unsigned ep = __atomic_load_n(&c->cancel, __ATOMIC_RELAXED);
+    int left = 0;
+    for (uint32_t i = 0; i < c->tab_used; i++) {
+        struct syslet *s = c->tab[i];
+        if (!s || s->epoch == ep || s->in_caller)
+            continue;
+        if (s->state == ST_POOL) {
+            us_pool_interrupt_job(c->pool, &s->job);
+            left = 1;
+        } else if (s->state == ST_URING || s->state == ST_READY) {
+            left = 1;
+        }
+    }
+    c->cancel_pending = left;
+}
+
 static void *driver_main(void *arg)
 {
     struct sl_ctx *c = arg;
@@ -970,7 +1034,7 @@ static void *driver_main(void *arg)
                 break;
             if (!deadline)
                 deadline = now_ns() + 3000000000LL;
-            if (c->cancel && !cancel_sent && c->backend) {
+            if (c->stop_cancel && !cancel_sent && c->backend) {
                 struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
                 if (sqe) {
                     io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
@@ -979,7 +1043,7 @@ static void *driver_main(void *arg)
                     cancel_sent = 1;
                 }
             }
-            if (c->cancel)
+            if (c->stop_cancel)
                 us_pool_interrupt(c->pool);
             if (now_ns() > deadline)
                 break;
@@ -995,14 +1059,17 @@ static void *driver_main(void *arg)
             reap_all(c);
             continue;
         }
-        int64_t tmo = c->stop ? 5000000 : c->pubq_n ? 200000 : 50000000;   /* poll a full ring */
+        int64_t tmo = c->stop || c->cancel_pending ? 5000000 : c->pubq_n ? 200000 : 50000000;   /* poll a full ring */
+        c->driver_in_kernel = 1;
         pthread_mutex_unlock(&c->mu);
         if (c->backend)
             us_wait(&c->ring, 1, tmo);
         else
             us_pool_wait(c->pool, 1, tmo);
         pthread_mutex_lock(&c->mu);
+        c->driver_in_kernel = 0;
         reap_all(c);
+        interrupt_cancelled(c);
     }
     pthread_mutex_unlock(&c->mu);
     return NULL;
@@ -1431,10 +1498,25 @@ void sl_set_budget(struct sl_ctx *c, uint64_t max_atoms)
 
 void sl_cancel_all(struct sl_ctx *c)
 {
-    __atomic_store_n(&c->cancel, 1, __ATOMIC_RELAXED);    /* seen by a running loop */
+    /* A new epoch: every syslet started before stops before its next atom
+     * (seen without the mutex by a loop running inline). */
+    __atomic_add_fetch(&c->cancel, 1, __ATOMIC_RELAXED);
     pthread_mutex_lock(&c->mu);
-    c->cancel = 1;
-    pthread_cond_signal(&c->dcv);
+    if (c->inflight) {
+        c->cancel_pending = 1;
+        if (c->backend) {   /* in-flight requests: all belong to old syslets */
+            struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
+            if (sqe) {
+                io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+                sqe->user_data = (uint64_t)-2;
+                c->sqes_pending++;
+            }
+        }
+        interrupt_cancelled(c);
+        flush(c);
+    }
+    wake_driver(c);
+    flush(c);
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -1453,10 +1535,10 @@ int sl_ctx_free(struct sl_ctx *c, int cancel)
         return 0;
     }
     if (cancel)     /* before the mutex: a running loop must see it */
-        __atomic_store_n(&c->cancel, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&c->cancel, 1, __ATOMIC_RELAXED);
     pthread_mutex_lock(&c->mu);
     if (cancel)
-        c->cancel = 1;
+        c->stop_cancel = 1;
     c->stop = 1;
     pthread_cond_signal(&c->dcv);
     int started = c->driver_started;

@@ -202,6 +202,7 @@ struct us_pool {
     unsigned ndone;
     unsigned max, nworkers, nidle, nthreads;
     int stop;
+    int kicked;
     int target_fd;
     pthread_t *threads;
     unsigned threads_cap;
@@ -318,8 +319,10 @@ static void *worker_main(void *arg)
 
         for (unsigned i = 0; i < k; i++) {
             struct us_job *j = batch[i];
+            __atomic_store_n(&j->runner_, pthread_self(), __ATOMIC_SEQ_CST);
             long r = syscall(j->nr, j->args[0], j->args[1], j->args[2],
                              j->args[3], j->args[4], j->args[5]);
+            __atomic_store_n(&j->runner_, (pthread_t)0, __ATOMIC_SEQ_CST);
             j->result = r < 0 ? -(int64_t)errno : (int64_t)r;
         }
 
@@ -527,7 +530,7 @@ int us_pool_wait(struct us_pool *p, unsigned min, int64_t timeout_ns)
         if (dl.tv_nsec >= 1000000000) { dl.tv_sec++; dl.tv_nsec -= 1000000000; }
     }
     pthread_mutex_lock(&p->mu);
-    while (p->ndone < min) {
+    while (p->ndone < min && !p->kicked) {
         if (timeout_ns >= 0) {
             if (pthread_cond_timedwait(&p->done_cv, &p->mu, &dl) == ETIMEDOUT) {
                 r = p->ndone >= min ? 0 : -ETIME;
@@ -537,6 +540,7 @@ int us_pool_wait(struct us_pool *p, unsigned min, int64_t timeout_ns)
             pthread_cond_wait(&p->done_cv, &p->mu);
         }
     }
+    p->kicked = 0;
     pthread_mutex_unlock(&p->mu);
     return r;
 }
@@ -570,6 +574,22 @@ void us_pool_interrupt(struct us_pool *p)
     pthread_mutex_lock(&p->mu);
     for (unsigned i = 0; i < p->nthreads; i++)
         pthread_kill(p->threads[i], US_INTR_SIG);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void us_pool_interrupt_job(struct us_pool *p, struct us_job *j)
+{
+    (void)p;
+    pthread_t t = __atomic_load_n(&j->runner_, __ATOMIC_SEQ_CST);
+    if (t)      /* workers are joined only in us_pool_free: t stays valid */
+        pthread_kill(t, US_INTR_SIG);
+}
+
+void us_pool_kick(struct us_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->kicked = 1;
+    pthread_cond_broadcast(&p->done_cv);
     pthread_mutex_unlock(&p->mu);
 }
 

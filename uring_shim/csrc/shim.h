@@ -10,6 +10,7 @@
 #ifndef URING_SHIM_H
 #define URING_SHIM_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <liburing.h>
 
@@ -85,6 +86,7 @@ struct us_job {
     uint64_t user_data;
     int64_t result;
     struct us_job *link_;     /* pool-private */
+    pthread_t runner_;        /* pool-private: worker running it, or 0 */
 };
 
 struct us_pool;
