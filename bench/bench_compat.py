@@ -54,7 +54,7 @@ C_SRC = ROOT / "bench" / "c" / "uring_read_loop.c"
 BUILD = ROOT / "bench" / "_build"
 LIBURING_A = "/usr/lib/x86_64-linux-gnu/liburing.a"
 
-TARGETS = {          # workload -> (minimum ratio, baseline label)
+TARGETS = {          # workload -> minimum ratio (candidate / baseline throughput)
     "batch": 0.85,
     "single": 0.80,
     "chains": 1.30,
@@ -76,6 +76,28 @@ def build_c():
     cmd = ["gcc", "-O2", "-Wall", "-o", str(exe), str(C_SRC)] + link
     subprocess.run(cmd, check=True)
     return exe
+
+
+ENGINE_SRC = [ROOT / "compat" / "csrc" / "engine.c", ROOT / "compat" / "csrc" / "guard.c",
+              ROOT / "uring_shim" / "csrc" / "shim.c"]
+HARNESS_SRC = ROOT / "bench" / "c" / "engine_exec_loop.c"
+
+
+def build_harness():
+    """bench/c/engine_exec_loop.c linked with the engine's own C sources
+    (engine.c, guard.c, shim.c).  Returns {"engine": exe}, or {} when the
+    engine does not build that way (analysis rows are then skipped)."""
+    BUILD.mkdir(parents=True, exist_ok=True)
+    link = [LIBURING_A] if os.path.exists(LIBURING_A) else ["-luring"]
+    inc = [f"-I{ROOT / 'compat' / 'csrc'}", f"-I{ROOT / 'uring_shim' / 'csrc'}"]
+    exe = BUILD / "engine_exec_loop"
+    newest = max(p.stat().st_mtime for p in ENGINE_SRC + [HARNESS_SRC])
+    if not exe.exists() or exe.stat().st_mtime < newest:
+        cmd = ["gcc", "-O2", "-w"] + inc + ["-o", str(exe), str(HARNESS_SRC)] + \
+            [str(p) for p in ENGINE_SRC] + link + ["-lpthread"]
+        if subprocess.run(cmd, capture_output=True).returncode:
+            return {}
+    return {"engine": exe}
 
 
 def make_file(path, size):
@@ -222,10 +244,19 @@ def pread_loop(fd, offsets):
         pr(fd, BS, o)
 
 
+NOWAIT_EAGAIN = [0]
+
+
 def preadv_nowait_loop(fd, offsets, buf):
+    """What the engine's inline fast path does; EAGAIN (rare even on cached
+    pages) falls back to a plain pread, as the engine falls back to the ring."""
     pv, b, fl = os.preadv, [buf], os.RWF_NOWAIT
     for o in offsets:
-        pv(fd, b, o, fl)
+        try:
+            pv(fd, b, o, fl)
+        except BlockingIOError:
+            NOWAIT_EAGAIN[0] += 1
+            os.pread(fd, BS, o)
 
 
 def lib_single_loop(eng, ra, offsets):
@@ -245,16 +276,6 @@ def lib_batch_loop(eng, ra, src, nbatches):
         mm(offs, src + i * d, 8 * d)
         if not ex(c, h):
             take(1)
-
-
-def c_loop(exe, mode, path, n, seed):
-    if mode == "pread":
-        cmd = [str(exe), "pread", path, str(n), str(seed)]
-    else:
-        cmd = [str(exe), mode, path, str(n), str(DEPTH), str(seed)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    kv = dict(x.split("=") for x in out.split())
-    return float(kv["reads_per_sec"])
 
 
 class Chains:
@@ -277,6 +298,7 @@ class Chains:
         self.groups = [self.chains[i:i + batch] for i in range(0, len(paths), batch)]
         self.expect = [[c.tail for c in g] for g in self.groups]
         self.heads = [[c.head.addr for c in g] for g in self.groups]
+        self.batches = [ctx.batch(g) for g in self.groups]
 
     def _settle(self, g, fin):
         pending = {self.groups[g][i].tail.addr for i, f in enumerate(fin) if f is None}
@@ -290,21 +312,23 @@ class Chains:
         return bad
 
     def run(self, rounds):
-        em, groups, expect = self.ctx.exec_many, self.groups, self.expect
+        batches, expect = self.batches, self.expect
         bad = 0
         for _ in range(rounds):
-            for g, lst in enumerate(groups):
-                fin = em(lst)
+            for g, b in enumerate(batches):
+                fin = b.run()
                 if fin != expect[g]:
                     bad += self._settle(g, fin)
         return bad
 
     def run_engine_batch(self, rounds):
         """Engine.exec_batch on pre-made head lists (no builder layer)."""
-        eb, heads = self.ctx.engine.exec_batch, self.heads
+        eb, heads, wait = self.ctx.engine.exec_batch, self.heads, self.ctx.wait
         for _ in range(rounds):
             for h in heads:
-                eb(h)
+                pending = eb(h).count(0)            # went async: reap their entries
+                while pending > 0:
+                    pending -= len(wait(1))
 
     def check(self):
         bad = 0
@@ -330,29 +354,55 @@ def timed(fn):
     return time.perf_counter() - t0
 
 
-def paired(runs, cand, base):
-    """cand/base: callables returning ops/s.  Returns (cand list, base list,
-    ratio list) with the order alternating per run."""
-    cs, bs, rs = [], [], []
+def sample(fn, ops):
+    """Runs fn once: (ops, wall seconds, process CPU seconds)."""
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    fn()
+    return ops, time.perf_counter() - t0, time.process_time() - c0
+
+
+def c_sample(exe, mode, path, n, seed):
+    if mode == "pread":
+        cmd = [str(exe), "pread", path, str(n), str(seed)]
+    else:
+        cmd = [str(exe), mode, path, str(n), str(DEPTH), str(seed)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    kv = dict(x.split("=") for x in out.split())
+    return int(kv["reads"]), float(kv["wall_s"]), float(kv["cpu_s"])
+
+
+class Result:
+    """One paired comparison: per-run rates (wall and CPU) and ratios."""
+
+    def __init__(self):
+        self.cand, self.base, self.rw, self.rc = [], [], [], []
+
+    def add(self, a, b):
+        cw, cc = a[0] / a[1], a[0] / max(a[2], 1e-9)
+        bw, bc = b[0] / b[1], b[0] / max(b[2], 1e-9)
+        self.cand.append(cw)
+        self.base.append(bw)
+        self.rw.append(cw / bw)
+        self.rc.append(cc / bc)
+
+
+def paired(runs, slices, cand, base):
+    """cand(j) / base(j) run slice j of the work and return (ops, wall, cpu).
+    Each run alternates the slices of candidate and baseline (A B B A ...),
+    so drift and other load on the machine hit both about equally; the run's
+    ratio is total candidate rate over total baseline rate."""
+    res = Result()
     for r in range(runs):
-        if r % 2 == 0:
-            c = cand()
-            b = base()
-        else:
-            b = base()
-            c = cand()
-        cs.append(c)
-        bs.append(b)
-        rs.append(c / b)
-    return cs, bs, rs
-
-
-def fmt_rate(x):
-    return f"{x / 1e3:8.0f}k"
-
-
-def fmt_ratio(rs):
-    return f"{statistics.median(rs):5.2f} ({min(rs):.2f}-{max(rs):.2f})"
+        a, b = [0, 0.0, 0.0], [0, 0.0, 0.0]
+        for j in range(slices):
+            order = ((cand, a), (base, b)) if (r + j) % 2 == 0 else ((base, b), (cand, a))
+            for fn, acc in order:
+                s = fn(j)
+                for k in range(3):
+                    acc[k] += s[k]
+        res.add(a, b)
+    return res
 
 
 def counters_delta(eng, fn):
@@ -362,134 +412,104 @@ def counters_delta(eng, fn):
     return {k: b[k] - a[k] for k in a}
 
 
-def bench_backend(backend, args, exe, data, paths, rows, notes):
+def per(d, n):
+    keys = ("enters", "segments", "atoms_uring", "atoms_inline", "atoms_nowait", "atoms_pool",
+            "pool_batches", "syslets_sync", "syslets_async", "overstops")
+    return " ".join(f"{k}={d[k] / n:.2f}" for k in keys if d.get(k))
+
+
+def bench_backend(backend, args, exe, harn, data, paths, rows, notes):
     eng = compat.Engine(backend)
     actual = eng.backend
     ring = Ring(eng)
     fd = os.open(data, os.O_RDONLY)
-    size = os.path.getsize(data)
-    nblocks = size // BS
+    nblocks = os.path.getsize(data) // BS
     rnd = random.Random(args.seed)
-    nb = args.reads // DEPTH
+    S = args.slices
+    nb = max(S, args.reads // DEPTH // S * S)        # batches, a multiple of S
+    nbs = nb // S                                    # batches per slice
     offs = array.array("Q", (rnd.randrange(nblocks) * BS for _ in range(nb * DEPTH)))
     src = ffi.from_buffer("uint64_t[]", offs)
     offs_list = offs.tolist()
-    single_offs = offs_list[:args.single]
+    ns = max(1, args.single // S)
+    single_offs = offs_list[:ns * S]
     ra = ReadAtoms(eng, ring, fd, DEPTH)
-    tag = f"{backend}" + (f" (engine fell back to {actual})" if actual != backend else "")
+    tag = backend if actual == backend else f"{backend}->{actual}"
     runs = args.runs
     bad = [0]
 
+    def add_bad(n):
+        bad[0] += n
+
     # warm up every path once
-    bad[0] += ra.run_batches(src, min(nb, 256))
-    bad[0] += ra.run_single(single_offs[:2000])
+    add_bad(ra.run_batches(src, min(nb, 256)))
+    add_bad(ra.run_single(single_offs[:2000]))
     pread_loop(fd, offs_list[:2000])
 
-    def cand_batch():
-        t = timed(lambda: bad.__setitem__(0, bad[0] + ra.run_batches(src, nb)))
-        return nb * DEPTH / t
+    def cand_batch(j):
+        return sample(lambda: add_bad(ra.run_batches(src + j * nbs * DEPTH, nbs)), nbs * DEPTH)
 
-    def base_c():
-        return c_loop(exe, "uring", data, nb * DEPTH, rnd.randrange(1 << 62))
+    def base_c(j):
+        return c_sample(exe, "uring", data, nbs * DEPTH, rnd.randrange(1, 1 << 62))
 
-    def base_pread_all():
-        return len(offs_list) / timed(lambda: pread_loop(fd, offs_list))
+    def base_pread_batch(j):
+        o = offs_list[j * nbs * DEPTH:(j + 1) * nbs * DEPTH]
+        return sample(lambda: pread_loop(fd, o), len(o))
 
-    def cand_single():
-        t = timed(lambda: bad.__setitem__(0, bad[0] + ra.run_single(single_offs)))
-        return len(single_offs) / t
+    def cand_single(j):
+        o = single_offs[j * ns:(j + 1) * ns]
+        return sample(lambda: add_bad(ra.run_single(o)), len(o))
 
-    def base_pread_single():
-        return len(single_offs) / timed(lambda: pread_loop(fd, single_offs))
+    def base_pread_single(j):
+        o = single_offs[j * ns:(j + 1) * ns]
+        return sample(lambda: pread_loop(fd, o), len(o))
 
     print(f"  [{tag}] batch vs C io_uring QD32 ...", flush=True)
-    c1, b1, r1 = paired(runs, cand_batch, base_c)
-    rows.append((tag, "batch", "32 pread64 atoms by next, 1 exec/batch", c1,
-                 "C liburing QD32 (submit_and_wait 32)", b1, r1, TARGETS["batch"]))
+    rows.append((tag, "32 pread64 atoms by next, 1 exec/32", "C liburing QD32, submit_and_wait(32)",
+                 paired(runs, S, cand_batch, base_c), TARGETS["batch"]))
     print(f"  [{tag}] batch vs os.pread ...", flush=True)
-    c2, b2, r2 = paired(runs, cand_batch, base_pread_all)
-    rows.append((tag, "batch", "  same", c2, "os.pread loop (same offsets)", b2, r2, None))
+    rows.append((tag, "  same", "os.pread loop, same offsets",
+                 paired(runs, S, cand_batch, base_pread_batch), None))
     print(f"  [{tag}] single vs os.pread ...", flush=True)
-    c3, b3, r3 = paired(runs, cand_single, base_pread_single)
-    rows.append((tag, "single", "1 pread64 atom per exec", c3,
-                 "os.pread loop (same offsets)", b3, r3, TARGETS["single"]))
+    rows.append((tag, "1 pread64 atom per exec", "os.pread loop, same offsets",
+                 paired(runs, S, cand_single, base_pread_single), TARGETS["single"]))
 
-    # chains (builder layer, its own context on the same backend)
-    rounds = max(1, args.chains // len(paths))
-    nch = rounds * len(paths)
+    # chains (builder layer, a Context of its own on the same backend)
+    rps = max(1, args.chains // len(paths) // S)     # rounds per slice
+    nch = rps * len(paths)
     with compat.Context(backend, ring_slots=256, arena_size=1 << 20) as ctx:
         chs = Chains(ctx, paths)
-        bad[0] += chs.run(2) + chs.check()
+        add_bad(chs.run(2) + chs.check())
 
-        def cand_chains():
-            t = timed(lambda: bad.__setitem__(0, bad[0] + chs.run(rounds)))
-            return nch / t
+        def cand_chains(j):
+            return sample(lambda: add_bad(chs.run(rps)), nch)
 
-        def base_sync():
-            return nch / timed(lambda: sync_chains(paths, rounds))
+        def base_sync(j):
+            return sample(lambda: sync_chains(paths, rps), nch)
 
         print(f"  [{tag}] chains vs os.open/read/close ...", flush=True)
-        c4, b4, r4 = paired(runs, cand_chains, base_sync)
-        rows.append((tag, "chains", "32 open->read->close per exec_many", c4,
-                     "os.open/os.read/os.close", b4, r4, TARGETS["chains"]))
-        bad[0] += chs.check()
+        rows.append((tag, "32 open->read->close per Batch.run", "os.open/os.read/os.close",
+                     paired(runs, S, cand_chains, base_sync), TARGETS["chains"]))
+        add_bad(chs.check())
         ch_cnt = counters_delta(ctx.engine, lambda: chs.run(1))
         ch_batches = len(chs.groups)
         if args.breakdown:
-            eb = [nch / timed(lambda: chs.run_engine_batch(rounds)) for _ in range(runs)]
-            ch_em = [nch / timed(lambda: chs.run(rounds)) for _ in range(runs)]
-            bs = [nch / timed(lambda: sync_chains(paths, rounds)) for _ in range(runs)]
+            def eb(j):
+                return sample(lambda: chs.run_engine_batch(rps), nch)
+            chain_pieces = paired(runs, S, cand_chains, eb)
 
-    # counters per unit of work
-    bc = counters_delta(eng, lambda: ra.run_batches(src, 1000))
+    bc = counters_delta(eng, lambda: ra.run_batches(src, min(nb, 1000)))
     sc = counters_delta(eng, lambda: ra.run_single(single_offs[:10000]))
-    notes.append(f"[{tag}] counters per batch of 32 (1000 batches): " + per(bc, 1000))
-    notes.append(f"[{tag}] counters per single exec (10000): " + per(sc, 10000))
-    notes.append(f"[{tag}] counters per exec_many of 32 chains ({ch_batches}): " + per(ch_cnt, ch_batches))
+    notes.append(f"[{tag}] counters per batch of 32: " + per(bc, min(nb, 1000)))
+    notes.append(f"[{tag}] counters per single exec: " + per(sc, min(len(single_offs), 10000)))
+    notes.append(f"[{tag}] counters per exec_many of 32 chains: " + per(ch_cnt, ch_batches))
 
     if args.breakdown:
-        # ns per op of the pieces, interleaved, medians
-        mv = memoryview(ffi.buffer(ffi.cast("char *", int(ra.bufw[0])), BS))
-        n1 = len(single_offs)
-        pieces = {
-            "single: Engine.exec": lambda: ra.run_single(single_offs),
-            "single: lib.sl_exec (no Python wrapper)": lambda: lib_single_loop(eng, ra, single_offs),
-            "single: os.preadv RWF_NOWAIT (the engine's inline call)":
-                lambda: preadv_nowait_loop(fd, single_offs, mv),
-            "single: os.pread": lambda: pread_loop(fd, single_offs),
-        }
-        res = {k: [] for k in pieces}
-        for _ in range(runs):
-            for k, fn in pieces.items():
-                res[k].append(timed(fn) / n1 * 1e9)
-        for k, v in res.items():
-            notes.append(f"[{tag}] {k:58s} {statistics.median(v):6.0f} ns/op")
-        nbb = min(nb, 8192)
-        bpieces = {
-            "batch: Engine.exec per 32": lambda: ra.run_batches(src, nbb),
-            "batch: lib.sl_exec per 32 (no wrapper, no result check)":
-                lambda: lib_batch_loop(eng, ra, src, nbb),
-        }
-        res = {k: [] for k in bpieces}
-        for _ in range(runs):
-            for k, fn in bpieces.items():
-                res[k].append(timed(fn) / (nbb * DEPTH) * 1e9)
-        for k, v in res.items():
-            notes.append(f"[{tag}] {k:58s} {statistics.median(v):6.0f} ns/read")
-        cl = [1e9 / c_loop(exe, "uring-linked", data, nbb * DEPTH, rnd.randrange(1 << 62))
-              for _ in range(runs)]
-        cu = [1e9 / c_loop(exe, "uring", data, nbb * DEPTH, rnd.randrange(1 << 62))
-              for _ in range(runs)]
-        notes.append(f"[{tag}] {'batch: C liburing QD32, 32 SQEs HARDLINKed':58s} "
-                     f"{statistics.median(cl):6.0f} ns/read")
-        notes.append(f"[{tag}] {'batch: C liburing QD32, unlinked':58s} "
-                     f"{statistics.median(cu):6.0f} ns/read")
-        notes.append(f"[{tag}] {'chains: Context.exec_many':58s} "
-                     f"{1e9 / statistics.median(ch_em):6.0f} ns/chain")
-        notes.append(f"[{tag}] {'chains: Engine.exec_batch on ready head lists':58s} "
-                     f"{1e9 / statistics.median(eb):6.0f} ns/chain")
-        notes.append(f"[{tag}] {'chains: os.open/os.read/os.close':58s} "
-                     f"{1e9 / statistics.median(bs):6.0f} ns/chain")
+        try:
+            breakdown(args, tag, actual, eng, ra, fd, src, nb, single_offs, exe, harn, data, rnd,
+                      chain_pieces, notes)
+        except Exception as e:          # analysis only: keep the results above
+            notes.append(f"[{tag}] breakdown failed: {type(e).__name__}: {e}")
 
     if bad[0]:
         notes.append(f"[{tag}] WARNING: {bad[0]} wrong results (bad batches/chains/reads)")
@@ -499,36 +519,118 @@ def bench_backend(backend, args, exe, data, paths, rows, notes):
     return bad[0]
 
 
-def per(d, n):
-    keys = ("enters", "segments", "atoms_uring", "atoms_inline", "atoms_nowait", "atoms_pool",
-            "pool_batches", "syslets_sync", "syslets_async", "overstops")
-    return " ".join(f"{k}={d[k] / n:.2f}" for k in keys if d.get(k))
+def breakdown(args, tag, actual, eng, ra, fd, src, nb, single_offs, exe, harn, data, rnd,
+              chain_pieces, notes):
+    """ns per read of the pieces of each path (interleaved, medians), for
+    finding where the time goes."""
+    runs = args.runs
+    mv = memoryview(ffi.buffer(ffi.cast("char *", int(ra.bufw[0])), BS))
+    n1 = len(single_offs)
+    nbb = min(nb, 4096)
+    pieces = {
+        "py single: Engine.exec": (lambda: ra.run_single(single_offs), n1),
+        "py single: lib.sl_exec direct (no Engine wrapper)":
+            (lambda: lib_single_loop(eng, ra, single_offs), n1),
+        "py single: os.preadv(RWF_NOWAIT), the engine's inline call":
+            (lambda: preadv_nowait_loop(fd, single_offs, mv), n1),
+        "py single: os.pread": (lambda: pread_loop(fd, single_offs), n1),
+        "py batch: Engine.exec + result check": (lambda: ra.run_batches(src, nbb), nbb * DEPTH),
+        "py batch: lib.sl_exec direct, no check":
+            (lambda: lib_batch_loop(eng, ra, src, nbb), nbb * DEPTH),
+    }
+    cn = nbb * DEPTH
+    c_pieces = {
+        "C: liburing QD32, unlinked": lambda: c_sample(exe, "uring", data, cn, rnd.randrange(1, 1 << 62)),
+        "C: liburing QD32, 32 SQEs HARDLINKed":
+            lambda: c_sample(exe, "uring-linked", data, cn, rnd.randrange(1, 1 << 62)),
+        "C: pread loop": lambda: c_sample(exe, "pread", data, cn, rnd.randrange(1, 1 << 62)),
+    }
+    for label, (variant, mode) in {
+            "C: sl_exec, 1-atom syslet (engine without Python)": ("engine", "single"),
+            "C: sl_exec, 32-atom syslet (engine without Python)": ("engine", "batch"),
+            "C: preadv2(RWF_NOWAIT) loop": ("engine", "nowait")}.items():
+        if variant in harn:
+            c_pieces[label] = (lambda v=variant, m=mode:
+                               harness(harn[v], m, actual, data, cn, rnd.randrange(1, 1 << 62)))
+    res = {k: [] for k in list(pieces) + list(c_pieces)}
+    for _ in range(runs):
+        for k, (fn, n) in pieces.items():
+            s = sample(fn, n)
+            res[k].append((s[1] / n * 1e9, s[2] / n * 1e9))
+        for k, fn in c_pieces.items():
+            s = fn()
+            if len(s) == 2:
+                res[k].append(s)
+            else:
+                res[k].append((s[1] / s[0] * 1e9, s[2] / s[0] * 1e9))
+    notes.append(f"[{tag}] breakdown, ns per read (wall / CPU, medians of {runs}):")
+    for k, v in res.items():
+        notes.append(f"[{tag}]   {k:58s} {statistics.median(x[0] for x in v):6.0f} / "
+                     f"{statistics.median(x[1] for x in v):6.0f}")
+    cp = chain_pieces
+    if NOWAIT_EAGAIN[0]:
+        notes.append(f"[{tag}]   (os.preadv RWF_NOWAIT met EAGAIN {NOWAIT_EAGAIN[0]} times on cached pages)")
+        NOWAIT_EAGAIN[0] = 0
+    notes.append(f"[{tag}]   {'chains: Context.exec_many':58s} {1e9 / statistics.median(cp.cand):6.0f} "
+                 f"ns/chain wall")
+    notes.append(f"[{tag}]   {'chains: Engine.exec_batch on ready head lists':58s} "
+                 f"{1e9 / statistics.median(cp.base):6.0f} ns/chain wall")
+
+
+def harness(exe, mode, backend, path, n, seed):
+    out = subprocess.run([str(exe), mode, "1" if backend == "io_uring" else "0", path, str(n),
+                          str(seed)], check=True, capture_output=True, text=True).stdout
+    kv = dict(x.split("=") for x in out.split())
+    return float(kv["ns_per_read"]), float(kv["cpu_ns_per_read"])
+
+
+def fmt_rate(x):
+    return f"{x / 1e3:7.0f}k"
+
+
+def fmt_ratio(rs):
+    return f"{statistics.median(rs):4.2f} ({min(rs):.2f}-{max(rs):.2f})"
+
+
+def loadavg():
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller runs (about 1/8 of the work)")
-    ap.add_argument("--backend", choices=("both", "io_uring", "threadpool"), default="both")
-    ap.add_argument("--runs", type=int, default=None, help="paired runs per comparison (>= 5)")
+    ap.add_argument("--backend", choices=("both", "io_uring", "threadpool"), default="both",
+                    help="engine backend(s) to measure (default both)")
+    ap.add_argument("--runs", type=int, default=None,
+                    help="paired runs per comparison (>= 5; default 5 quick, 7 full)")
+    ap.add_argument("--slices", type=int, default=None,
+                    help="alternating slices per run (default 4 quick, 8 full)")
     ap.add_argument("--size-mib", type=int, default=256, help="data file size (default 256)")
     ap.add_argument("--dir", default=None, help="where to create the scratch directory")
     ap.add_argument("--seed", type=int, default=2007)
     ap.add_argument("--no-breakdown", dest="breakdown", action="store_false",
-                    help="skip the per-piece timings and counters used for analysis")
-    ap.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+                    help="skip the per-piece timings used for analysis")
+    ap.add_argument("--strict", action="store_true",
+                    help="exit 1 when a target fails or a result is wrong")
     args = ap.parse_args(argv)
     scale = 8 if args.quick else 1
     args.runs = max(5, args.runs or (5 if args.quick else 7))
+    args.slices = max(1, args.slices or (4 if args.quick else 8))
     args.reads = (1 << 19) // scale
     args.single = (1 << 18) // scale
     args.chains = (1 << 16) // scale
 
     exe = build_c()
+    harn = build_harness() if args.breakdown else {}
     tmp = tempfile.mkdtemp(prefix="bench-compat-", dir=args.dir)
     rows, notes = [], []
     bad = 0
     t0 = time.perf_counter()
+    load0 = loadavg()
     try:
         data = os.path.join(tmp, "data")
         make_file(data, args.size_mib << 20)
@@ -545,36 +647,45 @@ def main(argv=None):
             with open(p, "rb") as f:
                 f.read()
         res = "unknown" if resident is None else f"{resident * 100:.1f}%"
-        print(f"bench_compat: {args.size_mib} MiB file, page cache resident {res}; "
-              f"{args.runs} paired runs; {args.reads} batch reads, {args.single} single reads, "
-              f"{args.chains} chains per measurement; cores={os.cpu_count()}", flush=True)
+        print(f"bench_compat: {args.size_mib} MiB file ({res} page-cache resident); "
+              f"{args.runs} paired runs x {args.slices} alternating slices; per run "
+              f"{args.reads} batch reads, {args.single} single reads, {args.chains} chains; "
+              f"{os.cpu_count()} cpus, load {load0:.2f}", flush=True)
         backends = ("io_uring", "threadpool") if args.backend == "both" else (args.backend,)
         for be in backends:
-            bad += bench_backend(be, args, exe, data, paths, rows, notes)
+            bad += bench_backend(be, args, exe, harn, data, paths, rows, notes)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    load1 = loadavg()
 
     print()
-    hdr = (f"{'backend':10s} {'workload':38s} {'ops/s':>9s}  {'baseline':38s} {'ops/s':>9s}  "
-           f"{'ratio (min-max)':18s} {'target':>7s}  result")
+    hdr = (f"{'backend':10s} {'workload':36s} {'ops/s':>8s}  {'baseline':36s} {'ops/s':>8s}  "
+           f"{'ratio wall (min-max)':20s} {'CPU ratio':9s} {'target':>6s}  result")
     print(hdr)
     print("-" * len(hdr))
     fails = 0
-    for tag, _kind, what, cs, base, bs, rs, target in rows:
-        med = statistics.median(rs)
+    for tag, what, base, r, target in rows:
+        med = statistics.median(r.rw)
         if target is None:
             tgt, result = "", "(info)"
         else:
             tgt = f">={target:.2f}"
             result = "PASS" if med >= target else "FAIL"
             fails += result == "FAIL"
-        print(f"{tag:10s} {what:38s} {fmt_rate(statistics.median(cs))}  {base:38s} "
-              f"{fmt_rate(statistics.median(bs))}  {fmt_ratio(rs):18s} {tgt:>7s}  {result}")
+        print(f"{tag:10s} {what:36s} {fmt_rate(statistics.median(r.cand))}  {base:36s} "
+              f"{fmt_rate(statistics.median(r.base))}  {fmt_ratio(r.rw):20s} "
+              f"{statistics.median(r.rc):9.2f} {tgt:>6s}  {result}")
+    print("ratio = candidate/baseline throughput (wall clock), median of per-run ratios; "
+          "CPU ratio: the same from process CPU time (robust to other load on the machine)")
+    if max(load0, load1) > 0.5:
+        print(f"NOTE: load average {load0:.2f} -> {load1:.2f}: other work shared the CPUs; "
+              "wall-clock ratios are noisy, compare with the CPU ratios")
     print()
     for n in notes:
         print(n)
-    print(f"\n{len([r for r in rows if r[7] is not None]) - fails} passed, {fails} failed, "
-          f"{bad} wrong results; {time.perf_counter() - t0:.0f} s")
+    ntarget = sum(1 for r in rows if r[4] is not None)
+    print(f"\n{ntarget - fails} passed, {fails} failed, {bad} wrong results; "
+          f"{time.perf_counter() - t0:.0f} s")
     if args.strict and (fails or bad):
         return 1
     return 0

@@ -22,7 +22,7 @@ from ._abi import (AHU_SIZE, ATOM_SIZE, SYSLET_ASYNC, SYSLET_FLAGS_ALL, SYSLET_N
                    SYSLET_STOP_ON_NON_POSITIVE, SYSLET_STOP_ON_NONZERO, SYSLET_STOP_ON_ZERO,
                    SYSLET_SYNC, __NR_async_exec, __NR_async_register, __NR_async_unregister,
                    __NR_async_wait, __NR_umem_add, async_head_user, syslet_uatom)
-from ._builder import Arena, Atom, Buffer, Chain, Context, Var
+from ._builder import Arena, Atom, Batch, Buffer, Chain, Context, Var
 from ._core import COUNTERS, Engine
 from ._reference import Reference
 from ._syscalls import NR
@@ -40,7 +40,7 @@ __all__ = [
     "__NR_async_register", "__NR_async_exec", "__NR_async_wait", "__NR_async_unregister",
     "__NR_umem_add", "NR", "AT_FDCWD", "ATOM_SIZE", "AHU_SIZE",
     "syslet_uatom", "async_head_user",
-    "Context", "Chain", "Atom", "Var", "Buffer", "Arena", "Engine", "Reference", "COUNTERS",
+    "Context", "Chain", "Batch", "Atom", "Var", "Buffer", "Arena", "Engine", "Reference", "COUNTERS",
 ]
 
 _default = None
@@ -52,9 +52,9 @@ def default_engine():
     first use; a child after ``fork()`` gets a fresh one)."""
     global _default
     e = _default
-    if e is None or e._pid != _os.getpid():
+    if e is None or e._gen != _core._fork_gen:     # no getpid() per call
         with _default_lock:
-            if _default is None or _default._pid != _os.getpid():
+            if _default is None or _default._gen != _core._fork_gen:
                 _default = Engine()
             e = _default
     return e

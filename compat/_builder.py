@@ -186,6 +186,34 @@ class Chain:
         return add
 
 
+class Batch:
+    """Syslets run together with shared io_uring submissions (see
+    :meth:`Context.batch`).  :meth:`run` returns, per syslet, its final atom,
+    None when it went async, or an OSError; the chains must stay unchanged
+    in shape (their atoms may be edited in place)."""
+
+    def __init__(self, ctx, chains):
+        self._ctx = ctx
+        heads = [(c.head if isinstance(c, Chain) else c).addr for c in chains]
+        self._run = ctx.engine.batch_runner(heads)
+        self._n = len(heads)
+
+    def __len__(self):
+        return self._n
+
+    def run(self):
+        """Runs every syslet once; see the class docstring."""
+        res = self._run()
+        get = self._ctx._atoms.get
+        out = [get(r) for r in res]
+        if None in out:     # async (0), errors (< 0) or foreign atoms
+            ctx = self._ctx
+            out = [a if a is not None else None if r == 0 else
+                   OSError(-r, os.strerror(-r)) if r < 0 else ctx.atom_or_wrap(r)
+                   for a, r in zip(out, res)]
+        return out
+
+
 class Context:
     """A syslet context of its own: an engine, a registered head and ring.
 
@@ -287,6 +315,10 @@ class Context:
         get = self._atoms.get
         return [(get(r) or self.atom_or_wrap(r)) if r > 0 else None if r == 0 else OSError(-r, os.strerror(-r))
                 for r in self.engine.exec_batch(heads)]
+
+    def batch(self, chains):
+        """A :class:`Batch` of syslets to run together, again and again."""
+        return Batch(self, chains)
 
     def reap(self):
         """Takes every published final atom out of the ring (oldest first)."""

@@ -102,9 +102,11 @@ class Engine:
     def __init__(self, backend=None, sq_entries=256):
         want = _resolve_backend(backend)
         err = ffi.new("int *")
-        self._c = lib.sl_ctx_new(1 if want == "io_uring" else 0, sq_entries, err)
-        if self._c == ffi.NULL:
+        c = lib.sl_ctx_new(1 if want == "io_uring" else 0, sq_entries, err)
+        if c == ffi.NULL:
+            self._c = None      # so that __del__ has nothing to close
             raise _oserror(err[0], "sl_ctx_new")
+        self._c = c
         self.backend = "io_uring" if lib.sl_ctx_backend(self._c) else "threadpool"
         self._pid = os.getpid()
         self._gen = _fork_gen
@@ -140,6 +142,23 @@ class Engine:
         if r < 0:
             raise _oserror(r, "exec_batch")
         return list(res)
+
+    def batch_runner(self, atom_addrs):
+        """A callable that runs these syslets with shared submissions, like
+        :meth:`exec_batch`, reusing its argument and result arrays (the
+        cheapest way to run the same set of chains again and again).  It
+        returns the cffi ``int64_t[]`` of results, valid until the next call."""
+        n = len(atom_addrs)
+        arr = ffi.new("uint64_t[]", atom_addrs)
+        res = ffi.new("int64_t[]", n)
+        run = lib.sl_exec_batch
+
+        def run_batch():
+            r = run(self._cp(), arr, n, res)
+            if r < 0:
+                raise _oserror(r, "exec_batch")
+            return res
+        return run_batch
 
     def wait(self, min_events, timeout=None):
         """Blocks until ``min_events`` unconsumed ring entries exist.  Python

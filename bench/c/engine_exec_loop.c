@@ -1,9 +1,7 @@
 /* The syslet engine's exec path timed from C, without Python (analysis for
  * bench/bench_compat.py --breakdown).  Built by the bench from the engine's
  * own sources: gcc -O2 engine_exec_loop.c compat/csrc/engine.c
- * compat/csrc/guard.c uring_shim/csrc/shim.c liburing.a -lpthread; a second
- * build adds -DGUARD_ONCE, which compiles engine.c with its per-exec
- * sl_guard_install() turned into a once-only install, to price it.
+ * compat/csrc/guard.c uring_shim/csrc/shim.c liburing.a -lpthread.
  *
  *   engine_exec_loop MODE BACKEND FILE NREADS SEED
  *     MODE    single   one pread64 atom per sl_exec (offset word rewritten)
@@ -30,17 +28,6 @@
 
 #define BS 4096
 #define D 32
-
-#ifdef GUARD_ONCE
-int sl_guard_install_once(void)
-{
-    static int done;
-    if (done)
-        return 0;
-    done = 1;
-    return sl_guard_install();
-}
-#endif
 
 static uint64_t rng;
 static inline uint64_t xorshift(void)

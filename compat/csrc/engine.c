@@ -40,6 +40,9 @@
 #define NR_UMEM_ADD 1004
 
 #define SL_MAXSEG 64
+#ifndef SL_PARALLEL_READS
+#define SL_PARALLEL_READS 1
+#endif
 #define SL_YIELD_ATOMS 1024     /* inline atoms an async syslet runs per turn */
 #define UD_POOL 0xff
 
@@ -63,6 +66,8 @@ struct syslet {
     uint64_t natoms;
     uint8_t async, in_caller, state, force_async, err_first, queued;
     unsigned epoch;         /* c->cancel when it started */
+    uint8_t have_pre;       /* pre holds the first atom, read at exec time */
+    struct member pre;
     unsigned nseg, nreaped;
     struct member seg[SL_MAXSEG];
     struct us_job job;
@@ -339,14 +344,20 @@ static int read_atom(uint64_t addr, struct member *m)
 struct outset {
     unsigned n;
     int big;
+    int allfree;            /* no member so far has stop bits */
     uint64_t lo[2 * SL_MAXSEG], hi[2 * SL_MAXSEG];
-    uint64_t lines[8], pages[8];
+    uint64_t lines[8];      /* 64-byte lines of small ranges */
+    uint64_t plarge[8];     /* pages of large ranges */
+    uint64_t pall[8];       /* pages of every range */
 };
 
 static inline unsigned bloom_bit(uint64_t k)
 {
     return (unsigned)((k * 0x9E3779B97F4A7C15ULL) >> 55);   /* 0..511 */
 }
+
+#define BLOOM_SET(f, k) do { unsigned b_ = bloom_bit(k); (f)[b_ >> 6] |= 1ULL << (b_ & 63); } while (0)
+#define BLOOM_HAS(f, k) (((f)[bloom_bit(k) >> 6] >> (bloom_bit(k) & 63)) & 1)
 
 static void outs_add(struct outset *o, uint64_t lo, uint64_t len)
 {
@@ -355,32 +366,32 @@ static void outs_add(struct outset *o, uint64_t lo, uint64_t len)
     o->lo[o->n] = lo;
     o->hi[o->n] = lo + len;
     o->n++;
-    if (len <= 256) {
-        for (uint64_t l = lo >> 6; l <= (lo + len - 1) >> 6; l++) {
-            unsigned b = bloom_bit(l);
-            o->lines[b >> 6] |= 1ULL << (b & 63);
-        }
-    } else if (len <= (64u << 12)) {
-        for (uint64_t p = lo >> 12; p <= (lo + len - 1) >> 12; p++) {
-            unsigned b = bloom_bit(p);
-            o->pages[b >> 6] |= 1ULL << (b & 63);
-        }
-    } else {
+    if (len > (64u << 12)) {
         o->big = 1;
+        return;
     }
+    for (uint64_t p = lo >> 12; p <= (lo + len - 1) >> 12; p++) {
+        BLOOM_SET(o->pall, p);
+        if (len > 256)
+            BLOOM_SET(o->plarge, p);
+    }
+    if (len <= 256)
+        for (uint64_t l = lo >> 6; l <= (lo + len - 1) >> 6; l++)
+            BLOOM_SET(o->lines, l);
 }
 
 /* May a member of the set have written any byte of [lo, lo+len)? */
 static int outs_hit(const struct outset *o, uint64_t lo, uint64_t len)
 {
     int maybe = o->big;
-    for (uint64_t l = lo >> 6; !maybe && l <= (lo + len - 1) >> 6; l++) {
-        unsigned b = bloom_bit(l);
-        maybe = (o->lines[b >> 6] >> (b & 63)) & 1;
-    }
-    for (uint64_t p = lo >> 12; !maybe && p <= (lo + len - 1) >> 12; p++) {
-        unsigned b = bloom_bit(p);
-        maybe = (o->pages[b >> 6] >> (b & 63)) & 1;
+    if (!maybe && len > 256) {
+        for (uint64_t p = lo >> 12; !maybe && p <= (lo + len - 1) >> 12; p++)
+            maybe = BLOOM_HAS(o->pall, p);
+    } else {
+        for (uint64_t l = lo >> 6; !maybe && l <= (lo + len - 1) >> 6; l++)
+            maybe = BLOOM_HAS(o->lines, l);
+        for (uint64_t p = lo >> 12; !maybe && p <= (lo + len - 1) >> 12; p++)
+            maybe = BLOOM_HAS(o->plarge, p);
     }
     if (!maybe)
         return 0;
@@ -408,7 +419,7 @@ static void trace_member(struct sl_ctx *c, struct syslet *s, const struct member
     if (!strcmp(how, "uring"))
         fprintf(stderr, " op=%u %s", m->op,
                 m->sqe_flags & IOSQE_IO_HARDLINK ? "HARDLINK" :
-                m->sqe_flags & IOSQE_IO_LINK ? "LINK" : "end");
+                m->sqe_flags & IOSQE_IO_LINK ? "LINK" : "unlinked");
     fputc('\n', stderr);
 }
 
@@ -457,6 +468,7 @@ static struct syslet *syslet_new(struct sl_ctx *c)
     s->state = ST_READY;
     s->qnext = NULL;
     s->epoch = __atomic_load_n(&c->cancel, __ATOMIC_RELAXED);
+    s->have_pre = 0;
     return s;
 }
 
@@ -653,8 +665,10 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
     struct outset outs;
     outs.n = 0;
     outs.big = 0;
+    outs.allfree = !(first->flags & F_STOP_MASK);
     memset(outs.lines, 0, sizeof outs.lines);
-    memset(outs.pages, 0, sizeof outs.pages);
+    memset(outs.plarge, 0, sizeof outs.plarge);
+    memset(outs.pall, 0, sizeof outs.pall);
     seg[n++] = *first;
     outs_member(&outs, first);
     /* Extend along next while every rule allows it. */
@@ -709,7 +723,18 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
             if (outs_hit(&outs, p, plen + 1))
                 break;
         }
-        prev->sqe_flags |= (uint8_t)lf;
+        /* Independent pread64s need no link at all: while no member has a
+         * stop bit and the buffers are disjoint from everything written
+         * before, their order cannot be observed (results are stored in
+         * order once the segment is back), so they run side by side. */
+        int parallel = SL_PARALLEL_READS && outs.allfree && prev->nr == 17 && m.nr == 17 &&
+                       !(m.flags & F_STOP_MASK) &&
+                       !outs_hit(&outs, (uint64_t)m.args[1], (uint64_t)m.args[2]) &&
+                       !(m.ret_ptr && outs_hit(&outs, m.ret_ptr, 8));
+        if (!parallel)
+            prev->sqe_flags |= (uint8_t)lf;
+        if (m.flags & F_STOP_MASK)
+            outs.allfree = 0;
         seg[n++] = m;
         outs_member(&outs, &seg[n - 1]);
     }
@@ -763,7 +788,14 @@ static void advance(struct sl_ctx *c, struct syslet *s)
             return;
         }
         struct member m;
-        int rr = read_atom(s->cur, &m);
+        int rr;
+        if (s->have_pre) {  /* the first atom, read by start_syslet just now */
+            m = s->pre;
+            rr = s->pre.done;
+            s->have_pre = 0;
+        } else {
+            rr = read_atom(s->cur, &m);
+        }
         if (rr < 0) {       /* unreadable atom: the last executed one is final */
             c->cnt.faults++;
             s->cur = 0;
@@ -875,6 +907,8 @@ static void advance(struct sl_ctx *c, struct syslet *s)
 
 /* Sends what advance() prepared: SQEs in one io_uring_enter, pool jobs in
  * one hand-off. */
+static void on_completion(struct sl_ctx *c, uint64_t ud, int32_t res);
+
 static void flush(struct sl_ctx *c)
 {
     if (c->sqes_pending) {
@@ -887,8 +921,23 @@ static void flush(struct sl_ctx *c)
     }
     if (c->njobs) {
         c->cnt.pool_batches++;
-        us_pool_submit(c->pool, c->jobs, c->njobs);
+        unsigned n = c->njobs;
         c->njobs = 0;
+        int r = us_pool_submit(c->pool, c->jobs, n);
+        if (r < 0) {
+            /* Not a single worker could be started (RLIMIT_NPROC, memory):
+             * the calls fail with that error instead of waiting forever.
+             * (on_completion may queue new jobs into c->jobs: copy first.) */
+            struct us_job **failed = malloc(n * sizeof *failed);
+            if (failed) {
+                memcpy(failed, c->jobs, n * sizeof *failed);
+                for (unsigned i = 0; i < n; i++) {
+                    failed[i]->result = r;
+                    on_completion(c, failed[i]->user_data, r);
+                }
+                free(failed);
+            }
+        }
     }
 }
 
@@ -967,6 +1016,15 @@ static unsigned reap_all(struct sl_ctx *c)
             on_completion(c, cq[i].user_data, cq[i].res);
         total += n;
     } while (n == 64);
+    /* A pool worker that could not set up its own ring for MSG_RING
+     * (RLIMIT_NOFILE, RLIMIT_MEMLOCK) completes through the pool's list. */
+    while (c->backend && (n = us_pool_reap(c->pool, cq, 64)) > 0) {
+        for (unsigned i = 0; i < n; i++)
+            on_completion(c, cq[i].user_data, cq[i].res);
+        total += n;
+        if (n < 64)
+            break;
+    }
     return total;
 }
 
@@ -1133,11 +1191,18 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
         }
     }
     c->pool = us_pool_new(c->pool_max, c->backend ? c->ring.ring_fd : -1);
+    if (!c->pool && c->ring_ok) {
+        /* The pool could not take its reference to the ring (EMFILE at
+         * RLIMIT_NOFILE): run on the pool alone, which needs no fd. */
+        io_uring_queue_exit(&c->ring);
+        c->ring_ok = 0;
+        c->backend = 0;
+        c->pool = us_pool_new(c->pool_max, -1);
+    }
     if (!c->pool) {
-        if (c->ring_ok)
-            io_uring_queue_exit(&c->ring);
+        int e = errno ? errno : ENOMEM;
         free(c);
-        *err = -ENOMEM;
+        *err = -e;
         return NULL;
     }
     *err = 0;
@@ -1226,21 +1291,23 @@ int sl_unregister(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, int64_t 
     return 0;
 }
 
-static struct syslet *start_syslet(struct sl_ctx *c, uint64_t atom, int64_t *err)
+static struct syslet *start_syslet(struct sl_ctx *c, uint64_t atom, int64_t *err, uint8_t *sync_all)
 {
     struct member first;
+    int rr;
     if (!c->registered) {
         *err = -EINVAL;
         return NULL;
     }
     /* The whole first atom must be readable, also when it goes async at
      * once: otherwise EFAULT and nothing runs. */
-    if (read_atom(atom, &first) < 0) {
+    if ((rr = read_atom(atom, &first)) < 0) {
         c->cnt.faults++;
         *err = -EFAULT;
         return NULL;
     }
     uint64_t flags = first.flags;
+    *sync_all = (flags & F_SYNC) || c->sync_only;
     if ((flags & F_ASYNC) && (flags & F_SYNC)) {
         *err = -EINVAL;
         return NULL;
@@ -1256,7 +1323,11 @@ static struct syslet *start_syslet(struct sl_ctx *c, uint64_t atom, int64_t *err
     }
     s->cur = atom;
     s->in_caller = 1;
+    s->pre = first;
+    s->pre.done = (uint8_t)rr;
+    s->have_pre = 1;
     if ((flags & F_ASYNC) && !c->sync_only) {
+        s->have_pre = 0;    /* the driver reads it when it runs it */
         s->in_caller = 0;
         s->async = 1;
         s->force_async = 1;
@@ -1381,14 +1452,9 @@ int sl_exec_batch(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_t *
     }
     for (unsigned i = 0; i < n; i++) {
         int64_t err;
-        ss[i] = start_syslet(c, atoms[i], &err);
-        results[i] = err == 1 ? 0 : err;
         sync_all[i] = 0;
-        if (ss[i]) {
-            uint64_t fl = 0;
-            g_copy_in(&fl, atoms[i], 8);
-            sync_all[i] = (fl & F_SYNC) || c->sync_only;
-        }
+        ss[i] = start_syslet(c, atoms[i], &err, &sync_all[i]);
+        results[i] = err == 1 ? 0 : err;
     }
     drive_caller(c, ss, n, sync_all);
     for (unsigned i = 0; i < n; i++)

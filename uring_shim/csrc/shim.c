@@ -448,6 +448,8 @@ int us_pool_submit(struct us_pool *p, struct us_job **jobs, unsigned n)
 unsigned us_pool_reap(struct us_pool *p, struct us_cqe *out, unsigned max)
 {
     unsigned k = 0;
+    if (!__atomic_load_n(&p->ndone, __ATOMIC_ACQUIRE))
+        return 0;       /* cheap check without the lock (a hint; callers poll) */
     pthread_mutex_lock(&p->mu);
     while (k < max && p->done_head) {
         struct us_job *j = p->done_head;

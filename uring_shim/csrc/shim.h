@@ -121,6 +121,10 @@ int us_pool_set_max(struct us_pool *p, unsigned max_workers);
 /* Sends US_INTR_SIG (SIGRTMAX-3, a no-op handler without SA_RESTART) to every
  * worker: a call blocked in the kernel returns -EINTR as its result. */
 void us_pool_interrupt(struct us_pool *p);
+/* Interrupts the system call of one job if a worker is running it now. */
+void us_pool_interrupt_job(struct us_pool *p, struct us_job *j);
+/* Makes a us_pool_wait() in progress (or the next one) return at once. */
+void us_pool_kick(struct us_pool *p);
 /* Stops accepting jobs, lets the workers run every queued job, interrupts
  * calls blocked in the kernel (us_pool_interrupt, repeated every 5 ms for up
  * to 5 s), joins the workers, closes the target-ring dup and frees the pool. */
