@@ -338,67 +338,83 @@ static int read_atom(uint64_t addr, struct member *m)
     return r;
 }
 
-/* What the members of a segment may write (ret cells, read buffers), as
- * exact intervals plus two small Bloom filters (64-byte lines for small
- * ranges, pages for large ones) so the common no-conflict case is O(1). */
+/* What the members of a segment may write (ret cells, read buffers): a
+ * sorted list of disjoint intervals (overlapping ones merged), so both
+ * adding and testing a range are a binary search. */
 struct outset {
     unsigned n;
-    int big;
     int allfree;            /* no member so far has stop bits */
     uint64_t lo[2 * SL_MAXSEG], hi[2 * SL_MAXSEG];
-    uint64_t lines[8];      /* 64-byte lines of small ranges */
-    uint64_t plarge[8];     /* pages of large ranges */
-    uint64_t pall[8];       /* pages of every range */
 };
 
-static inline unsigned bloom_bit(uint64_t k)
+/* Index of the first interval whose hi > x (n if none). */
+static unsigned outs_first_above(const struct outset *o, uint64_t x)
 {
-    return (unsigned)((k * 0x9E3779B97F4A7C15ULL) >> 55);   /* 0..511 */
+    unsigned a = 0, b = o->n;
+    while (a < b) {
+        unsigned mid = (a + b) / 2;
+        if (o->hi[mid] > x)
+            b = mid;
+        else
+            a = mid + 1;
+    }
+    return a;
 }
-
-#define BLOOM_SET(f, k) do { unsigned b_ = bloom_bit(k); (f)[b_ >> 6] |= 1ULL << (b_ & 63); } while (0)
-#define BLOOM_HAS(f, k) (((f)[bloom_bit(k) >> 6] >> (bloom_bit(k) & 63)) & 1)
 
 static void outs_add(struct outset *o, uint64_t lo, uint64_t len)
 {
     if (!len)
         return;
-    o->lo[o->n] = lo;
-    o->hi[o->n] = lo + len;
-    o->n++;
-    if (len > (64u << 12)) {
-        o->big = 1;
-        return;
+    uint64_t hi = lo + len < lo ? UINT64_MAX : lo + len;
+    unsigned i = outs_first_above(o, lo);           /* first that may touch */
+    unsigned j = i;
+    while (j < o->n && o->lo[j] <= hi) {            /* absorb overlaps */
+        if (o->lo[j] < lo) lo = o->lo[j];
+        if (o->hi[j] > hi) hi = o->hi[j];
+        j++;
     }
-    for (uint64_t p = lo >> 12; p <= (lo + len - 1) >> 12; p++) {
-        BLOOM_SET(o->pall, p);
-        if (len > 256)
-            BLOOM_SET(o->plarge, p);
+    if (j == i) {       /* insert at i */
+        memmove(&o->lo[i + 1], &o->lo[i], (o->n - i) * sizeof o->lo[0]);
+        memmove(&o->hi[i + 1], &o->hi[i], (o->n - i) * sizeof o->hi[0]);
+        o->n++;
+    } else if (j > i + 1) {     /* replace i..j-1 by one */
+        memmove(&o->lo[i + 1], &o->lo[j], (o->n - j) * sizeof o->lo[0]);
+        memmove(&o->hi[i + 1], &o->hi[j], (o->n - j) * sizeof o->hi[0]);
+        o->n -= j - i - 1;
     }
-    if (len <= 256)
-        for (uint64_t l = lo >> 6; l <= (lo + len - 1) >> 6; l++)
-            BLOOM_SET(o->lines, l);
+    o->lo[i] = lo;
+    o->hi[i] = hi;
 }
 
 /* May a member of the set have written any byte of [lo, lo+len)? */
 static int outs_hit(const struct outset *o, uint64_t lo, uint64_t len)
 {
-    int maybe = o->big;
-    if (!maybe && len > 256) {
-        for (uint64_t p = lo >> 12; !maybe && p <= (lo + len - 1) >> 12; p++)
-            maybe = BLOOM_HAS(o->pall, p);
-    } else {
-        for (uint64_t l = lo >> 6; !maybe && l <= (lo + len - 1) >> 6; l++)
-            maybe = BLOOM_HAS(o->lines, l);
-        for (uint64_t p = lo >> 12; !maybe && p <= (lo + len - 1) >> 12; p++)
-            maybe = BLOOM_HAS(o->plarge, p);
-    }
-    if (!maybe)
-        return 0;
-    for (unsigned i = 0; i < o->n; i++)
-        if (lo < o->hi[i] && o->lo[i] < lo + len)
+    unsigned i = outs_first_above(o, lo);
+    return i < o->n && o->lo[i] < lo + len;
+}
+
+/* A tiny open-addressed set of atom addresses (never 0), 2*SL_MAXSEG slots. */
+static inline unsigned seen_slot(uint64_t a)
+{
+    return (unsigned)((a * 0x9E3779B97F4A7C15ULL) >> 57);   /* 0..127 */
+}
+
+static int seen_has(const uint64_t *set, uint64_t a)
+{
+    for (unsigned i = seen_slot(a);; i = (i + 1) & (2 * SL_MAXSEG - 1)) {
+        if (set[i] == a)
             return 1;
-    return 0;
+        if (!set[i])
+            return 0;
+    }
+}
+
+static void seen_add(uint64_t *set, uint64_t a)
+{
+    unsigned i = seen_slot(a);
+    while (set[i] && set[i] != a)
+        i = (i + 1) & (2 * SL_MAXSEG - 1);
+    set[i] = a;
 }
 
 static void outs_member(struct outset *o, const struct member *m)
@@ -664,11 +680,10 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
     unsigned max = space < SL_MAXSEG ? space : SL_MAXSEG;
     struct outset outs;
     outs.n = 0;
-    outs.big = 0;
     outs.allfree = !(first->flags & F_STOP_MASK);
-    memset(outs.lines, 0, sizeof outs.lines);
-    memset(outs.plarge, 0, sizeof outs.plarge);
-    memset(outs.pall, 0, sizeof outs.pall);
+    uint64_t seen[2 * SL_MAXSEG];   /* atom addresses in the segment */
+    memset(seen, 0, sizeof seen);
+    seen_add(seen, first->atom);
     seg[n++] = *first;
     outs_member(&outs, first);
     /* Extend along next while every rule allows it. */
@@ -681,11 +696,8 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
         if (prev->ret_ptr && g_probe_write(prev->ret_ptr))
             break;
         uint64_t nx = prev->next;
-        int loop = 0;
-        for (unsigned i = 0; i < n; i++)
-            if (seg[i].atom == nx) { loop = 1; break; }
-        if (loop)
-            break;
+        if (seen_has(seen, nx))
+            break;      /* a back edge: the loop continues in a new segment */
         /* Would an earlier member write the next atom or its argument cells?
          * (Checked before the values read now are trusted.) */
         if (outs_hit(&outs, nx, ATOM_SIZE))
@@ -736,6 +748,7 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
         if (m.flags & F_STOP_MASK)
             outs.allfree = 0;
         seg[n++] = m;
+        seen_add(seen, m.atom);
         outs_member(&outs, &seg[n - 1]);
     }
     s->nseg = n;
@@ -1370,7 +1383,7 @@ static void drive_caller(struct sl_ctx *c, struct syslet **ss, unsigned n, const
 {
     for (;;) {
         flush(c);
-        if (c->backend)
+        if (c->backend || !c->driver_started)
             reap_all(c);
         int progressed = 0, waiting_sync = 0;
         for (unsigned i = 0; i < n; i++) {
@@ -1407,6 +1420,14 @@ static void drive_caller(struct sl_ctx *c, struct syslet **ss, unsigned n, const
                     break;
                 }
             }
+        } else {
+            /* No driver thread (RLIMIT_NPROC): wait for completions here. */
+            pthread_mutex_unlock(&c->mu);
+            if (c->backend)
+                us_wait(&c->ring, 1, 10000000);
+            else
+                us_pool_wait(c->pool, 1, 10000000);
+            pthread_mutex_lock(&c->mu);
         }
     }
 }
@@ -1420,23 +1441,29 @@ static int64_t settle(struct sl_ctx *c, struct syslet *s)
         /* Nothing executed at all (first atom vanished): EFAULT. */
         return r ? r : -EFAULT;
     }
+    if (ensure_driver(c) != 0) {
+        /* No driver thread can be started (RLIMIT_NPROC): nobody would
+         * finish it in the background, so it is finished here, as if it
+         * were synchronous (drive_caller waits without the driver). */
+        uint8_t one = 1;
+        drive_caller(c, &s, 1, &one);
+        return settle(c, s);
+    }
     /* Went async: the driver takes it from here. */
     s->in_caller = 0;
     s->async = 1;
     c->inflight++;
     c->cnt.syslets_async++;
-    if (ensure_driver(c) == 0) {
-        if (s->state == ST_READY)
-            queue_ready(c, s);
-        pthread_cond_signal(&c->dcv);
-    }
+    if (s->state == ST_READY)
+        queue_ready(c, s);
+    pthread_cond_signal(&c->dcv);
     return 0;
 }
 
 int sl_exec_batch(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_t *results)
 {
     struct syslet *ss_stack[64];
-    uint8_t sync_stack[64];
+    uint8_t sync_stack[64] = {0};
     struct syslet **ss = n <= 64 ? ss_stack : calloc(n, sizeof *ss);
     uint8_t *sync_all = n <= 64 ? sync_stack : calloc(n, 1);
     if (!ss || !sync_all) {
