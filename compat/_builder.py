@@ -12,13 +12,30 @@ _M64 = 0xFFFFFFFFFFFFFFFF
 
 
 class Arena:
-    """Bump allocator over one block of C memory that lives as long as the
-    arena (and therefore as long as its :class:`Context`)."""
+    """Bump allocator over C memory that lives as long as the arena (and
+    therefore as long as its :class:`Context`).
 
-    def __init__(self, size=1 << 16):
+    With ``contiguous=True`` the arena is one reserved anonymous mapping of
+    ``size`` bytes (pages are only backed when touched), so consecutive
+    allocations are adjacent: that is how atoms are laid out, so that
+    SYSLET_SKIP_TO_NEXT_ON_STOP (address + 88) lands on the next atom.  It
+    raises MemoryError when full.  Otherwise it grows by ``size`` blocks."""
+
+    def __init__(self, size=1 << 16, contiguous=False):
         self._blocks = []
         self._size = size
-        self._new_block(size)
+        self._contiguous = contiguous
+        if contiguous:
+            import mmap
+            import ctypes
+            self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS |
+                                  getattr(mmap, "MAP_NORESERVE", 0))
+            self._blocks.append(ctypes.c_char.from_buffer(self._map))
+            self._base = ctypes.addressof(self._blocks[0])
+            self._off = 0
+            self._cap = size
+        else:
+            self._new_block(size)
 
     def _new_block(self, size):
         blk = _ffi.new("char[]", size)
@@ -31,6 +48,8 @@ class Arena:
         """Zeroed memory for ``n`` bytes; returns its address."""
         off = (self._off + align - 1) & ~(align - 1)
         if off + n > self._cap:
+            if self._contiguous:
+                raise MemoryError(f"contiguous arena of {self._cap} bytes is full")
             self._new_block(max(self._size, n + align))
             off = 0
         self._off = off + n
@@ -234,7 +253,7 @@ class Context:
         # Atoms get an arena of their own: result and constant cells allocated
         # while building must not land between two atoms, or
         # SYSLET_SKIP_TO_NEXT_ON_STOP (address + 88) would miss the next one.
-        self._atom_arena = Arena(arena_size)
+        self._atom_arena = Arena(64 << 20, contiguous=True)   # ~760k atoms, backed on touch
         self._atoms = {}
         self._consumer = 0
         self.ring_slots = ring_slots

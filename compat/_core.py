@@ -111,23 +111,34 @@ class Engine:
         self._pid = os.getpid()
         self._gen = _fork_gen
         self._lock = threading.Lock()
+        # Calls in progress (one entry each; list append/pop are atomic under
+        # the GIL): close() never frees the context under a running call.
+        self._inside = []
+        self._deferred = None
         if os.environ.get("SYSLET_COMPAT_TRACE") == "1":
             lib.sl_set_trace(self._c, 1)
 
     # -- the five calls -------------------------------------------------
     def register(self, ring_addr, ring_bytes, max_threads=-1):
         """Registers a completion ring; raw-ABI semantics (EINVAL, EBUSY, EFAULT)."""
-        r = lib.sl_register(self._cp(), ring_addr, ring_bytes, max_threads & 0xFFFFFFFFFFFFFFFF)
+        r = self._call(lib.sl_register, ring_addr, ring_bytes, max_threads & 0xFFFFFFFFFFFFFFFF)
         if r < 0:
             raise _oserror(r, "async_register")
         return 0
 
     def exec(self, atom_addr):
         """Runs a syslet: the final atom's address, or 0 when it went async."""
-        c = self._c                 # hot path: _cp() inlined
-        if c is None or self._gen != _fork_gen:
-            c = self._cp()
-        r = _sl_exec(c, atom_addr)
+        inside = self._inside
+        inside.append(None)
+        try:
+            c = self._c                 # hot path: _cp() inlined
+            if c is None or self._gen != _fork_gen:
+                c = self._cp()
+            r = _sl_exec(c, atom_addr)
+        finally:
+            inside.pop()
+            if self._deferred is not None:
+                self._free_deferred()
         if r < 0:
             raise _oserror(r, "async_exec")
         return r
@@ -138,7 +149,7 @@ class Engine:
         n = len(atom_addrs)
         arr = ffi.new("uint64_t[]", atom_addrs)
         res = ffi.new("int64_t[]", n)
-        r = lib.sl_exec_batch(self._cp(), arr, n, res)
+        r = self._call(lib.sl_exec_batch, arr, n, res)
         if r < 0:
             raise _oserror(r, "exec_batch")
         return list(res)
@@ -154,7 +165,7 @@ class Engine:
         run = lib.sl_exec_batch
 
         def run_batch():
-            r = run(self._cp(), arr, n, res)
+            r = self._call(run, arr, n, res)
             if r < 0:
                 raise _oserror(r, "exec_batch")
             return res
@@ -163,11 +174,11 @@ class Engine:
     def wait(self, min_events, timeout=None):
         """Blocks until ``min_events`` unconsumed ring entries exist.  Python
         signal handlers run while waiting (their exceptions propagate).
-        Returns True, or False when ``timeout`` seconds passed."""
-        c = self._cp()
+        Returns True, or False when ``timeout`` seconds passed.  Raises
+        OSError(EBADF) when another thread closes the engine meanwhile."""
         if timeout is None:
             while True:
-                r = lib.sl_wait(c, min_events, _WAIT_SLICE_NS)
+                r = self._call(lib.sl_wait, min_events, _WAIT_SLICE_NS)
                 if r == 0:
                     return True
                 if r != -errno.ETIME:
@@ -176,7 +187,7 @@ class Engine:
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
-            r = lib.sl_wait(c, min_events, int(max(0, min(left, 0.05)) * 1e9))
+            r = self._call(lib.sl_wait, min_events, int(max(0, min(left, 0.05)) * 1e9))
             if r == 0:
                 return True
             if r != -errno.ETIME:
@@ -186,8 +197,8 @@ class Engine:
 
     def unregister(self, ring_addr, ring_bytes, timeout=None):
         """Drains every in-flight syslet (published) then forgets the ring."""
-        c = self._cp()
-        r = lib.sl_unregister(c, ring_addr, ring_bytes, -1 if timeout is None else int(timeout * 1e9))
+        r = self._call(lib.sl_unregister, ring_addr, ring_bytes,
+                       -1 if timeout is None else int(timeout * 1e9))
         if r < 0:
             raise _oserror(r, "async_unregister")
         return 0
@@ -196,36 +207,36 @@ class Engine:
     def counters(self):
         """A dict of the counters (see :data:`COUNTERS`)."""
         out = ffi.new("struct sl_counters *")
-        lib.sl_get_counters(self._cp(), out)
+        self._call(lib.sl_get_counters, out)
         return {k: getattr(out, k) for k in COUNTERS}
 
     def ring_count(self):
         """Unconsumed (non-NULL) ring slots."""
-        r = lib.sl_ring_count(self._cp())
+        r = self._call(lib.sl_ring_count)
         if r < 0:
             raise _oserror(r, "ring_count")
         return r
 
     def inflight(self):
         """Syslets that went async and have not finished."""
-        return lib.sl_inflight(self._cp())
+        return self._call(lib.sl_inflight)
 
     def threads(self):
         """Threads this engine has started (pool workers + driver)."""
-        return lib.sl_threads(self._cp())
+        return self._call(lib.sl_threads)
 
     def set_trace(self, on):
         """Print each chain's plan on stderr (also SYSLET_COMPAT_TRACE=1)."""
-        lib.sl_set_trace(self._cp(), 1 if on else 0)
+        self._call(lib.sl_set_trace, 1 if on else 0)
 
     def set_budget(self, max_atoms):
         """Per-syslet atom budget (0 = off): the atom that would exceed it is
         not run, -ELOOP is stored through its ret_ptr and it becomes final."""
-        lib.sl_set_budget(self._cp(), max_atoms)
+        self._call(lib.sl_set_budget, max_atoms)
 
     def cancel(self):
         """Stops every running syslet before its next atom (-ECANCELED)."""
-        lib.sl_cancel_all(self._cp())
+        self._call(lib.sl_cancel_all)
 
     # -- lifetime -----------------------------------------------------------
     def _cp(self):
@@ -236,13 +247,49 @@ class Engine:
             raise OSError(errno.ECHILD, "engine belongs to the parent process")
         return c
 
+    def _call(self, fn, *args):
+        """fn(context, *args), counted as a call in progress."""
+        inside = self._inside
+        inside.append(None)
+        try:
+            return fn(self._cp(), *args)
+        finally:
+            inside.pop()
+            if self._deferred is not None:
+                self._free_deferred()
+
+    def _free_deferred(self):
+        if self._inside:
+            return
+        with self._lock:
+            d, self._deferred = self._deferred, None
+        if d is not None:
+            lib.sl_ctx_free(*d)
+
     def close(self, cancel=True):
         """Stops the driver and pool (cancelling loops when ``cancel``), joins
-        their threads, frees the ring.  Idempotent."""
+        their threads, frees the ring.  Idempotent.  Calls running in other
+        threads first get up to 2 s to return (their next call or wait slice
+        raises OSError(EBADF)); one that is still blocked then (an inline
+        system call in its thread) frees the context when it returns."""
         with self._lock:
             c, self._c = self._c, None
-        if c is not None and self._pid == os.getpid():
-            lib.sl_ctx_free(c, 1 if cancel else 0)
+        if c is None or self._pid != os.getpid():
+            return
+        flag = 1 if cancel else 0
+        if self._inside:
+            import time
+            if cancel:
+                lib.sl_cancel_all(c)
+            deadline = time.monotonic() + 2.0
+            while self._inside and time.monotonic() < deadline:
+                time.sleep(0.001)
+            if self._inside:
+                with self._lock:
+                    self._deferred = (c, flag)
+                self._free_deferred()       # in case the last one just left
+                return
+        lib.sl_ctx_free(c, flag)
 
     def __enter__(self):
         return self

@@ -66,6 +66,7 @@ struct syslet {
     uint64_t natoms;
     uint8_t async, in_caller, state, force_async, err_first, queued;
     unsigned epoch;         /* c->cancel when it started */
+    uint8_t resubmits;      /* segments resubmitted after a kernel-side cancel */
     uint8_t have_pre;       /* pre holds the first atom, read at exec time */
     struct member pre;
     unsigned nseg, nreaped;
@@ -484,6 +485,7 @@ static struct syslet *syslet_new(struct sl_ctx *c)
     s->state = ST_READY;
     s->qnext = NULL;
     s->epoch = __atomic_load_n(&c->cancel, __ATOMIC_RELAXED);
+    s->resubmits = 0;
     s->have_pre = 0;
     return s;
 }
@@ -681,6 +683,7 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
     struct outset outs;
     outs.n = 0;
     outs.allfree = !(first->flags & F_STOP_MASK);
+    int allpread = first->nr == 17, grouped = 0;
     uint64_t seen[2 * SL_MAXSEG];   /* atom addresses in the segment */
     memset(seen, 0, sizeof seen);
     seen_add(seen, first->atom);
@@ -738,11 +741,18 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
         /* Independent pread64s need no link at all: while no member has a
          * stop bit and the buffers are disjoint from everything written
          * before, their order cannot be observed (results are stored in
-         * order once the segment is back), so they run side by side. */
-        int parallel = SL_PARALLEL_READS && outs.allfree && prev->nr == 17 && m.nr == 17 &&
+         * order once the segment is back), so they run side by side.
+         * Only while every member is such a pread64: an unlinked one would
+         * not wait for an earlier write or close, and a member after the
+         * group would wait for the last read only, so the segment ends there. */
+        int parallel = SL_PARALLEL_READS && outs.allfree && allpread && m.nr == 17 &&
                        !(m.flags & F_STOP_MASK) &&
                        !outs_hit(&outs, (uint64_t)m.args[1], (uint64_t)m.args[2]) &&
                        !(m.ret_ptr && outs_hit(&outs, m.ret_ptr, 8));
+        if (!parallel && grouped)
+            break;
+        grouped |= parallel;
+        allpread &= m.nr == 17;
         if (!parallel)
             prev->sqe_flags |= (uint8_t)lf;
         if (m.flags & F_STOP_MASK)
@@ -991,6 +1001,18 @@ static void on_completion(struct sl_ctx *c, uint64_t ud, int32_t res)
         return;
     /* Whole segment back: apply results in order. */
     s->state = ST_READY;
+    if (s->seg[0].result == -ECANCELED && s->seg[0].partial < 0 && !c->stop &&
+        s->epoch == __atomic_load_n(&c->cancel, __ATOMIC_RELAXED) && s->resubmits < 8) {
+        /* Cancelled by the kernel, not by us: the thread that submitted the
+         * segment exited (io_uring cancels a task's pending requests then).
+         * Nothing of it ran: plan and submit it again from this thread. */
+        s->resubmits++;
+        if (!s->in_caller)
+            advance(c, s);
+        else
+            pthread_cond_broadcast(&c->cv);
+        return;
+    }
     for (unsigned i = 0; i < s->nseg; i++) {
         m = &s->seg[i];
         int64_t r = m->result;
@@ -1169,6 +1191,31 @@ static int ensure_driver(struct sl_ctx *c)
 
 /* ---- public API -------------------------------------------------------- */
 
+/* One NOP through a fresh ring: 0, or -errno when the ring is unusable. */
+static int nop_round_trip(struct io_uring *ring)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    struct io_uring_cqe *cqe;
+    struct __kernel_timespec ts = {1, 0};
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_nop(sqe);
+    sqe->user_data = (uint64_t)-1;
+    int r;
+    do {
+        r = io_uring_submit(ring);
+    } while (r == -EINTR);
+    if (r < 0)
+        return r;
+    do {
+        r = io_uring_wait_cqe_timeout(ring, &cqe, &ts);
+    } while (r == -EINTR);
+    if (r < 0)
+        return r;
+    io_uring_cqe_seen(ring, cqe);
+    return 0;
+}
+
 struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
 {
     *err = sl_guard_install();
@@ -1198,6 +1245,11 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
         int r = io_uring_queue_init_params(sq_entries ? sq_entries : 256, &c->ring, &p);
         if (r < 0) {
             /* Fall back to the pool: everything still works. */
+            c->backend = 0;
+        } else if (nop_round_trip(&c->ring) < 0) {
+            /* Setup allowed but io_uring_enter refused (some seccomp
+             * profiles): every submission would fail; use the pool. */
+            io_uring_queue_exit(&c->ring);
             c->backend = 0;
         } else {
             c->ring_ok = 1;
