@@ -626,6 +626,45 @@ static int try_nowait_read(struct member *m, int64_t *res)
     return 0;
 }
 
+/* Pool-only backend: run in place what io_uring itself completes inline,
+ * without risking a sleep.  close (io_uring runs CLOSE inline too) and an
+ * open of an existing file whose path walk is fully cached: openat2 with
+ * RESOLVE_CACHED fails with EAGAIN instead of doing I/O.  Returns 1 when it
+ * settled the atom (result in *res). */
+static int try_cached_native(const struct member *m, int64_t *res)
+{
+    if (m->nr == 3) {
+        *res = raw_syscall(3, m->args);
+        return 1;
+    }
+    if (m->nr != 2 && m->nr != 257)
+        return 0;
+    int64_t dfd = m->nr == 2 ? AT_FDCWD : m->args[0];
+    uint64_t path = (uint64_t)(m->nr == 2 ? m->args[0] : m->args[1]);
+    uint64_t flags = (uint64_t)(m->nr == 2 ? m->args[1] : m->args[2]);
+    if (dfd < INT32_MIN || dfd > INT32_MAX)
+        return 0;
+    /* What openat keeps of the flags (it ignores unknown bits, openat2 would
+     * refuse them); creating or truncating may sleep: not here. */
+    const uint64_t valid = O_ACCMODE | O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_APPEND |
+                           O_NONBLOCK | O_DSYNC | FASYNC | O_DIRECT | O_LARGEFILE |
+                           O_DIRECTORY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC | O_PATH |
+                           __O_TMPFILE | O_SYNC;
+    flags &= valid & 0xffffffffULL;
+    if (flags & (O_CREAT | O_TRUNC | __O_TMPFILE))
+        return 0;
+    if (!(flags & O_PATH))
+        flags |= O_LARGEFILE;   /* as openat does on 64-bit */
+    struct {
+        uint64_t flags, mode, resolve;
+    } how = {flags, 0, 0x20 /* RESOLVE_CACHED */};
+    long r = syscall(437 /* openat2 */, (int)dfd, (const char *)(uintptr_t)path, &how, sizeof how);
+    if (r < 0 && (errno == EAGAIN || errno == ENOSYS || errno == E2BIG))
+        return 0;       /* not cached (or no openat2): the pool opens it */
+    *res = r < 0 ? -(int64_t)errno : (int64_t)r;
+    return 1;
+}
+
 /* ---- planning and advancing ------------------------------------------- */
 
 /* The driver may be blocked in the kernel: make it look at the context. */
@@ -891,6 +930,14 @@ static void advance(struct sl_ctx *c, struct syslet *s)
             }
             plan_segment(c, s, &m);
             return;
+        }
+        if (!c->backend && !s->force_async && try_cached_native(&m, &r)) {
+            /* Pool-only: what io_uring would have completed inline. */
+            trace_member(c, s, &m, "inline(cached)");
+            c->cnt.atoms_inline++;
+            if (complete_atom(c, s, &m, r))
+                s->cur = 0;
+            continue;
         }
         /* Native call that may block: the pool, unless it must stay here. */
         if (must_sync || !c->pool) {
@@ -1310,6 +1357,13 @@ int sl_register(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, uint64_t m
             io_uring_register_iowq_max_workers(&c->ring, vals);
             us_pool_set_max(c->pool, pool);
             c->pool_max = pool;
+        } else if (c->backend) {
+            /* io-wq cannot be limited below one worker per class (bounded,
+             * unbounded): on io_uring the smallest bound is 3 workers. */
+            unsigned vals[2] = {1, 1};
+            io_uring_register_iowq_max_workers(&c->ring, vals);
+            us_pool_set_max(c->pool, 1);
+            c->pool_max = 1;
         } else {
             us_pool_set_max(c->pool, n);
             c->pool_max = n;
