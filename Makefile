@@ -19,7 +19,7 @@ PYTEST_ARGS  ?= -q
 BUILD_INPUTS := pyproject.toml setup.py \
 	$(wildcard */_build.py */_build_*.py */_cdef.h */csrc/*.c */csrc/*.h */csrc/*.map */include/*.h)
 
-.PHONY: all deps venv test demo bench docs clean help
+.PHONY: all deps venv test demo bench docs clean help fuzz-long leak-long
 
 all: help
 
@@ -30,6 +30,8 @@ help:
 	@echo "make venv   - (re)build .venv and the cffi modules when sources change"
 	@echo "make bench  - run the benchmarks"
 	@echo "make docs   - Sphinx HTML into docs/_build/html (warnings are errors)"
+	@echo "make fuzz-long - 1M random chains per backend (docs/reliability.md)"
+	@echo "make leak-long - 1M mixed syslets per backend, fds/threads/RSS flat"
 	@echo "make clean  - remove .venv, build products and caches"
 
 deps:
@@ -69,6 +71,19 @@ bench: deps venv
 	@if [ -f bench/bench_dropin.py ]; then \
 		echo "+ $(VPY) bench/bench_dropin.py"; $(VPY) bench/bench_dropin.py; \
 	fi
+
+# Long reliability runs (docs/reliability.md): the bounded versions are in `make test`.
+fuzz-long: deps venv
+	for b in io_uring threadpool; do \
+		SYSLET_LONG=1 URING_SHIM_BACKEND=$$b $(VPY) -m pytest -q -s --timeout=3600 \
+			tests/reliability/test_rel_fuzz.py || exit 1; \
+	done
+
+leak-long: deps venv
+	for b in io_uring threadpool; do \
+		SYSLET_LONG=1 URING_SHIM_BACKEND=$$b $(VPY) -m pytest -q -s --timeout=7200 \
+			tests/reliability/test_rel_leaks.py || exit 1; \
+	done
 
 docs: venv
 	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html

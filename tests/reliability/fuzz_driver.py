@@ -1,0 +1,1114 @@
+"""Random-chain fuzzer for the syslet engine (run as a subprocess).
+
+    python fuzz_driver.py --mode engine|raw|c --backend io_uring|threadpool
+                          [--chains N] [--seconds S] [--seed K]
+
+Modes (the entry point fed with random input):
+
+* ``engine``: ``compat.Engine(backend)`` built with the backend explicitly,
+  ``exec`` and ``exec_batch``;
+* ``raw``: the raw API on the default context (``compat.async_register`` /
+  ``async_exec`` / ``async_unregister``);
+* ``c``: libsyslet's exported C functions through ctypes (``async_register``,
+  ``async_exec``, ``async_unregister``, and ``syscall(1001, atom)`` through
+  its syscall() interposer); compat is not imported in this mode.
+
+Each batch lays out up to 48 random chains in one mmap'ed arena whose
+regions are separated by PROT_NONE guard pages, runs them, drains the head
+(unregister), then checks every chain against a sequential model of
+SYSLET_SPEC.md section 2 (see ``check_chain``).  The process must survive;
+the last stdout line is a JSON summary with the failures found.
+
+Safety: atom numbers come from a menu of harmless calls plus refused,
+unknown and >= 2**30 numbers.  Every argument of a menu call has a *kind*
+whose cells only ever hold harmless values (our own fds, buffers inside the
+guarded scratch region, absolute paths in our temp directory); the argument
+*pointers* are random (valid cell, NULL where harmless, guard page, below
+64 KiB, non-canonical, kernel half, random 64-bit, read-only page).  Reads
+land only in the scratch region, umem_add only in counter cells or scratch,
+so atoms and argument cells never change while a chain runs (the model can
+predict every deterministic result exactly).
+"""
+import argparse
+import collections
+import ctypes
+import errno
+import json
+import os
+import random
+import struct
+import sys
+import tempfile
+import time
+
+PAGE = 4096
+ATOM = 88
+M64 = (1 << 64) - 1
+SENTINEL = 0x5A5A5A5A5A5A5A5A
+NR_LIMIT = 1 << 30
+
+ASYNC, SYNC, NO_COMPLETE = 0x01, 0x02, 0x04
+S_NONZERO, S_ZERO, S_NEG, S_NONPOS, SKIP = 0x08, 0x10, 0x20, 0x40, 0x80
+STOP_MASK = 0x78
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_long]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+libc.syscall.restype = ctypes.c_long
+
+REFUSED = (15, 56, 57, 58, 59, 60, 231, 322, 435, 1000, 1001, 1002, 1003)
+REFUSED_ERR = errno.EINVAL      # what the model expects from them (--mutate: ENOSYS)
+#: Numbers that alias dangerous calls if the engine passed them on (the
+#: kernel keeps the low 32 bits; bit 30 selects x32): must be -ENOSYS.
+ALIASES = ((1 << 32) + 60, (1 << 32) + 231, (1 << 32) + 62, (1 << 32) + 57,
+           NR_LIMIT + 60, NR_LIMIT + 231, NR_LIMIT + 62, (1 << 63) + 59, M64, NR_LIMIT)
+#: Candidate unknown numbers (checked against the kernel at start-up).
+#: (Not 335/336: uretprobe/uprobe on 6.11+ kernels; 335 raises SIGILL when
+#: called outside a uprobe trampoline -- also from a plain syscall().)
+UNKNOWN_CANDIDATES = (360, 400, 423, 999, 1005, 1006, 1100, 4096, 65535, NR_LIMIT - 1)
+
+# argument kinds
+ANY, FD_R, FD_W, FD_PW, FD_ANY, FD_BAD, DIRFD, BUF, SRC, LEN, OFF, POFF, WHENCE, \
+    PATH, OFLAGS, MODE, UADDR, INC, CLKID = range(19)
+
+#: nr -> (name, argument kinds, result class)
+MENU = {
+    39: ("getpid", (), "pid"), 110: ("getppid", (), "ppid"), 186: ("gettid", (), "pos"),
+    102: ("getuid", (), "uid"), 104: ("getgid", (), "gid"), 107: ("geteuid", (), "euid"),
+    108: ("getegid", (), "egid"), 24: ("sched_yield", (), "zero"), 111: ("getpgrp", (), "pgrp"),
+    63: ("uname", (BUF,), "buf0"), 99: ("sysinfo", (BUF,), "buf0"),
+    228: ("clock_gettime", (CLKID, BUF), "any"),
+    0: ("read", (FD_R, BUF, LEN), "rw"), 1: ("write", (FD_W, SRC, LEN), "rw"),
+    17: ("pread64", (FD_R, BUF, LEN, OFF), "rw"), 18: ("pwrite64", (FD_PW, SRC, LEN, POFF), "rw"),
+    2: ("open", (PATH, OFLAGS, MODE), "fd"), 257: ("openat", (DIRFD, PATH, OFLAGS, MODE), "fd"),
+    3: ("close", (FD_BAD,), "ebadf"), 74: ("fsync", (FD_ANY,), "any"),
+    75: ("fdatasync", (FD_ANY,), "any"), 8: ("lseek", (FD_ANY, OFF, WHENCE), "any"),
+    5: ("fstat", (FD_ANY, BUF), "any"), 1004: ("umem_add", (UADDR, INC), "umem"),
+}
+MENU_NRS = sorted(MENU)
+FD_KINDS = (FD_R, FD_W, FD_PW, FD_ANY, FD_BAD, DIRFD)
+#: Struct sizes the kernel writes for the "buf0" calls.
+BUF0_SIZE = {63: 390, 99: 112}
+
+
+def signed(v):
+    v &= M64
+    return v - (1 << 64) if v >> 63 else v
+
+
+def stop_holds(flags, r):
+    return bool((flags & S_NONZERO and r != 0) or (flags & S_ZERO and r == 0)
+                or (flags & S_NEG and r < 0) or (flags & S_NONPOS and r <= 0))
+
+
+def probe_enosys(nr):
+    """True if system call ``nr`` fails with ENOSYS here (tried in a forked
+    child, so a number the kernel does know cannot hurt this process)."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if raw_sys(nr) == -errno.ENOSYS else 1)
+    _, st = os.waitpid(pid, 0)
+    return os.WIFEXITED(st) and os.WEXITSTATUS(st) == 0
+
+
+def raw_sys(nr, *args):
+    a = [ctypes.c_long(signed(x)) for x in args] + [ctypes.c_long(0)] * (6 - len(args))
+    r = libc.syscall(ctypes.c_long(signed(nr)), *a)
+    return -ctypes.get_errno() if r == -1 else r
+
+
+# ---------------------------------------------------------------------------
+# memory
+
+class Arena:
+    """One mapping: each region is followed by a PROT_NONE guard page."""
+
+    REGIONS = (("atoms", 11), ("ro", 2), ("cells", 8), ("rets", 1), ("paths", 3),
+               ("scratch", 4), ("ring", 1), ("ahu", 1))
+
+    def __init__(self):
+        total = 1 + sum(n + 1 for _, n in self.REGIONS)
+        base = libc.mmap(None, total * PAGE, 0, 0x22, -1, 0)     # PROT_NONE, private anon
+        assert base not in (None, ctypes.c_void_p(-1).value)
+        self.base = base
+        self.guards = [base]
+        off = base + PAGE
+        for name, n in self.REGIONS:
+            setattr(self, name, off)
+            assert libc.mprotect(off, n * PAGE, 3) == 0
+            setattr(self, name + "_size", n * PAGE)
+            off += n * PAGE
+            self.guards.append(off)
+            off += PAGE
+        self.slots = self.atoms_size // ATOM                      # 512, ends at the guard
+        assert self.slots * ATOM == self.atoms_size
+
+    def write(self, addr, data):
+        ctypes.memmove(addr, bytes(data), len(data))
+
+    def read(self, addr, n):
+        return ctypes.string_at(addr, n)
+
+    def protect_ro(self, addr, size):
+        assert libc.mprotect(addr, size, 1) == 0
+
+
+def pack_atom(flags, nr, ret, nxt, argp):
+    argp = list(argp) + [0] * (6 - len(argp))
+    return struct.pack("<11Q", flags & M64, nr & M64, ret & M64, nxt & M64,
+                       *(a & M64 for a in argp), 0)
+
+
+class World:
+    """Arena, fds, paths and the address classes the generator draws from."""
+
+    def __init__(self, rng):
+        self.rng = rng
+        self.ar = Arena()
+        self.tmp = tempfile.mkdtemp(prefix="syslet-fuzz-")
+        self.file = os.path.join(self.tmp, "data")
+        with open(self.file, "wb") as f:
+            f.write(os.urandom(20000))
+        self.fd_zero = os.open("/dev/zero", os.O_RDONLY)
+        self.fd_null = os.open("/dev/null", os.O_WRONLY)
+        self.fd_ro = os.open(self.file, os.O_RDONLY)
+        self.fd_rw = os.open(self.file, os.O_RDWR)
+        self.fd_dir = os.open(self.tmp, os.O_RDONLY | os.O_DIRECTORY)
+        self.baseline_fds = set(int(x) for x in os.listdir("/proc/self/fd"))
+        self.bad_fds = (-1, 1 << 20, 0x7FFFFFFF, -2)
+        ar = self.ar
+        # read-only atoms: getpid, no ret, no next (chain i's "ro" successor is ro atom i)
+        self.ro_atoms = [ar.ro + i * ATOM for i in range(ar.ro_size // ATOM)]
+        ar.write(ar.ro, pack_atom(0, 39, 0, 0, ()) * len(self.ro_atoms))
+        ar.protect_ro(ar.ro, ar.ro_size)
+        # paths: absolute, inside our temp dir; the last one runs into the guard
+        paths = [self.file, self.tmp, os.path.join(self.tmp, "new0"),
+                 os.path.join(self.tmp, "new1"), os.path.join(self.tmp, "nope", "x"), "",
+                 self.tmp + "/" + "n" * 300, self.tmp + "/" + "/".join(["d"] * 1000),
+                 self.tmp + "/" + "/".join(["d"] * 2100)]           # > PATH_MAX
+        self.path_addrs = []
+        blob = b""
+        for p in paths:
+            self.path_addrs.append(ar.paths + len(blob))
+            blob += p.encode() + b"\0"
+        tail = b"/" + b"x" * 40                                     # unterminated
+        ar.write(ar.paths, blob)
+        ar.write(ar.paths + ar.paths_size - len(tail), tail)
+        self.path_addrs.append(ar.paths + ar.paths_size - len(tail))
+        assert len(blob) + len(tail) < ar.paths_size
+        ar.protect_ro(ar.paths, ar.paths_size)
+
+    # -- pointer classes -----------------------------------------------------
+    def bad_ptr(self):
+        """An address no access can succeed at (never NULL)."""
+        r = self.rng
+        c = r.randrange(9)
+        if c == 0:
+            return r.choice(self.ar.guards) + 8 * r.randrange(PAGE // 8)
+        if c == 1:
+            return r.choice((8, 16, 0x1000, 0xFFF8, 0x8000))         # below mmap_min_addr
+        if c == 2:
+            return r.choice((0x0000800000000000, 0x00007FFFFFFFFFF8 + 8, 0x1234567890ABCDE8))
+        if c == 3:
+            return 0xFFFF800000000000 + 8 * r.randrange(1 << 20)    # kernel half
+        if c == 4:
+            return 0xFFFFFFFFFF600000                               # vsyscall
+        if c == 5:
+            return r.getrandbits(64) | (1 << 63)
+        if c == 6:
+            return r.getrandbits(64) & ~7 | (1 << 62)
+        if c == 7:
+            return M64 - 7
+        return r.choice(self.ar.guards) + r.randrange(PAGE)          # unaligned in a guard
+
+    def unwritable(self):
+        """Unwritable but maybe readable (read-only pages included)."""
+        if self.rng.random() < 0.3:
+            return self.ar.ro + 8 * self.rng.randrange(self.ar.ro_size // 8)
+        return self.bad_ptr()
+
+    def value(self, kind, chain):
+        """A harmless value for an argument of this kind."""
+        r = self.rng
+        w = self
+        if kind == ANY:
+            return r.choice((0, 1, 7, M64, r.getrandbits(64), r.randrange(1 << 16)))
+        if kind == FD_R:
+            return r.choice((w.fd_zero, w.fd_zero, w.fd_ro, w.fd_rw, w.fd_dir, w.fd_null) + w.bad_fds)
+        if kind == FD_W:
+            return r.choice((w.fd_null, w.fd_null, w.fd_ro, w.fd_dir) + w.bad_fds)
+        if kind == FD_PW:
+            return r.choice((w.fd_rw, w.fd_null, w.fd_ro) + w.bad_fds)
+        if kind == FD_ANY:
+            return r.choice((w.fd_zero, w.fd_null, w.fd_ro, w.fd_rw, w.fd_dir) + w.bad_fds)
+        if kind == FD_BAD:
+            return r.choice(w.bad_fds)
+        if kind == DIRFD:
+            return r.choice((-100, w.fd_dir, w.fd_ro) + w.bad_fds)
+        if kind in (BUF, SRC):
+            c = r.randrange(10)
+            if c < 6:
+                return w.ar.scratch + 8 * r.randrange(w.ar.scratch_size // 8)
+            if c == 6 and kind == SRC:
+                return w.ar.ro + r.randrange(64)
+            if c == 7:
+                return 0
+            return w.unwritable() if kind == BUF else w.bad_ptr()
+        if kind == LEN:
+            return r.choice((0, 1, r.randrange(1, 4096), r.randrange(4096, 20000),
+                             1 << 31, (1 << 32) + 5, M64, 0x7FFFF000 + 1))
+        if kind == OFF:
+            return r.choice((0, r.randrange(30000), M64, 1 << 62, -5 & M64))
+        if kind == POFF:
+            return r.choice((0, r.randrange(60000), -5 & M64))
+        if kind == WHENCE:
+            return r.choice((0, 1, 2, 3, 4, 99))
+        if kind == PATH:
+            return r.choice(w.path_addrs + [0, w.bad_ptr()])
+        if kind == OFLAGS:
+            return r.choice((os.O_RDONLY, os.O_RDONLY | os.O_CLOEXEC, os.O_RDWR,
+                             os.O_WRONLY | os.O_CREAT, os.O_RDWR | os.O_CREAT | os.O_TRUNC,
+                             os.O_DIRECTORY, os.O_PATH, r.getrandbits(32),
+                             os.O_RDWR | 0o20000000 | os.O_DIRECTORY))   # O_TMPFILE
+        if kind == MODE:
+            return r.choice((0, 0o600, r.getrandbits(32)))
+        if kind == UADDR:
+            c = r.randrange(6)
+            if c < 3:
+                return chain.counters[1]
+            if c == 3:
+                return w.ar.scratch + 8 * r.randrange(w.ar.scratch_size // 8)
+            if c == 4:
+                return w.unwritable()
+            return 0
+        if kind == INC:
+            return r.choice((1, M64, 0, r.getrandbits(64), r.randrange(100)))
+        if kind == CLKID:
+            return r.choice((0, 1, 4, 7, 99, M64))
+        raise AssertionError(kind)
+
+    def close_chain_fds(self):
+        """Closes what open/openat atoms opened (only files under our temp dir)."""
+        n = 0
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd in self.baseline_fds:
+                continue
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith(self.tmp):
+                os.close(fd)
+                n += 1
+        return n
+
+
+# ---------------------------------------------------------------------------
+# chains
+
+class Atom:
+    __slots__ = ("addr", "flags", "nr", "ret", "ret_ok", "next", "argp", "argv", "readable")
+
+
+class Chain:
+    def __init__(self, idx):
+        self.idx = idx
+        self.atoms = []
+        self.by_addr = {}
+        self.head = 0
+
+
+def gen_batch(world, nchains, loops, rng):
+    """Lays out ``nchains`` random chains; returns (chains, atoms blob, cells blob,
+    counters inits, head list)."""
+    ar = world.ar
+    atoms_blob = bytearray(pack_atom(0, 39, 0, 0, ()) * ar.slots)
+    cells = bytearray(ar.cells_size)
+    cell_next = [0]
+    rets_used = [0]
+
+    def new_cell(v):
+        i = cell_next[0]
+        cell_next[0] += 1
+        struct.pack_into("<Q", cells, 8 * i, v & M64)
+        return ar.cells + 8 * i
+
+    def new_ret():
+        i = rets_used[0]
+        rets_used[0] += 1
+        return ar.rets + 8 * i
+
+    chains = []
+    slot = 0
+    for ci in range(nchains):
+        ch = Chain(ci)
+        k = rng.randrange(1, 9)
+        base = ar.atoms + slot * ATOM
+        addrs = [base + i * ATOM for i in range(k + 1)]          # + pad
+        slot += k + 1
+        ch.counters = [new_cell(0), new_cell(0)]
+        ch.counter_init = [(-rng.randrange(1, 12)) & M64, rng.getrandbits(8)]
+        ch.ro_atom = world.ro_atoms[ci]
+        guard = not loops and k >= 2 and rng.random() < 0.4
+        ch.guard = guard
+        open_rets = []
+        for i in range(k + 1):
+            a = Atom()
+            a.addr = addrs[i]
+            a.readable = True
+            pad = i == k
+            if pad:
+                nr, kinds = 39, ()
+                flags = 0
+            elif guard and i == 0:
+                nr, kinds = 1004, None
+                flags = S_ZERO if rng.random() < 0.7 else S_ZERO | S_NEG
+            else:
+                c = rng.random()
+                if c < 0.70:
+                    nr = rng.choice(MENU_NRS)
+                    kinds = MENU[nr][1]
+                elif c < 0.80:
+                    nr, kinds = rng.choice(REFUSED), ()
+                elif c < 0.88:
+                    nr, kinds = rng.choice(world.unknown), ()
+                else:
+                    nr, kinds = rng.choice(ALIASES), ()
+                fc = rng.random()
+                if fc < 0.35:
+                    flags = 0
+                elif fc < 0.93:
+                    flags = rng.getrandbits(8) & ~(ASYNC | SYNC)
+                    if i == 0:
+                        flags |= rng.choice((0, 0, ASYNC, ASYNC, SYNC))
+                    else:
+                        flags |= rng.getrandbits(2) if rng.random() < 0.2 else 0
+                elif fc < 0.97 and i == 0:
+                    flags = ASYNC | SYNC
+                else:
+                    flags = rng.getrandbits(8) | (1 << rng.randrange(8, 64))   # unknown bits
+            a.flags, a.nr = flags, nr
+            # ret_ptr: a unique cell mostly; NULL only where the result is not needed
+            rc = rng.random()
+            det = pad or nr not in MENU or MENU[nr][2] not in ("rw", "fd", "any", "pos")
+            if rc < 0.85 or (not det and flags & STOP_MASK):
+                a.ret, a.ret_ok = new_ret(), True
+            elif rc < 0.93:
+                a.ret, a.ret_ok = 0, False
+            else:
+                a.ret, a.ret_ok = world.unwritable(), False
+            if nr == 2 or nr == 257:
+                if a.ret_ok:
+                    open_rets.append(a.ret)
+            # argument pointers
+            argp, argv = [], []
+            if guard and i == 0:
+                argp = [new_cell(ch.counters[0]), new_cell(1)]
+                argv = [ch.counters[0], 1]
+            elif kinds is None or not kinds:
+                n = rng.choice((0, 0, 1, 2, 6))
+                for j in range(n):
+                    pc = rng.random()
+                    if pc < 0.75:
+                        v = world.value(ANY, ch)
+                        argp.append(new_cell(v))
+                        argv.append(v)
+                    elif pc < 0.85:
+                        argp.append(ar.ro + 8 * rng.randrange(ar.ro_size // 8))
+                        argv.append("ro")           # readable; the value is not used
+                    else:
+                        argp.append(world.bad_ptr())
+                        argv.append(None)
+            else:
+                for j, kind in enumerate(kinds):
+                    pc = rng.random()
+                    if pc < 0.06:
+                        argp.append(world.bad_ptr())
+                        argv.append(None)
+                        if rng.random() < 0.5:
+                            break
+                        continue
+                    if pc < 0.09 and not any(kd in FD_KINDS for kd in kinds[j:]):
+                        argp.append(0)                 # NULL: this and the rest are 0
+                        argv.append(0)
+                        break
+                    if kind == FD_R and open_rets and rng.random() < 0.3:
+                        p = rng.choice(open_rets)      # fd passed from an earlier open
+                        argp.append(p)
+                        argv.append("dyn")
+                        continue
+                    v = world.value(kind, ch)
+                    argp.append(new_cell(v))
+                    argv.append(v)
+                if len(argp) < 6 and rng.random() < 0.2:
+                    # words past the argument list (after a NULL they must be ignored)
+                    extra = rng.randrange(1, 7 - len(argp))
+                    for _ in range(extra):
+                        v = world.value(ANY, ch)
+                        argp.append(new_cell(v))
+                        argv.append(v)
+            a.argp, a.argv = argp, argv
+            ch.atoms.append(a)
+            ch.by_addr[a.addr] = a
+        # next pointers
+        for i, a in enumerate(ch.atoms):
+            if i == k:
+                a.next = 0
+                continue
+            c = rng.random()
+            if c < 0.62:
+                a.next = addrs[i + 1]
+            elif c < 0.70:
+                a.next = 0
+            elif c < 0.82:
+                if loops:
+                    a.next = rng.choice(addrs)
+                elif guard and rng.random() < 0.5:
+                    a.next = addrs[0]              # back to the loop guard
+                else:
+                    a.next = rng.choice(addrs[i + 1:])
+            elif c < 0.88:
+                a.next = ch.ro_atom
+            elif c < 0.91:
+                a.next = addrs[k]
+            else:
+                a.next = world.bad_ptr()
+        # the guard's own loop: the last real atom goes back to it
+        if guard and rng.random() < 0.7:
+            ch.atoms[k - 1].next = addrs[0]
+            if ch.atoms[k - 1].flags & SKIP:
+                pass                               # SKIP lands on the pad: fine
+        for a in ch.atoms:
+            off = (a.addr - ar.atoms)
+            atoms_blob[off:off + ATOM] = pack_atom(a.flags, a.nr, a.ret, a.next, a.argp)
+        # head
+        hc = rng.random()
+        if hc < 0.92:
+            ch.head = addrs[0]
+        elif hc < 0.94:
+            ch.head = ch.ro_atom
+        elif hc < 0.96:
+            ch.head = 0
+        else:
+            ch.head = world.bad_ptr()
+        chains.append(ch)
+    return chains, atoms_blob, cells, rets_used[0]
+
+
+# ---------------------------------------------------------------------------
+# the model
+
+class Ctx:
+    def __init__(self, world, budget, sync_only, rets, counters_now):
+        self.world = world
+        self.budget = budget
+        self.sync_only = sync_only
+        self.rets = rets                 # addr -> value after the run
+        self.counters_now = counters_now
+        ids = os.getpid(), os.getppid(), os.getuid(), os.getgid(), os.geteuid(), os.getegid()
+        self.det = {"pid": ids[0], "ppid": ids[1], "uid": ids[2], "gid": ids[3],
+                    "euid": ids[4], "egid": ids[5], "pgrp": os.getpgrp(), "zero": 0}
+
+
+def first_errno(ch):
+    """What async_exec must fail with for this chain's head (0 = runs)."""
+    h = ch.head
+    if h == ch.ro_atom:
+        return 0
+    a = ch.by_addr.get(h)
+    if a is None:
+        return errno.EFAULT
+    if a.flags & ASYNC and a.flags & SYNC:
+        return errno.EINVAL
+    if a.flags & ~0xFF:
+        return errno.EINVAL
+    return 0
+
+
+def atom_at(ch, u, world):
+    a = ch.by_addr.get(u)
+    if a is not None:
+        return a
+    if u == ch.ro_atom:
+        a = Atom()
+        a.addr, a.flags, a.nr, a.ret, a.ret_ok, a.next = u, 0, 39, 0, False, 0
+        a.argp, a.argv, a.readable = [], [], True
+        return a
+    return None
+
+
+def check_chain(ch, ctx, exec_res, ring_entries, fails):
+    """Checks one chain.  ``exec_res``: final atom address, 0 (async) or
+    -errno.  ``ring_entries``: the ring entries that belong to this chain.
+    Returns True when the whole path was predicted (verified)."""
+    def fail(msg):
+        fails.append(f"chain {ch.idx} head {ch.head:#x}: {msg} | "
+                     + "; ".join(f"{a.addr:#x}:nr={a.nr} fl={a.flags:#x} ret={a.ret:#x}/{a.ret_ok} "
+                                 f"next={a.next:#x} argp={[hex(p) for p in a.argp]}"
+                                 for a in ch.atoms))
+    exp_err = first_errno(ch)
+    if exp_err:
+        if exec_res != -exp_err:
+            fail(f"async_exec gave {exec_res}, expected -{errno.errorcode[exp_err]}")
+        if ring_entries:
+            fail(f"failed exec published {ring_entries}")
+        for a in ch.atoms:
+            if a.ret_ok and ctx.rets[a.ret] != SENTINEL:
+                fail(f"atom {a.addr:#x} ran although async_exec failed")
+        return True
+    if exec_res < 0:
+        fail(f"async_exec gave -{errno.errorcode.get(-exec_res, -exec_res)}, expected success")
+        return False
+    world = ctx.world
+    counters = list(ch.counter_init)
+    visits = collections.Counter()
+    last_det = {}                  # atom addr -> expected value of the last visit
+    executed = 0
+    final = 0
+    verified = True
+    u = ch.head
+    while u:
+        a = atom_at(ch, u, world)
+        if a is None:
+            break                                  # unreadable: last executed is final
+        if ctx.budget and executed >= ctx.budget:
+            if a.ret_ok:
+                last_det[a.addr] = -errno.ELOOP
+            final = u
+            break
+        # result
+        r = None
+        det = True
+        ok = True
+        for p, v in zip(a.argp, a.argv):
+            if p == 0:
+                break
+            if v is None:
+                r = -errno.EFAULT
+                break
+        if r is None:
+            if a.flags & ~0xFF:
+                r = -errno.EINVAL
+            elif a.nr == 1004:
+                addr_v = a.argv[0] if a.argp and a.argp[0] else 0
+                inc = a.argv[1] if addr_v and len(a.argp) > 1 and a.argp[1] else 0
+                if addr_v in ch.counters:
+                    k = ch.counters.index(addr_v)
+                    counters[k] = (counters[k] + inc) & M64
+                    r = signed(counters[k])
+                elif addr_v == 0 or not (world.ar.scratch <= addr_v < world.ar.scratch + world.ar.scratch_size):
+                    r = -errno.EFAULT
+                else:
+                    det = False
+            elif a.nr in REFUSED:
+                r = -REFUSED_ERR
+            elif a.nr >= NR_LIMIT or a.nr in world.unknown:
+                r = -errno.ENOSYS
+            else:
+                cls = MENU[a.nr][2]
+                if cls in ctx.det:
+                    r = ctx.det[cls]
+                elif cls == "ebadf":
+                    r = -errno.EBADF
+                elif cls == "buf0":
+                    buf = a.argv[0] if a.argp and a.argp[0] else 0
+                    sc = world.ar.scratch
+                    if sc <= buf and buf + BUF0_SIZE[a.nr] <= sc + world.ar.scratch_size:
+                        r = 0
+                    elif sc <= buf < sc + world.ar.scratch_size:
+                        det = False
+                    else:
+                        r = -errno.EFAULT
+                else:
+                    det = False
+        executed += 1
+        final = u
+        visits[u] += 1
+        if not det:
+            if a.ret_ok:
+                r = signed(ctx.rets[a.ret])
+                if r == signed(SENTINEL):
+                    fail(f"atom {u:#x} ran but its ret cell was never written")
+                    return False
+                if a.flags & STOP_MASK and on_cycle(ch, a):
+                    verified = False               # the cell holds the last visit's result
+                    break
+                ok = check_range(a, r, ctx)
+                if not ok:
+                    fail(f"atom {u:#x} nr={a.nr} gave {r}: out of range")
+                    return False
+            elif a.flags & STOP_MASK:
+                verified = False
+                break
+            else:
+                r = 0                              # no stop bits: the value does not matter
+        else:
+            if a.ret_ok:
+                last_det[a.addr] = r
+        # store, then stop test
+        if a.ret and not a.ret_ok:
+            break                                   # unwritable ret_ptr (NULL is ret 0)
+        if stop_holds(a.flags, r):
+            if a.flags & SKIP:
+                u = (u + ATOM) & M64
+                continue
+            break
+        u = a.next
+    # results of deterministic atoms that ran, untouched cells of those that did not
+    visited_rets = {ch.by_addr[x].ret for x in visits if x in ch.by_addr and ch.by_addr[x].ret_ok}
+    for a in ch.atoms:
+        if not a.ret_ok:
+            continue
+        got = signed(ctx.rets[a.ret])
+        if a.addr in last_det:
+            if verified and got != last_det[a.addr]:
+                fail(f"atom {a.addr:#x} nr={a.nr}: ret {got}, expected {last_det[a.addr]}")
+        elif verified and a.ret not in visited_rets and got != signed(SENTINEL):
+            fail(f"atom {a.addr:#x} nr={a.nr} should not have run; ret {got}")
+        elif not verified and got != signed(SENTINEL):
+            # path unknown: still, a deterministic call can only give its value
+            if a.nr in REFUSED and got not in (-errno.EINVAL, -errno.EFAULT, -errno.ELOOP):
+                fail(f"refused nr={a.nr} stored {got}")
+            if (a.nr >= NR_LIMIT or a.nr in world.unknown) and got not in (
+                    -errno.ENOSYS, -errno.EFAULT, -errno.EINVAL, -errno.ELOOP):
+                fail(f"unknown nr={a.nr} stored {got}")
+    # the syslet's outcome
+    fin_atom = atom_at(ch, final, world)
+    if exec_res > 0:
+        if ring_entries:
+            fail(f"synchronous syslet also published {ring_entries}")
+        if verified and exec_res != final:
+            fail(f"async_exec returned {exec_res:#x}, model final {final:#x}")
+        elif not verified and exec_res not in ch.by_addr and exec_res != ch.ro_atom:
+            fail(f"async_exec returned foreign atom {exec_res:#x}")
+    else:
+        if ctx.sync_only:
+            fail("went async although max_nr_threads == 0")
+        if len(ring_entries) > 1:
+            fail(f"published {len(ring_entries)} entries")
+        if verified:
+            want = [] if (fin_atom is not None and fin_atom.flags & NO_COMPLETE) else [final]
+            if final == 0:
+                want = []
+            if ring_entries != want:
+                fail(f"ring entries {[hex(x) for x in ring_entries]}, expected {[hex(x) for x in want]}")
+        else:
+            for e in ring_entries:
+                ea = atom_at(ch, e, world)
+                if ea is None or ea.flags & NO_COMPLETE:
+                    fail(f"bad ring entry {e:#x}")
+    return verified
+
+
+def on_cycle(ch, a):
+    """Can atom ``a`` run again after itself (next / skip edges)?"""
+    seen = set()
+    todo = [a.next, a.addr + ATOM]
+    while todo:
+        u = todo.pop()
+        if u == a.addr:
+            return True
+        b = ch.by_addr.get(u)
+        if b is None or u in seen:
+            continue
+        seen.add(u)
+        todo += [b.next, b.addr + ATOM]
+    return False
+
+
+def check_range(a, r, ctx):
+    cls = MENU[a.nr][2] if a.nr in MENU else "any"
+    if r < -4095:
+        return cls == "umem"
+    if r == -errno.ELOOP and ctx.budget:
+        return True         # the budget stopped a later visit of this atom here
+    if cls == "rw":
+        return r <= 0x7FFFFFFF
+    if cls == "fd":
+        return r < 1 << 20
+    if cls == "pos":
+        return r > 0
+    return True
+
+
+# ---------------------------------------------------------------------------
+# entry points
+
+class EngineAPI:
+    name = "engine"
+
+    def __init__(self, backend):
+        import compat
+        self.errors = []
+        self.e = compat.Engine(backend)
+        self.backend = self.e.backend
+
+    def register(self, ring, nbytes, maxthr, ahu=None):
+        try:
+            return self.e.register(ring, nbytes, maxthr)
+        except OSError as ex:
+            return -ex.errno
+
+    def unregister(self, ring, nbytes, ahu=None):
+        try:
+            return self.e.unregister(ring, nbytes, timeout=20)
+        except OSError as ex:
+            return -ex.errno
+
+    def set_budget(self, n):
+        self.e.set_budget(n)
+
+    def exec_many(self, heads, rng):
+        if rng.random() < 0.5:
+            return self.e.exec_batch(heads)
+        out = []
+        for h in heads:
+            try:
+                out.append(self.e.exec(h))
+            except OSError as ex:
+                out.append(-ex.errno)
+        return out
+
+    def wait0(self):
+        try:
+            return 0 if self.e.wait(0, timeout=0) else -errno.ETIME
+        except OSError as ex:
+            return -ex.errno
+
+    def close(self):
+        self.e.close()
+
+
+class RawAPI(EngineAPI):
+    name = "raw"
+
+    def __init__(self, backend):
+        import compat
+        self.c = compat
+        compat.reset_default()
+        compat._default = compat.Engine(backend)
+        self.e = compat.default_engine()
+        self.backend = self.e.backend
+
+    def _call(self, f, *a):
+        try:
+            return f(*a)
+        except OSError as ex:
+            return -ex.errno
+
+    def register_ahu(self, ahu, size):
+        return self._call(self.c.async_register, ahu, size)
+
+    def unregister_ahu(self, ahu, size):
+        return self._call(self.c.async_unregister, ahu, size)
+
+    def exec_many(self, heads, rng):
+        return [self._call(self.c.async_exec, h) for h in heads]
+
+    def wait0(self):
+        return self._call(self.c.async_wait, 0)
+
+    def close(self):
+        self.c.reset_default()
+
+
+class CAPI:
+    name = "c"
+
+    def __init__(self, backend, lib_path):
+        self.lib = ctypes.CDLL(lib_path, use_errno=True)
+        L = self.lib
+        L.async_register.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
+        L.async_register.restype = ctypes.c_long
+        L.async_unregister.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
+        L.async_unregister.restype = ctypes.c_long
+        L.async_exec.argtypes = [ctypes.c_void_p]
+        L.async_exec.restype = ctypes.c_void_p
+        L.async_wait.argtypes = [ctypes.c_ulong]
+        L.async_wait.restype = ctypes.c_long
+        L.syscall.restype = ctypes.c_long
+        L.syslet_compat_backend.restype = ctypes.c_int
+        self.backend = "io_uring" if L.syslet_compat_backend() == 1 else "threadpool"
+
+    def _r(self, v):
+        return -ctypes.get_errno() if v == -1 else v
+
+    def register_ahu(self, ahu, size):
+        ctypes.set_errno(0)
+        return self._r(self.lib.async_register(ahu, size))
+
+    def unregister_ahu(self, ahu, size):
+        ctypes.set_errno(0)
+        return self._r(self.lib.async_unregister(ahu, size))
+
+    def set_budget(self, n):
+        pass
+
+    def exec_many(self, heads, rng):
+        out = []
+        via_syscall = rng.random() < 0.3
+        for h in heads:
+            ctypes.set_errno(0)
+            if via_syscall:
+                v = self.lib.syscall(ctypes.c_long(1001), ctypes.c_void_p(h or None))
+                out.append(-ctypes.get_errno() if v == -1 else v & M64)
+            else:
+                v = self.lib.async_exec(h or None)
+                if v is None:
+                    out.append(0)
+                elif v == M64:
+                    out.append(-ctypes.get_errno())
+                else:
+                    out.append(v)
+        return out
+
+    def wait0(self):
+        ctypes.set_errno(0)
+        v = self.lib.async_wait(0)
+        return -ctypes.get_errno() if v == -1 else v
+
+    def close(self):
+        pass
+
+
+# ---------------------------------------------------------------------------
+# heads
+
+def fuzz_heads(api, world, rng, n, fails, stats):
+    """Random registrations: (ring, size, max_threads) and the ahu pointer."""
+    ar = world.ar
+    ahu = ar.ahu
+    for _ in range(n):
+        c = rng.random()
+        if c < 0.45:
+            ring = ar.ring + 8 * rng.randrange(64)
+        elif c < 0.55:
+            ring = ar.ring + rng.randrange(1, 8)
+        elif c < 0.65:
+            ring = ar.ro
+        else:
+            ring = world.bad_ptr()
+        nbytes = rng.choice((8, 64, 1024, ar.ring_size, ar.ring_size + 8, 0, 12, 7,
+                             rng.getrandbits(64), 1 << 40, ar.ring_size - 8))
+        maxthr = rng.choice((M64, 0, 1, 3, 1 << 40, rng.getrandbits(64)))
+        exp = expected_register(world, ring, nbytes)
+        size = 24 if rng.random() < 0.85 else rng.choice((0, 16, 25, 23, M64))
+        ahu_ptr = ahu if rng.random() < 0.85 else rng.choice((0, world.bad_ptr(), ar.ro))
+        if isinstance(api, EngineAPI) and not isinstance(api, RawAPI):
+            got = api.register(ring, nbytes, maxthr)
+            exp2 = exp
+        else:
+            world.ar.write(ahu, struct.pack("<3Q", ring & M64, nbytes & M64, maxthr & M64))
+            if size != 24:
+                exp2 = -errno.EINVAL
+            elif ahu_ptr == ar.ro:
+                exp2 = expected_register(world, 0, 39)      # the ro page's first words
+            elif ahu_ptr != ahu:
+                exp2 = -errno.EFAULT
+            else:
+                exp2 = exp
+            got = api.register_ahu(ahu_ptr, size)
+        stats["heads"] += 1
+        if got != exp2:
+            fails.append(f"register(ring={ring:#x}, bytes={nbytes:#x}, ahu={ahu_ptr:#x}, size={size}) "
+                         f"gave {got}, expected {exp2}")
+        if got == 0:
+            # registered: a second one is EBUSY; wrong identity EINVAL; right one 0
+            if isinstance(api, (RawAPI, CAPI)):
+                world.ar.write(ahu, struct.pack("<3Q", ring, nbytes, M64))
+                b = api.register_ahu(ahu, 24)
+                world.ar.write(ahu, struct.pack("<3Q", ring, nbytes + 8, M64))
+                w = api.unregister_ahu(ahu, 24)
+                world.ar.write(ahu, struct.pack("<3Q", ring, nbytes, M64))
+                u = api.unregister_ahu(ahu, 24)
+            else:
+                b = api.register(ring, nbytes, M64)
+                w = api.unregister(ring + 8, nbytes)
+                u = api.unregister(ring, nbytes)
+            if (b, w, u) != (-errno.EBUSY, -errno.EINVAL, 0):
+                fails.append(f"after register: EBUSY/EINVAL/0 expected, got {(b, w, u)}")
+
+
+def expected_register(world, ring, nbytes):
+    ar = world.ar
+    if nbytes == 0 or nbytes % 8 or ring % 8:
+        return -errno.EINVAL
+    if not (ring >= 4096 and ring < 0x800000000000 and nbytes <= 0x800000000000 - ring):
+        return -errno.EFAULT
+    if ar.ring <= ring and ring + nbytes <= ar.ring + ar.ring_size:
+        return 0
+    return -errno.EFAULT
+
+
+# ---------------------------------------------------------------------------
+# main loop
+
+def dump_hang(api, chains, res, world):
+    e = getattr(api, "e", None)
+    if e is not None:
+        print("inflight", e.inflight(), e.counters(), file=sys.stderr)
+    ring = set(v for v in struct.unpack("<128Q", world.ar.read(world.ar.ring, 1024)) if v)
+    for ch, r in zip(chains, res):
+        if r == 0:
+            done = [hex(a.addr) for a in ch.atoms if a.addr in ring] + (["ro"] if ch.ro_atom in ring else [])
+            print(f"async chain {ch.idx} head {ch.head:#x} published {done}", file=sys.stderr)
+            for a in ch.atoms:
+                v = struct.unpack("<q", world.ar.read(a.ret, 8))[0] if a.ret_ok else None
+                print(f"   {a.addr:#x} nr={a.nr} fl={a.flags:#x} next={a.next:#x} argv={a.argv} ret={v}",
+                      file=sys.stderr)
+    os.system(f"ls -l /proc/{os.getpid()}/task; cat /proc/{os.getpid()}/task/*/stack 2>/dev/null | head -50 >&2")
+
+
+def run(args):
+    rng = random.Random(args.seed)
+    if args.mutate:
+        global REFUSED_ERR
+        REFUSED_ERR = errno.ENOSYS
+    world = World(rng)
+    world.unknown = tuple(n for n in UNKNOWN_CANDIDATES if probe_enosys(n))
+    assert len(world.unknown) >= 4, world.unknown
+    if args.mode == "engine":
+        api = EngineAPI(args.backend)
+    elif args.mode == "raw":
+        api = RawAPI(args.backend)
+    else:
+        api = CAPI(args.backend, args.lib)
+    stats = collections.Counter()
+    fails = []
+    ar = world.ar
+    loops = args.mode != "c"
+    t0 = time.monotonic()
+    deadline = t0 + args.seconds
+
+    # exec and wait without a head: EINVAL
+    for h in (world.ro_atoms[0], 0, world.bad_ptr()):
+        got = api.exec_many([h], rng)[0]
+        if got != -errno.EINVAL:
+            fails.append(f"exec without a head gave {got}")
+    if api.wait0() != -errno.EINVAL:
+        fails.append("async_wait without a head is not EINVAL")
+    fuzz_heads(api, world, rng, args.heads, fails, stats)
+
+    ring_slots = 128
+    batch_no = 0
+    while stats["chains"] < args.chains and time.monotonic() < deadline and len(fails) < 50:
+        batch_no += 1
+        n = rng.randrange(8, 49)
+        budget = rng.choice((16, 64, 300)) if loops else 0
+        api.set_budget(budget)
+        chains, atoms_blob, cells, nrets = gen_batch(world, n, loops, rng)
+        ar.write(ar.atoms, atoms_blob)
+        ar.write(ar.cells, cells)
+        ar.write(ar.rets, struct.pack("<Q", SENTINEL) * (ar.rets_size // 8))
+        for ch in chains:
+            for p, v in zip(ch.counters, ch.counter_init):
+                ar.write(p, struct.pack("<Q", v))
+        ar.write(ar.ring, bytes(ar.ring_size))
+        mt = rng.random()
+        maxthr = M64 if mt < 0.85 else (0 if mt < 0.93 else rng.randrange(1, 6))
+        if isinstance(api, EngineAPI) and not isinstance(api, RawAPI):
+            r = api.register(ar.ring, ring_slots * 8, maxthr)
+        else:
+            ar.write(ar.ahu, struct.pack("<3Q", ar.ring, ring_slots * 8, maxthr))
+            r = api.register_ahu(ar.ahu, 24)
+        if r != 0:
+            fails.append(f"batch register failed: {r}")
+            break
+        if api.wait0() != 0:
+            fails.append("async_wait(0) with a head is not 0")
+        heads = [ch.head for ch in chains]
+        res = api.exec_many(heads, rng)
+        if isinstance(api, EngineAPI) and not isinstance(api, RawAPI):
+            u = api.unregister(ar.ring, ring_slots * 8)
+        else:
+            u = api.unregister_ahu(ar.ahu, 24)
+        if u != 0:
+            fails.append(f"unregister (drain) failed: {u}")
+            if os.environ.get("FUZZ_DEBUG"):
+                dump_hang(api, chains, res, world)
+            break
+        ring_vals = struct.unpack("<%dQ" % ring_slots, ar.read(ar.ring, ring_slots * 8))
+        rets_raw = struct.unpack("<%dQ" % (ar.rets_size // 8), ar.read(ar.rets, ar.rets_size))
+        rets = {ar.rets + 8 * i: v for i, v in enumerate(rets_raw)}
+        ctx = Ctx(world, budget, maxthr == 0, rets, None)
+        # ring entries in slot order; the producer starts at slot 0, no gaps
+        entries = [v for v in ring_vals if v]
+        if any(ring_vals[len(entries):]):
+            fails.append("ring entries are not contiguous from slot 0")
+        owner = {}
+        for ch in chains:
+            for a in ch.atoms:
+                owner[a.addr] = ch.idx
+            owner[ch.ro_atom] = ch.idx
+        per_chain = collections.defaultdict(list)
+        for e in entries:
+            if e not in owner:
+                fails.append(f"ring entry {e:#x} is no atom of this batch")
+                continue
+            per_chain[owner[e]].append(e)
+        for ch, r in zip(chains, res):
+            stats["chains"] += 1
+            if r < 0:
+                stats["err_" + errno.errorcode.get(-r, str(-r))] += 1
+            elif r == 0:
+                stats["async"] += 1
+            else:
+                stats["sync"] += 1
+            before = len(fails)
+            v = check_chain(ch, ctx, r, per_chain.get(ch.idx, []), fails)
+            stats["verified"] += bool(v)
+            stats["atoms"] += len(ch.atoms)
+            if len(fails) > before:
+                stats["failed_chains"] += 1
+        for ch in chains:
+            for a in ch.atoms:
+                if a.ret_ok:
+                    val = signed(rets[a.ret])
+                    if val == -errno.ELOOP:
+                        stats["eloop"] += 1
+                    elif val == -errno.ENOSYS:
+                        stats["enosys"] += 1
+                    elif val == -errno.EFAULT:
+                        stats["efault"] += 1
+                    elif val == -errno.EINVAL and a.nr in REFUSED:
+                        stats["refused"] += 1
+        stats["fds_closed"] += world.close_chain_fds()
+    stats["batches"] = batch_no
+    stats["seconds"] = round(time.monotonic() - t0, 2)
+    # after the run: nothing registered, exec EINVAL again
+    if api.exec_many([world.ro_atoms[0]], rng)[0] != -errno.EINVAL:
+        fails.append("exec after the last unregister is not EINVAL")
+    api.close()
+    out = {"mode": args.mode, "backend_asked": args.backend, "backend": api.backend,
+           "stats": dict(stats), "fails": fails[:20], "nfails": len(fails)}
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--mode", choices=("engine", "raw", "c"), required=True)
+    p.add_argument("--backend", choices=("io_uring", "threadpool"), required=True)
+    p.add_argument("--chains", type=int, default=10000)
+    p.add_argument("--seconds", type=float, default=30)
+    p.add_argument("--heads", type=int, default=300)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--lib", default=None)
+    p.add_argument("--mutate", action="store_true",
+                   help="self-test: the model expects -ENOSYS from refused numbers (must fail)")
+    args = p.parse_args()
+    if args.seed is None:
+        args.seed = random.randrange(1 << 32)
+    import faulthandler
+    faulthandler.dump_traceback_later(args.seconds + 60, exit=True)     # a hang: traceback, exit 1
+    out = run(args)
+    out["seed"] = args.seed
+    sys.stdout.flush()
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
