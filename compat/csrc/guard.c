@@ -17,6 +17,16 @@ __thread sigjmp_buf *sl_guard_jb __attribute__((tls_model("initial-exec")));
 __thread volatile int sl_guard_on __attribute__((tls_model("initial-exec")));
 
 static struct sigaction old_segv, old_bus;
+
+/* Opens a guarded region in the calling function: a fault inside it makes
+ * the function return FAIL.  Close it with GUARD_END before returning. */
+#define GUARD_BEGIN(FAIL)              \
+    sigjmp_buf jb;                     \
+    if (sigsetjmp(jb, 0))              \
+        return (FAIL);                 \
+    sl_guard_jb = &jb;                 \
+    sl_guard_on = 1
+#define GUARD_END() (sl_guard_on = 0)
 static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
 static int guard_err;
 
@@ -38,20 +48,26 @@ static void pass_on(int sig, siginfo_t *si, void *uc, struct sigaction *old)
 static void on_fault(int sig, siginfo_t *si, void *uc)
 {
     if (sl_guard_on && sl_guard_jb) {
-        sl_guard_on = 0;
+        GUARD_END();
         siglongjmp(*sl_guard_jb, 1);
     }
     pass_on(sig, si, uc, sig == SIGBUS ? &old_bus : &old_segv);
 }
 
-static void install(void)
+/* Installs on_fault for sig, saving what was there in *old. */
+static int claim(int sig, struct sigaction *old)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_fault;
     sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
     sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGSEGV, &sa, &old_segv) || sigaction(SIGBUS, &sa, &old_bus))
+    return sigaction(sig, &sa, old);
+}
+
+static void install(void)
+{
+    if (claim(SIGSEGV, &old_segv) || claim(SIGBUS, &old_bus))
         guard_err = -errno;
 }
 
@@ -63,22 +79,10 @@ int sl_guard_install(void)
     /* Someone may have replaced our handler since (e.g. faulthandler): take
      * the slot back, chaining to whatever is there now. */
     struct sigaction cur;
-    if (sigaction(SIGSEGV, NULL, &cur) == 0 && cur.sa_sigaction != on_fault) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_sigaction = on_fault;
-        sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGSEGV, &sa, &old_segv);
-    }
-    if (sigaction(SIGBUS, NULL, &cur) == 0 && cur.sa_sigaction != on_fault) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_sigaction = on_fault;
-        sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGBUS, &sa, &old_bus);
-    }
+    if (sigaction(SIGSEGV, NULL, &cur) == 0 && cur.sa_sigaction != on_fault)
+        claim(SIGSEGV, &old_segv);
+    if (sigaction(SIGBUS, NULL, &cur) == 0 && cur.sa_sigaction != on_fault)
+        claim(SIGBUS, &old_bus);
     return 0;
 }
 
@@ -128,18 +132,14 @@ int g_copy_in(void *dst, uint64_t src, uint64_t n)
 {
     if (!g_plausible(src, n))
         return -EFAULT;
-    sigjmp_buf jb;
-    if (sigsetjmp(jb, 0))
-        return -EFAULT;
-    sl_guard_jb = &jb;
-    sl_guard_on = 1;
+    GUARD_BEGIN(-EFAULT);
     const volatile unsigned char *s = (const volatile unsigned char *)(uintptr_t)src;
     unsigned char *d = dst;
     if (n == 8 && (src & 7) == 0)
         *(uint64_t *)d = *(const volatile uint64_t *)s;
     else
         memcpy(d, (const void *)s, n);
-    sl_guard_on = 0;
+    GUARD_END();
     return 0;
 }
 
@@ -147,18 +147,14 @@ int g_copy_out(uint64_t dst, const void *src, uint64_t n)
 {
     if (!g_plausible(dst, n))
         return -EFAULT;
-    sigjmp_buf jb;
-    if (sigsetjmp(jb, 0))
-        return -EFAULT;
-    sl_guard_jb = &jb;
-    sl_guard_on = 1;
+    GUARD_BEGIN(-EFAULT);
     volatile unsigned char *d = (volatile unsigned char *)(uintptr_t)dst;
     const unsigned char *s = src;
     if (n == 8 && (dst & 7) == 0)
         *(volatile uint64_t *)d = *(const uint64_t *)s;
     else
         memcpy((void *)d, s, n);
-    sl_guard_on = 0;
+    GUARD_END();
     return 0;
 }
 
@@ -166,13 +162,9 @@ int g_add(uint64_t addr, uint64_t inc, uint64_t *newval)
 {
     if (!g_plausible(addr, 8))
         return -EFAULT;
-    sigjmp_buf jb;
-    if (sigsetjmp(jb, 0))
-        return -EFAULT;
-    sl_guard_jb = &jb;
-    sl_guard_on = 1;
+    GUARD_BEGIN(-EFAULT);
     *newval = __atomic_add_fetch((uint64_t *)(uintptr_t)addr, inc, __ATOMIC_SEQ_CST);
-    sl_guard_on = 0;
+    GUARD_END();
     return 0;
 }
 
@@ -180,13 +172,9 @@ int g_load_acquire(uint64_t addr, uint64_t *out)
 {
     if (!g_plausible(addr, 8) || (addr & 7))
         return -EFAULT;
-    sigjmp_buf jb;
-    if (sigsetjmp(jb, 0))
-        return -EFAULT;
-    sl_guard_jb = &jb;
-    sl_guard_on = 1;
+    GUARD_BEGIN(-EFAULT);
     *out = __atomic_load_n((uint64_t *)(uintptr_t)addr, __ATOMIC_ACQUIRE);
-    sl_guard_on = 0;
+    GUARD_END();
     return 0;
 }
 
@@ -194,14 +182,10 @@ int g_cas_release(uint64_t addr, uint64_t expect, uint64_t val, int *swapped)
 {
     if (!g_plausible(addr, 8) || (addr & 7))
         return -EFAULT;
-    sigjmp_buf jb;
-    if (sigsetjmp(jb, 0))
-        return -EFAULT;
-    sl_guard_jb = &jb;
-    sl_guard_on = 1;
+    GUARD_BEGIN(-EFAULT);
     *swapped = __atomic_compare_exchange_n((uint64_t *)(uintptr_t)addr, &expect, val, 0,
                                            __ATOMIC_RELEASE, __ATOMIC_RELAXED);
-    sl_guard_on = 0;
+    GUARD_END();
     return 0;
 }
 
@@ -209,16 +193,12 @@ int g_strnlen(uint64_t addr, uint64_t max, uint64_t *len)
 {
     if (!g_plausible(addr, 1))
         return -EFAULT;
-    sigjmp_buf jb;
-    if (sigsetjmp(jb, 0))
-        return -EFAULT;
-    sl_guard_jb = &jb;
-    sl_guard_on = 1;
+    GUARD_BEGIN(-EFAULT);
     const volatile char *s = (const volatile char *)(uintptr_t)addr;
     uint64_t i = 0;
     while (i < max && s[i])
         i++;
-    sl_guard_on = 0;
+    GUARD_END();
     *len = i;
     return 0;
 }
@@ -247,16 +227,12 @@ int g_read_atom(uint64_t addr, uint64_t *w, int64_t *args)
     volatile int stage = -1;
     if (!g_plausible(addr, 32))
         return -EFAULT;
-    sigjmp_buf jb;
-    if (sigsetjmp(jb, 0))
-        return stage < 0 ? -EFAULT : 1;
-    sl_guard_jb = &jb;
-    sl_guard_on = 1;
+    GUARD_BEGIN(stage < 0 ? -EFAULT : 1);
     memset(w, 0, 88);
     memcpy(w, (const void *)(uintptr_t)addr, 32);
     for (int k = 0; k < 6; k++) {
         if (!g_plausible(addr + 32 + 8 * (uint64_t)k, 8)) {
-            sl_guard_on = 0;
+            GUARD_END();
             return -EFAULT;
         }
         w[4 + k] = *(const volatile uint64_t *)(uintptr_t)(addr + 32 + 8 * (uint64_t)k);
@@ -268,14 +244,14 @@ int g_read_atom(uint64_t addr, uint64_t *w, int64_t *args)
         stage = i;
         uint64_t p = w[4 + i];
         if (!g_plausible(p, 8)) {
-            sl_guard_on = 0;
+            GUARD_END();
             return 1;
         }
         uint64_t v;
         memcpy(&v, (const void *)(uintptr_t)p, 8);
         args[i] = (int64_t)v;
     }
-    sl_guard_on = 0;
+    GUARD_END();
     for (; i < 6; i++)
         args[i] = 0;
     return 0;
