@@ -65,6 +65,8 @@ struct syslet {
     uint64_t final_flags;
     uint64_t natoms;
     uint8_t async, in_caller, state, force_async, err_first, queued;
+    uint8_t sync_all;       /* SYSLET_SYNC on the first atom (or max_nr_threads 0) */
+    uint8_t handoff;        /* left READY for the driver to submit */
     unsigned epoch;         /* c->cancel when it started */
     uint8_t resubmits;      /* segments resubmitted after a kernel-side cancel */
     uint8_t have_pre;       /* pre holds the first atom, read at exec time */
@@ -88,6 +90,10 @@ struct sl_ctx {
     int registered;
     uint64_t ring_addr, ring_bytes, nslots, prod, max_threads;
     int sync_only;              /* max_nr_threads == 0 */
+    int bounded;                /* max_nr_threads == N > 0: only the driver submits */
+    int uring_exec;             /* io_uring runs atoms (backend and N not 1-2) */
+    unsigned iowq_saved[2];     /* io-wq limits before we changed them */
+    int iowq_changed;
     struct syslet **tab;
     uint32_t tab_cap, tab_used;
     uint32_t *free_ids;
@@ -487,6 +493,7 @@ static struct syslet *syslet_new(struct sl_ctx *c)
     s->epoch = __atomic_load_n(&c->cancel, __ATOMIC_RELAXED);
     s->resubmits = 0;
     s->have_pre = 0;
+    s->sync_all = s->handoff = 0;
     return s;
 }
 
@@ -877,9 +884,13 @@ static void advance(struct sl_ctx *c, struct syslet *s)
                 s->cur = 0;
             continue;
         }
-        int must_sync = c->sync_only || (s->in_caller && (m.flags & F_SYNC));
+        /* With max_nr_threads = N only the driver submits to io_uring: io-wq
+         * keeps a worker pool per submitting thread, so N holds only then. */
+        int use_uring = c->uring_exec && !(c->bounded && s->in_caller);
+        int must_sync = c->sync_only ||
+                        (s->in_caller && ((m.flags & F_SYNC) || (c->bounded && s->sync_all)));
         if (is_refused(m.nr) || out_of_range(m.nr) || m.nr == NR_UMEM_ADD ||
-            never_blocks(m.nr, m.args) || c->sync_only || (must_sync && !(c->backend && uring_op(&m)))) {
+            never_blocks(m.nr, m.args) || c->sync_only || (must_sync && !(use_uring && uring_op(&m)))) {
             trace_member(c, s, &m, "inline");
             if (s->in_caller && !never_blocks(m.nr, m.args) && !is_refused(m.nr) &&
                 !out_of_range(m.nr) && m.nr != NR_UMEM_ADD) {
@@ -896,7 +907,7 @@ static void advance(struct sl_ctx *c, struct syslet *s)
             continue;
         }
         int has_op = uring_op(&m);
-        if (has_op && m.op == IORING_OP_READ && !c->backend && !s->force_async) {
+        if (has_op && m.op == IORING_OP_READ && !use_uring && !s->force_async && m.partial < 0) {
             /* Pool-only: a read the page cache can serve runs here. */
             if (try_nowait_read(&m, &r)) {
                 trace_member(c, s, &m, "nowait");
@@ -907,8 +918,8 @@ static void advance(struct sl_ctx *c, struct syslet *s)
                 continue;
             }
         }
-        if (c->backend && has_op) {
-            if (m.op == IORING_OP_READ && !s->force_async) {
+        if (use_uring && has_op) {
+            if (m.op == IORING_OP_READ && !s->force_async && m.partial < 0) {
                 /* Single-step fast path: the 2007 kernel ran the call in the
                  * caller until it would block; RWF_NOWAIT says exactly that. */
                 struct member peekm;
@@ -931,13 +942,22 @@ static void advance(struct sl_ctx *c, struct syslet *s)
             plan_segment(c, s, &m);
             return;
         }
-        if (!c->backend && !s->force_async && try_cached_native(&m, &r)) {
+        if (!use_uring && !s->force_async && try_cached_native(&m, &r)) {
             /* Pool-only: what io_uring would have completed inline. */
             trace_member(c, s, &m, "inline(cached)");
             c->cnt.atoms_inline++;
             if (complete_atom(c, s, &m, r))
                 s->cur = 0;
             continue;
+        }
+        if (has_op && c->uring_exec && !use_uring && !must_sync) {
+            /* Bounded: it would block here, the driver submits it. */
+            trace_member(c, s, &m, "handoff");
+            s->pre = m;
+            s->pre.done = 0;
+            s->have_pre = 1;
+            s->handoff = 1;
+            return;
         }
         /* Native call that may block: the pool, unless it must stay here. */
         if (must_sync || !c->pool) {
@@ -1349,26 +1369,36 @@ int sl_register(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, uint64_t m
     c->prod = 0;
     c->max_threads = max_threads;
     c->sync_only = max_threads == 0;
-    if (max_threads != (uint64_t)-1 && max_threads > 0) {
+    c->bounded = max_threads != (uint64_t)-1 && max_threads > 0;
+    c->uring_exec = c->backend;
+    if (c->iowq_changed) {      /* an earlier head's limits: undo them */
+        unsigned vals[2] = {c->iowq_saved[0], c->iowq_saved[1]};
+        io_uring_register_iowq_max_workers(&c->ring, vals);
+        c->iowq_changed = 0;
+    }
+    unsigned pool_max = 4;
+    if (c->bounded) {
         unsigned n = max_threads > 1024 ? 1024 : (unsigned)max_threads;
         if (c->backend && n >= 3) {
+            /* N = pool + io-wq bounded + io-wq unbounded, and only the
+             * driver submits, so only its io-wq exists. */
             unsigned pool = n / 3;
             unsigned vals[2] = {(n - pool) / 2, n - pool - (n - pool) / 2};
-            io_uring_register_iowq_max_workers(&c->ring, vals);
-            us_pool_set_max(c->pool, pool);
-            c->pool_max = pool;
-        } else if (c->backend) {
-            /* io-wq cannot be limited below one worker per class (bounded,
-             * unbounded): on io_uring the smallest bound is 3 workers. */
-            unsigned vals[2] = {1, 1};
-            io_uring_register_iowq_max_workers(&c->ring, vals);
-            us_pool_set_max(c->pool, 1);
-            c->pool_max = 1;
+            if (io_uring_register_iowq_max_workers(&c->ring, vals) == 0) {
+                c->iowq_saved[0] = vals[0];     /* the previous limits */
+                c->iowq_saved[1] = vals[1];
+                c->iowq_changed = 1;
+            }
+            pool_max = pool;
         } else {
-            us_pool_set_max(c->pool, n);
-            c->pool_max = n;
+            /* io-wq cannot go below one worker per class: for N = 1 or 2
+             * every blocking call runs on the pool of N instead. */
+            c->uring_exec = 0;
+            pool_max = n;
         }
     }
+    us_pool_set_max(c->pool, pool_max);
+    c->pool_max = pool_max;
     pthread_mutex_unlock(&c->mu);
     return 0;
 }
@@ -1442,6 +1472,7 @@ static struct syslet *start_syslet(struct sl_ctx *c, uint64_t atom, int64_t *err
     }
     s->cur = atom;
     s->in_caller = 1;
+    s->sync_all = *sync_all;
     s->pre = first;
     s->pre.done = (uint8_t)rr;
     s->have_pre = 1;
@@ -1496,7 +1527,7 @@ static void drive_caller(struct sl_ctx *c, struct syslet **ss, unsigned n, const
             struct syslet *s = ss[i];
             if (!s)
                 continue;
-            if (s->state == ST_READY) {
+            if (s->state == ST_READY && !s->handoff) {
                 advance(c, s);
                 progressed = 1;
             }
@@ -1552,12 +1583,15 @@ static int64_t settle(struct sl_ctx *c, struct syslet *s)
          * finish it in the background, so it is finished here, as if it
          * were synchronous (drive_caller waits without the driver). */
         uint8_t one = 1;
+        s->sync_all = 1;
+        s->handoff = 0;
         drive_caller(c, &s, 1, &one);
         return settle(c, s);
     }
     /* Went async: the driver takes it from here. */
     s->in_caller = 0;
     s->async = 1;
+    s->handoff = 0;
     c->inflight++;
     c->cnt.syslets_async++;
     if (s->state == ST_READY)
