@@ -907,9 +907,15 @@ static void advance(struct sl_ctx *c, struct syslet *s)
             continue;
         }
         int has_op = uring_op(&m);
-        if (has_op && m.op == IORING_OP_READ && !use_uring && !s->force_async && m.partial < 0) {
-            /* Pool-only: a read the page cache can serve runs here. */
-            if (try_nowait_read(&m, &r)) {
+        if (has_op && m.op == IORING_OP_READ && !s->force_async && m.partial < 0) {
+            /* The 2007 kernel ran the call in the caller until it would
+             * block; RWF_NOWAIT says exactly that.  With io_uring, only for
+             * a read that would be alone in its segment: a chain of reads
+             * is cheaper as one submission. */
+            struct member peekm;
+            int alone = !use_uring || !m.next || (m.flags & F_STOP_MASK) ||
+                        read_atom(m.next, &peekm) != 0 || !uring_op(&peekm);
+            if (alone && try_nowait_read(&m, &r)) {
                 trace_member(c, s, &m, "nowait");
                 c->cnt.atoms_inline++;
                 c->cnt.atoms_nowait++;
@@ -919,21 +925,6 @@ static void advance(struct sl_ctx *c, struct syslet *s)
             }
         }
         if (use_uring && has_op) {
-            if (m.op == IORING_OP_READ && !s->force_async && m.partial < 0) {
-                /* Single-step fast path: the 2007 kernel ran the call in the
-                 * caller until it would block; RWF_NOWAIT says exactly that. */
-                struct member peekm;
-                int alone = !m.next || (m.flags & F_STOP_MASK) || read_atom(m.next, &peekm) != 0 ||
-                            !uring_op(&peekm);
-                if (alone && try_nowait_read(&m, &r)) {
-                    trace_member(c, s, &m, "nowait");
-                    c->cnt.atoms_inline++;
-                    c->cnt.atoms_nowait++;
-                    if (complete_atom(c, s, &m, r))
-                        s->cur = 0;
-                    continue;
-                }
-            }
             if (io_uring_sq_space_left(&c->ring) == 0) {
                 c->cnt.enters++;
                 io_uring_submit(&c->ring);
