@@ -889,11 +889,11 @@ static void advance(struct sl_ctx *c, struct syslet *s)
         int use_uring = c->uring_exec && !(c->bounded && s->in_caller);
         int must_sync = c->sync_only ||
                         (s->in_caller && ((m.flags & F_SYNC) || (c->bounded && s->sync_all)));
-        if (is_refused(m.nr) || out_of_range(m.nr) || m.nr == NR_UMEM_ADD ||
-            never_blocks(m.nr, m.args) || c->sync_only || (must_sync && !(use_uring && uring_op(&m)))) {
+        int special = is_refused(m.nr) || out_of_range(m.nr) || m.nr == NR_UMEM_ADD;
+        int has_op = !special && uring_op(&m);
+        if (special || never_blocks(m.nr, m.args) || c->sync_only || (must_sync && !(use_uring && has_op))) {
             trace_member(c, s, &m, "inline");
-            if (s->in_caller && !never_blocks(m.nr, m.args) && !is_refused(m.nr) &&
-                !out_of_range(m.nr) && m.nr != NR_UMEM_ADD) {
+            if (s->in_caller && !special && !never_blocks(m.nr, m.args)) {
                 /* A call that may sleep, in the caller: not under the lock. */
                 pthread_mutex_unlock(&c->mu);
                 r = run_native(c, &m);
@@ -906,7 +906,6 @@ static void advance(struct sl_ctx *c, struct syslet *s)
                 s->cur = 0;
             continue;
         }
-        int has_op = uring_op(&m);
         if (has_op && m.op == IORING_OP_READ && !s->force_async && m.partial < 0) {
             /* The 2007 kernel ran the call in the caller until it would
              * block; RWF_NOWAIT says exactly that.  With io_uring, only for
