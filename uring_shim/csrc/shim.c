@@ -445,17 +445,25 @@ int us_pool_submit(struct us_pool *p, struct us_job **jobs, unsigned n)
     return (int)n;
 }
 
+/* Takes the oldest completed job off the done list (p->mu held), or NULL. */
+static struct us_job *pop_done_locked(struct us_pool *p)
+{
+    struct us_job *j = p->done_head;
+    if (j) {
+        p->done_head = j->link_;
+        if (!p->done_head) p->done_tail = NULL;
+        j->link_ = NULL;
+    }
+    return j;
+}
+
 unsigned us_pool_reap(struct us_pool *p, struct us_cqe *out, unsigned max)
 {
     unsigned k = 0;
     if (!__atomic_load_n(&p->ndone, __ATOMIC_ACQUIRE))
         return 0;       /* cheap check without the lock (a hint; callers poll) */
     pthread_mutex_lock(&p->mu);
-    while (k < max && p->done_head) {
-        struct us_job *j = p->done_head;
-        p->done_head = j->link_;
-        if (!p->done_head) p->done_tail = NULL;
-        j->link_ = NULL;
+    for (struct us_job *j; k < max && (j = pop_done_locked(p));) {
         out[k].user_data = j->user_data;
         out[k].res = clamp32(j->result);
         out[k].flags = 0;
@@ -507,11 +515,7 @@ unsigned us_pool_reap64(struct us_pool *p, uint64_t *uds, int64_t *res, unsigned
 {
     unsigned k = 0;
     pthread_mutex_lock(&p->mu);
-    while (k < max && p->done_head) {
-        struct us_job *j = p->done_head;
-        p->done_head = j->link_;
-        if (!p->done_head) p->done_tail = NULL;
-        j->link_ = NULL;
+    for (struct us_job *j; k < max && (j = pop_done_locked(p));) {
         uds[k] = j->user_data;
         res[k] = j->result;
         k++;
