@@ -74,7 +74,7 @@ def _after_fork_in_child():
     global _default, _default_lock
     _default_lock = _threading.Lock()
     if _default is not None:
-        _default._c = None      # the parent's engine: never touch it here
+        _default._c = _core.CLOSED  # the parent's engine: never touch it here
     _default = None
 
 

@@ -4,6 +4,7 @@ Only this module touches ``compat._engine``'s ``ffi``/``lib``.
 """
 import errno
 import os
+import sys
 import threading
 
 from . import _engine
@@ -42,11 +43,22 @@ def _after_fork_child():
 
 os.register_at_fork(after_in_child=_after_fork_child)
 _sl_exec = lib.sl_exec
+#: What a closed engine holds instead of its context: NULL, which the C calls
+#: answer with -EBADF (cffi takes no None for a pointer argument).
+CLOSED = ffi.cast("struct sl_ctx *", 0)
 
 
 def _oserror(neg, what):
     e = -neg
     return OSError(e, os.strerror(e), what)
+
+
+def _exec_error(neg, eng):
+    if neg == -errno.EBADF and eng._c is CLOSED:
+        return OSError(errno.EBADF, "engine is closed")
+    if neg == -errno.ECHILD:
+        return OSError(errno.ECHILD, "engine belongs to the parent process")
+    return _oserror(neg, "async_exec")
 
 
 def peek(addr, n):
@@ -104,17 +116,19 @@ class Engine:
         err = ffi.new("int *")
         c = lib.sl_ctx_new(1 if want == "io_uring" else 0, sq_entries, err)
         if c == ffi.NULL:
-            self._c = None      # so that __del__ has nothing to close
+            self._c = CLOSED    # so that __del__ has nothing to close
             raise _oserror(err[0], "sl_ctx_new")
-        self._c = c
+        # The C context is freed when the last reference to this cdata goes:
+        # every call holds one while it runs (its argument), so close() never
+        # frees it under a call of another thread, at no cost per call.
+        # sl_ctx_free is a no-op in a child after fork (the parent's context).
+        self._cancel = [1]
+        cancel = self._cancel
+        self._c = ffi.gc(c, lambda p: lib.sl_ctx_free(p, cancel[0]))
         self.backend = "io_uring" if lib.sl_ctx_backend(self._c) else "threadpool"
         self._pid = os.getpid()
         self._gen = _fork_gen
         self._lock = threading.Lock()
-        # Calls in progress (one entry each; list append/pop are atomic under
-        # the GIL): close() never frees the context under a running call.
-        self._inside = []
-        self._deferred = None
         if os.environ.get("SYSLET_COMPAT_TRACE") == "1":
             lib.sl_set_trace(self._c, 1)
 
@@ -128,19 +142,11 @@ class Engine:
 
     def exec(self, atom_addr):
         """Runs a syslet: the final atom's address, or 0 when it went async."""
-        inside = self._inside
-        inside.append(None)
-        try:
-            c = self._c                 # hot path: _cp() inlined
-            if c is None or self._gen != _fork_gen:
-                c = self._cp()
-            r = _sl_exec(c, atom_addr)
-        finally:
-            inside.pop()
-            if self._deferred is not None:
-                self._free_deferred()
+        # Hot path: one C call.  A closed engine passes NULL (-EBADF), the C
+        # side answers -ECHILD for a parent's context after fork.
+        r = _sl_exec(self._c, atom_addr)
         if r < 0:
-            raise _oserror(r, "async_exec")
+            raise _exec_error(r, self)
         return r
 
     def exec_batch(self, atom_addrs):
@@ -241,30 +247,15 @@ class Engine:
     # -- lifetime -----------------------------------------------------------
     def _cp(self):
         c = self._c
-        if c is None:
+        if c is CLOSED:
             raise OSError(errno.EBADF, "engine is closed")
         if self._gen != _fork_gen:
             raise OSError(errno.ECHILD, "engine belongs to the parent process")
         return c
 
     def _call(self, fn, *args):
-        """fn(context, *args), counted as a call in progress."""
-        inside = self._inside
-        inside.append(None)
-        try:
-            return fn(self._cp(), *args)
-        finally:
-            inside.pop()
-            if self._deferred is not None:
-                self._free_deferred()
-
-    def _free_deferred(self):
-        if self._inside:
-            return
-        with self._lock:
-            d, self._deferred = self._deferred, None
-        if d is not None:
-            lib.sl_ctx_free(*d)
+        """fn(context, *args); the argument keeps the context alive."""
+        return fn(self._cp(), *args)
 
     def close(self, cancel=True):
         """Stops the driver and pool (cancelling loops when ``cancel``), joins
@@ -273,23 +264,21 @@ class Engine:
         raises OSError(EBADF)); one that is still blocked then (an inline
         system call in its thread) frees the context when it returns."""
         with self._lock:
-            c, self._c = self._c, None
-        if c is None or self._pid != os.getpid():
+            c, self._c = self._c, CLOSED
+        if c is CLOSED:
             return
-        flag = 1 if cancel else 0
-        if self._inside:
+        if self._pid != os.getpid():
+            return              # a child: the destructor touches nothing
+        self._cancel[0] = 1 if cancel else 0
+        # References now: c, getrefcount's argument, and one per call running.
+        if sys.getrefcount(c) > 2:
             import time
             if cancel:
                 lib.sl_cancel_all(c)
             deadline = time.monotonic() + 2.0
-            while self._inside and time.monotonic() < deadline:
+            while sys.getrefcount(c) > 2 and time.monotonic() < deadline:
                 time.sleep(0.001)
-            if self._inside:
-                with self._lock:
-                    self._deferred = (c, flag)
-                self._free_deferred()       # in case the last one just left
-                return
-        lib.sl_ctx_free(c, flag)
+        del c                   # frees it now, or when the last call returns
 
     def __enter__(self):
         return self
@@ -298,7 +287,7 @@ class Engine:
         self.close()
 
     def __del__(self):
-        if getattr(self, "_c", None) is not None:
+        if getattr(self, "_c", CLOSED) is not CLOSED:
             import warnings
             warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self)
             self.close()

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -114,6 +115,9 @@ struct sl_ctx {
     uint64_t budget;
     int trace;
     struct sl_counters cnt;
+    /* Counted without the mutex by exec_fast (atomic adds): each hit is one
+     * synchronous syslet of one inline RWF_NOWAIT atom. */
+    uint64_t fast_hits, fast_faults;
     unsigned gen;               /* fork generation it was made in */
 };
 
@@ -358,6 +362,11 @@ struct outset {
 static unsigned outs_first_above(const struct outset *o, uint64_t x)
 {
     unsigned a = 0, b = o->n;
+    /* The common answers first: above everything, or below everything. */
+    if (!b || o->hi[b - 1] <= x)
+        return b;
+    if (o->hi[0] > x)
+        return 0;
     while (a < b) {
         unsigned mid = (a + b) / 2;
         if (o->hi[mid] > x)
@@ -373,7 +382,10 @@ static void outs_add(struct outset *o, uint64_t lo, uint64_t len)
     if (!len)
         return;
     uint64_t hi = lo + len < lo ? UINT64_MAX : lo + len;
-    unsigned i = outs_first_above(o, lo);           /* first that may touch */
+    /* First interval that overlaps or touches [lo, hi): touching ones merge
+     * too (ret cells of an array, consecutive buffers), so the set stays
+     * small and every search short. */
+    unsigned i = outs_first_above(o, lo ? lo - 1 : 0);
     unsigned j = i;
     while (j < o->n && o->lo[j] <= hi) {            /* absorb overlaps */
         if (o->lo[j] < lo) lo = o->lo[j];
@@ -629,7 +641,17 @@ static int try_nowait_read(struct member *m, int64_t *res)
         *res = r;       /* complete, or end of file */
         return 1;
     }
-    m->partial = r;     /* short: the rest (or EOF) is decided by io_uring */
+    /* Short.  Only a regular file or a block device would have gone on
+     * reading (the rest is not cached yet): io_uring or the pool finish it
+     * exactly (or find EOF).  A pipe, socket or tty returns what it had, as
+     * read() does: that short count is the result. */
+    struct stat st;
+    if (fstat((int)m->args[0], &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) ||
+        (S_ISREG(st.st_mode) && off >= 0 && off + r >= st.st_size)) {
+        *res = r;       /* (a pread64 that reached the end of the file: done) */
+        return 1;
+    }
+    m->partial = r;
     return 0;
 }
 
@@ -730,6 +752,7 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
     outs.n = 0;
     outs.allfree = !(first->flags & F_STOP_MASK);
     int allpread = first->nr == 17, grouped = 0;
+    uint64_t wpage = 0;             /* a page a ret cell was just written on */
     uint64_t seen[2 * SL_MAXSEG];   /* atom addresses in the segment */
     memset(seen, 0, sizeof seen);
     seen_add(seen, first->atom);
@@ -741,9 +764,14 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
         int lf = link_flag(prev);
         if (!lf || !prev->next || prev->partial >= 0)
             break;
-        /* An unwritable ret_ptr ends the syslet right there. */
-        if (prev->ret_ptr && g_probe_write(prev->ret_ptr))
-            break;
+        /* An unwritable ret_ptr ends the syslet right there.  (Once per
+         * page: ret cells are usually an array.) */
+        if (prev->ret_ptr && (prev->ret_ptr >> 12) != wpage) {
+            if (g_probe_write(prev->ret_ptr))
+                break;
+            if ((prev->ret_ptr & 4095) <= 4088)     /* the cell is inside the page */
+                wpage = prev->ret_ptr >> 12;
+        }
         uint64_t nx = prev->next;
         if (seen_has(seen, nx))
             break;      /* a back edge: the loop continues in a new segment */
@@ -768,7 +796,10 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
         /* Results are stored only when the whole segment is back: a data
          * buffer covering an earlier member's ret cell would be written
          * from (write) or overwritten (read) in the wrong order. */
-        if (m.transfer && m.args[2]) {
+        /* (Ret cells are part of outs: no hit there, no conflict here.) */
+        int buf_hit = m.transfer && m.args[2] &&
+                      outs_hit(&outs, (uint64_t)m.args[1], (uint64_t)m.args[2]);
+        if (buf_hit) {
             for (unsigned i = 0; i < n && !conflict; i++)
                 conflict = seg[i].ret_ptr &&
                            seg[i].ret_ptr < (uint64_t)m.args[1] + (uint64_t)m.args[2] &&
@@ -792,8 +823,7 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
          * not wait for an earlier write or close, and a member after the
          * group would wait for the last read only, so the segment ends there. */
         int parallel = SL_PARALLEL_READS && outs.allfree && allpread && m.nr == 17 &&
-                       !(m.flags & F_STOP_MASK) &&
-                       !outs_hit(&outs, (uint64_t)m.args[1], (uint64_t)m.args[2]) &&
+                       !(m.flags & F_STOP_MASK) && !buf_hit &&
                        !(m.ret_ptr && outs_hit(&outs, m.ret_ptr, 8));
         if (!parallel && grouped)
             break;
@@ -1352,7 +1382,7 @@ int sl_register(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, uint64_t m
         pthread_mutex_unlock(&c->mu);
         return -EBUSY;
     }
-    c->registered = 1;
+    __atomic_store_n(&c->registered, 1, __ATOMIC_RELAXED);
     c->ring_addr = ring;
     c->ring_bytes = ring_bytes;
     c->nslots = ring_bytes / 8;
@@ -1424,23 +1454,26 @@ int sl_unregister(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, int64_t 
             pthread_cond_timedwait(&c->cv, &c->mu, &t);
         }
     }
-    c->registered = 0;
+    __atomic_store_n(&c->registered, 0, __ATOMIC_RELAXED);
     c->ring_addr = c->ring_bytes = c->nslots = 0;
     pthread_mutex_unlock(&c->mu);
     return 0;
 }
 
-static struct syslet *start_syslet(struct sl_ctx *c, uint64_t atom, int64_t *err, uint8_t *sync_all)
+static struct syslet *start_syslet(struct sl_ctx *c, uint64_t atom, int64_t *err, uint8_t *sync_all,
+                                   const struct member *pre)
 {
     struct member first;
-    int rr;
-    if (!c->registered) {
+    int rr = 0;
+    if (pre) {          /* exec_fast read it and began it (a short read) */
+        first = *pre;
+    } else if (!c->registered) {
         *err = -EINVAL;
         return NULL;
     }
     /* The whole first atom must be readable, also when it goes async at
      * once: otherwise EFAULT and nothing runs. */
-    if ((rr = read_atom(atom, &first)) < 0) {
+    if (!pre && (rr = read_atom(atom, &first)) < 0) {
         c->cnt.faults++;
         *err = -EFAULT;
         return NULL;
@@ -1590,7 +1623,8 @@ static int64_t settle(struct sl_ctx *c, struct syslet *s)
     return 0;
 }
 
-int sl_exec_batch(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_t *results)
+static int exec_many(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_t *results,
+                     const struct member *pre)
 {
     struct syslet *ss_stack[64];
     uint8_t sync_stack[64] = {0};
@@ -1600,17 +1634,18 @@ int sl_exec_batch(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_t *
         if (n > 64) { free(ss); free(sync_all); }
         return -ENOMEM;
     }
-    sl_guard_check();       /* the handler may have been replaced since */
-    pthread_mutex_lock(&c->mu);
     if (FOREIGN(c)) {
-        pthread_mutex_unlock(&c->mu);
+        /* Before the mutex: a parent's thread may have held it at fork(). */
         if (n > 64) { free(ss); free(sync_all); }
         return -ECHILD;
     }
+    if (!pre)
+        sl_guard_check();   /* the handler may have been replaced since */
+    pthread_mutex_lock(&c->mu);
     for (unsigned i = 0; i < n; i++) {
         int64_t err;
         sync_all[i] = 0;
-        ss[i] = start_syslet(c, atoms[i], &err, &sync_all[i]);
+        ss[i] = start_syslet(c, atoms[i], &err, &sync_all[i], i == 0 ? pre : NULL);
         results[i] = err == 1 ? 0 : err;
     }
     drive_caller(c, ss, n, sync_all);
@@ -1623,11 +1658,51 @@ int sl_exec_batch(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_t *
     return 0;
 }
 
+int sl_exec_batch(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_t *results)
+{
+    if (!c)
+        return -EBADF;
+    return exec_many(c, atoms, n, results, NULL);
+}
+
+/* The hot case, without the mutex: a syslet of one read atom (no next, no
+ * SYNC/ASYNC/SKIP) that RWF_NOWAIT completes in the caller.  This is what
+ * advance() would do for that atom, step for step; anything else (EAGAIN,
+ * a fault, trace, budget, max_nr_threads 0) takes the general path.
+ * Returns 1 when it settled the call (*res = the atom), 0 to go the general
+ * way (nothing done), or -1 when a short read began it (*pre holds it). */
+static int exec_fast(struct sl_ctx *c, uint64_t atom, int64_t *res, struct member *pre)
+{
+    int64_t r;
+    if (!__atomic_load_n(&c->registered, __ATOMIC_RELAXED) || c->sync_only || c->budget ||
+        c->trace || FOREIGN(c))
+        return 0;
+    sl_guard_check();
+    if (read_atom(atom, pre) != 0)
+        return 0;
+    if (pre->next || (pre->flags & ~(uint64_t)(F_STOP_MASK | F_NO_COMPLETE)) ||
+        (pre->nr != 0 && pre->nr != 17) || !uring_op(pre))
+        return 0;
+    if (!try_nowait_read(pre, &r))
+        return pre->partial > 0 ? -1 : 0;
+    if (pre->ret_ptr && g_copy_out(pre->ret_ptr, &r, 8))
+        __atomic_add_fetch(&c->fast_faults, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&c->fast_hits, 1, __ATOMIC_RELAXED);
+    *res = (int64_t)atom;   /* it ends here: no next, and no skip */
+    return 1;
+}
+
 int64_t sl_exec(struct sl_ctx *c, uint64_t atom)
 {
     int64_t r;
-    sl_exec_batch(c, &atom, 1, &r);
-    return r;
+    struct member pre;
+    if (!c)
+        return -EBADF;
+    int f = exec_fast(c, atom, &r, &pre);
+    if (f > 0)
+        return r;
+    int e = exec_many(c, &atom, 1, &r, f < 0 ? &pre : NULL);
+    return e < 0 ? e : r;
 }
 
 static uint64_t ring_count_locked(struct sl_ctx *c)
@@ -1708,6 +1783,11 @@ void sl_get_counters(struct sl_ctx *c, struct sl_counters *out)
     pthread_mutex_lock(&c->mu);
     *out = c->cnt;
     pthread_mutex_unlock(&c->mu);
+    uint64_t hits = __atomic_load_n(&c->fast_hits, __ATOMIC_RELAXED);
+    out->syslets_sync += hits;
+    out->atoms_inline += hits;
+    out->atoms_nowait += hits;
+    out->faults += __atomic_load_n(&c->fast_faults, __ATOMIC_RELAXED);
 }
 
 void sl_set_trace(struct sl_ctx *c, int on) { c->trace = on; }

@@ -227,18 +227,26 @@ int g_read_atom(uint64_t addr, uint64_t *w, int64_t *args)
     volatile int stage = -1;
     if (!g_plausible(addr, 32))
         return -EFAULT;
+    int whole = g_plausible(addr, 80);  /* else each arg_ptr word is checked */
     GUARD_BEGIN(stage < 0 ? -EFAULT : 1);
-    memset(w, 0, 88);
-    memcpy(w, (const void *)(uintptr_t)addr, 32);
-    for (int k = 0; k < 6; k++) {
-        if (!g_plausible(addr + 32 + 8 * (uint64_t)k, 8)) {
+    const volatile uint64_t *a = (const volatile uint64_t *)(uintptr_t)addr;
+    w[0] = a[0];
+    w[1] = a[1];
+    w[2] = a[2];
+    w[3] = a[3];
+    int k = 0;
+    while (k < 6) {
+        if (!whole && !g_plausible(addr + 32 + 8 * (uint64_t)k, 8)) {
             GUARD_END();
             return -EFAULT;
         }
-        w[4 + k] = *(const volatile uint64_t *)(uintptr_t)(addr + 32 + 8 * (uint64_t)k);
-        if (!w[4 + k])
+        uint64_t cell = a[4 + k];
+        w[4 + k++] = cell;
+        if (!cell)
             break;
     }
+    for (int j = 4 + k; j < 11; j++)
+        w[j] = 0;
     int i = 0;
     for (; i < 6 && w[4 + i]; i++) {
         stage = i;

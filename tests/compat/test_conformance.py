@@ -35,6 +35,26 @@ def test_probe_raw_returns_the_atom_address(raw):
     assert raw.entries() == []
 
 
+def test_short_read_of_a_pipe_returns_what_is_there(ctx):
+    """read() of 10 bytes from a pipe holding 4 returns 4 at once: the
+    syslet is synchronous and the result is the short count (only a regular
+    file or block device would go on reading)."""
+    rp, wp = os.pipe()
+    try:
+        os.write(wp, b"abcd")
+        buf = ctx.buffer(10)
+        buf.write(b"\xee" * 10)
+        ch = ctx.chain()
+        rd = ch.read(rp, buf, 10, ret=ctx.var(SENTINEL))
+        assert ctx.exec(ch) is rd
+        assert rd.result == 4
+        assert buf.read() == b"abcd" + b"\xee" * 6
+        assert ctx.engine.ring_count() == 0
+    finally:
+        os.close(rp)
+        os.close(wp)
+
+
 # ---- 2. cached chain -------------------------------------------------------------------
 
 @pytest.mark.parametrize("n", [1, 2, 8, 16])

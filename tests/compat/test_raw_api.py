@@ -267,7 +267,7 @@ def test_reset_default_forgets_the_head(raw_api):
     compat.async_register(addr(ring.ahu()), 24)
     first = compat.default_engine()
     compat.reset_default()
-    assert first._c is None                     # closed
+    assert first._c is compat._core.CLOSED      # closed
     a = (syslet_uatom * 1)()
     set_atom(a[0], NR["getpid"])
     assert errno_of(compat.async_exec, addr(a[0])) == errno.EINVAL
