@@ -406,8 +406,12 @@ static void outs_add(struct outset *o, uint64_t lo, uint64_t len)
 }
 
 /* May a member of the set have written any byte of [lo, lo+len)? */
-static int outs_hit(const struct outset *o, uint64_t lo, uint64_t len)
+static inline __attribute__((always_inline)) int outs_hit(const struct outset *o, uint64_t lo,
+                                                          uint64_t len)
 {
+    /* Outside the set's span (the usual answer): no search. */
+    if (!o->n || lo >= o->hi[o->n - 1] || (lo < o->lo[0] && len <= o->lo[0] - lo))
+        return 0;
     unsigned i = outs_first_above(o, lo);
     return i < o->n && o->lo[i] < lo + len;
 }
@@ -623,6 +627,30 @@ static int64_t run_native(struct sl_ctx *c, struct member *m)
     return raw_syscall(m->nr, m->args);
 }
 
+/* preadv2 without libc's wrapper: it is a cancellation point there (two
+ * extra atomic operations per call), and this is the hottest call. */
+static inline ssize_t nowait_preadv(int fd, const struct iovec *iov, off_t off)
+{
+#if defined(__x86_64__)
+    long r;
+    register long r10 __asm__("r10") = (long)off;    /* pos_l */
+    register long r8 __asm__("r8") = 0;              /* pos_h */
+    register long r9 __asm__("r9") = RWF_NOWAIT;
+    __asm__ volatile("syscall"
+                     : "=a"(r)
+                     : "0"((long)SYS_preadv2), "D"((long)fd), "S"(iov), "d"(1L), "r"(r10), "r"(r8),
+                       "r"(r9)
+                     : "rcx", "r11", "memory");
+    if (r < 0 && r > -4096) {
+        errno = (int)-r;
+        return -1;
+    }
+    return r;
+#else
+    return preadv2(fd, iov, 1, off, RWF_NOWAIT);
+#endif
+}
+
 /* RWF_NOWAIT attempt for a read; returns 1 when it settled the atom. */
 static int try_nowait_read(struct member *m, int64_t *res)
 {
@@ -630,7 +658,7 @@ static int try_nowait_read(struct member *m, int64_t *res)
     off_t off = m->nr == 0 ? -1 : (off_t)m->args[3];
     if (m->args[2] == 0)
         return 0;
-    ssize_t r = preadv2((int)m->args[0], &iov, 1, off, RWF_NOWAIT);
+    ssize_t r = nowait_preadv((int)m->args[0], &iov, off);
     if (r < 0) {
         if (errno == EAGAIN || errno == EOPNOTSUPP || errno == EINVAL)
             return 0;
@@ -779,37 +807,37 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
          * (Checked before the values read now are trusted.) */
         if (outs_hit(&outs, nx, ATOM_SIZE))
             break;
-        struct member m;
-        if (read_atom(nx, &m) != 0)
+        struct member *mp = &seg[n];   /* read in place: no copy */
+        if (read_atom(nx, mp) != 0)
             break;          /* unreadable: the driver ends it exactly */
         int conflict = 0;
-        for (int k = 0; k < 6 && m.cells[k] && !conflict; k++)
-            conflict = outs_hit(&outs, m.cells[k], 8);
+        for (int k = 0; k < 6 && mp->cells[k] && !conflict; k++)
+            conflict = outs_hit(&outs, mp->cells[k], 8);
         if (conflict)
             break;
-        if ((m.flags & ~(uint64_t)F_ALL) || (m.flags & F_SYNC && s->in_caller))
+        if ((mp->flags & ~(uint64_t)F_ALL) || (mp->flags & F_SYNC && s->in_caller))
             break;
         if (c->budget && s->natoms + n >= c->budget)
             break;
-        if (is_refused(m.nr) || m.nr == NR_UMEM_ADD || !uring_op(&m))
+        if (is_refused(mp->nr) || mp->nr == NR_UMEM_ADD || !uring_op(mp))
             break;
         /* Results are stored only when the whole segment is back: a data
          * buffer covering an earlier member's ret cell would be written
          * from (write) or overwritten (read) in the wrong order. */
         /* (Ret cells are part of outs: no hit there, no conflict here.) */
-        int buf_hit = m.transfer && m.args[2] &&
-                      outs_hit(&outs, (uint64_t)m.args[1], (uint64_t)m.args[2]);
+        int buf_hit = mp->transfer && mp->args[2] &&
+                      outs_hit(&outs, (uint64_t)mp->args[1], (uint64_t)mp->args[2]);
         if (buf_hit) {
             for (unsigned i = 0; i < n && !conflict; i++)
                 conflict = seg[i].ret_ptr &&
-                           seg[i].ret_ptr < (uint64_t)m.args[1] + (uint64_t)m.args[2] &&
-                           (uint64_t)m.args[1] < seg[i].ret_ptr + 8;
+                           seg[i].ret_ptr < (uint64_t)mp->args[1] + (uint64_t)mp->args[2] &&
+                           (uint64_t)mp->args[1] < seg[i].ret_ptr + 8;
             if (conflict)
                 break;
         }
         /* Paths are copied at submission: an earlier member must not write them. */
-        if (m.op == IORING_OP_OPENAT) {
-            uint64_t p = m.nr == 2 ? (uint64_t)m.args[0] : (uint64_t)m.args[1];
+        if (mp->op == IORING_OP_OPENAT) {
+            uint64_t p = mp->nr == 2 ? (uint64_t)mp->args[0] : (uint64_t)mp->args[1];
             uint64_t plen = 0;
             g_strnlen(p, 4096, &plen);
             if (outs_hit(&outs, p, plen + 1))
@@ -822,19 +850,19 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
          * Only while every member is such a pread64: an unlinked one would
          * not wait for an earlier write or close, and a member after the
          * group would wait for the last read only, so the segment ends there. */
-        int parallel = SL_PARALLEL_READS && outs.allfree && allpread && m.nr == 17 &&
-                       !(m.flags & F_STOP_MASK) && !buf_hit &&
-                       !(m.ret_ptr && outs_hit(&outs, m.ret_ptr, 8));
+        int parallel = SL_PARALLEL_READS && outs.allfree && allpread && mp->nr == 17 &&
+                       !(mp->flags & F_STOP_MASK) && !buf_hit &&
+                       !(mp->ret_ptr && outs_hit(&outs, mp->ret_ptr, 8));
         if (!parallel && grouped)
             break;
         grouped |= parallel;
-        allpread &= m.nr == 17;
+        allpread &= mp->nr == 17;
         if (!parallel)
             prev->sqe_flags |= (uint8_t)lf;
-        if (m.flags & F_STOP_MASK)
+        if (mp->flags & F_STOP_MASK)
             outs.allfree = 0;
-        seg[n++] = m;
-        seen_add(seen, m.atom);
+        n++;
+        seen_add(seen, mp->atom);
         outs_member(&outs, &seg[n - 1]);
     }
     s->nseg = n;
