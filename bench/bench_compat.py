@@ -13,7 +13,9 @@ bytes, 4 KiB reads at random 4 KiB-aligned offsets):
           (bench/c/uring_read_loop.c, submit_and_wait(32) per batch).
   single  one single-atom syslet per async_exec (the atom's offset word is
           rewritten each time).  Target: >= 0.80 x an os.pread loop over
-          the same offsets.
+          the same offsets.  An info row measures the floor: the same loop
+          calling a cffi function that only issues the atom's
+          preadv2(RWF_NOWAIT) (an engine costing nothing).
   chains  batches of 32 open -> read -> close chains (4 KiB files, the fd
           flows through the open's ret cell) via Context.exec_many.
           Target: >= 1.30 x os.open/os.read/os.close from Python.
@@ -53,6 +55,8 @@ DEPTH = 32
 C_SRC = ROOT / "bench" / "c" / "uring_read_loop.c"
 BUILD = ROOT / "bench" / "_build"
 LIBURING_A = "/usr/lib/x86_64-linux-gnu/liburing.a"
+
+FLOOR = [None]       # build_floor()'s function, set in main()
 
 TARGETS = {          # workload -> minimum ratio (candidate / baseline throughput)
     "batch": 0.85,
@@ -98,6 +102,55 @@ def build_harness():
         if subprocess.run(cmd, capture_output=True).returncode:
             return {}
     return {"engine": exe}
+
+
+FLOOR_SRC = r"""
+#include <errno.h>
+#include <stdint.h>
+#include <sys/uio.h>
+/* A syslet engine with no cost at all: it reads one pread64 atom's argument
+ * words by plain pointer (no fault guard, no checks), issues the same
+ * preadv2(RWF_NOWAIT) the engine issues, stores the result, returns the
+ * atom.  What remains is the Python loop, one cffi call and the non-blocking
+ * read itself: the floor of "one single-atom syslet per exec". */
+int64_t floor_exec(uint64_t atom)
+{
+    const uint64_t *a = (const uint64_t *)(uintptr_t)atom;
+    const uint64_t *const *cell = (const uint64_t *const *)(a + 4);
+    struct iovec v = {(void *)(uintptr_t)*cell[1], (size_t)*cell[2]};
+    long r = preadv2((int)*cell[0], &v, 1, (off_t)*cell[3], RWF_NOWAIT);
+    *(int64_t *)(uintptr_t)a[2] = r < 0 ? -errno : r;
+    return (int64_t)atom;
+}
+"""
+
+
+def build_floor():
+    """The zero-cost engine above as a cffi module in bench/_build, or None."""
+    try:
+        import cffi
+        import importlib
+        BUILD.mkdir(parents=True, exist_ok=True)
+        fb = cffi.FFI()
+        fb.cdef("int64_t floor_exec(uint64_t atom);")
+        fb.set_source("_bench_floor", FLOOR_SRC)
+        fb.compile(tmpdir=str(BUILD), verbose=False)
+        sys.path.insert(0, str(BUILD))
+        return importlib.import_module("_bench_floor").lib.floor_exec
+    except Exception as e:          # analysis only
+        print(f"bench_compat: floor module not built ({type(e).__name__}: {e})", file=sys.stderr)
+        return None
+
+
+def floor_single_loop(floor_exec, ra, offsets):
+    """run_single's loop with floor_exec in place of Engine.exec."""
+    h, take = ra.tail, ra.ring.take
+    p = ra.offs + (ra.depth - 1)
+    for o in offsets:
+        p[0] = o
+        if not floor_exec(h):
+            take(1)
+    return 0 if ra.rets[ra.depth - 1] == BS else 1
 
 
 def make_file(path, size):
@@ -473,6 +526,14 @@ def bench_backend(backend, args, exe, harn, data, paths, rows, notes):
     print(f"  [{tag}] single vs os.pread ...", flush=True)
     rows.append((tag, "1 pread64 atom per exec", "os.pread loop, same offsets",
                  paired(runs, S, cand_single, base_pread_single), TARGETS["single"]))
+    floor_exec = FLOOR[0]
+    if floor_exec is not None:
+        def floor_single(j):
+            o = single_offs[j * ns:(j + 1) * ns]
+            return sample(lambda: add_bad(floor_single_loop(floor_exec, ra, o)), len(o))
+        print(f"  [{tag}] floor: zero-cost engine vs os.pread ...", flush=True)
+        rows.append((tag, "  floor: zero-cost engine, 1 cffi call", "os.pread loop, same offsets",
+                     paired(runs, S, floor_single, base_pread_single), None))
 
     # chains (builder layer, a Context of its own on the same backend)
     rps = max(1, args.chains // len(paths) // S)     # rounds per slice
@@ -626,6 +687,7 @@ def main(argv=None):
 
     exe = build_c()
     harn = build_harness() if args.breakdown else {}
+    FLOOR[0] = build_floor()
     tmp = tempfile.mkdtemp(prefix="bench-compat-", dir=args.dir)
     rows, notes = [], []
     bad = 0

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from compat import AT_FDCWD, SYSLET_STOP_ON_NEGATIVE, SYSLET_STOP_ON_NON_POSITIVE, Context
-from syslet_testlib import SENTINEL, run_chain
+from compat import AT_FDCWD, NR, SYSLET_STOP_ON_NEGATIVE, SYSLET_STOP_ON_NON_POSITIVE, Context
+from syslet_testlib import SENTINEL, Raw, addr, run_chain, set_atom
 
 
 def delta(before, after):
@@ -149,3 +149,41 @@ def test_short_read_with_stop_on_non_positive_is_not_an_overstop_when_it_stops(u
         assert results[0][0] == 2 and results[0][1] == [8, 2, 0, SENTINEL]
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("flags", [0, SYSLET_STOP_ON_NEGATIVE])
+def test_a_lone_cached_read_is_one_inline_nowait_call(engine_executor, rfd, datafile, flags):
+    """One pread64 atom (no next) on cached pages: settled in the caller by
+    one RWF_NOWAIT read (the exec fast path), counted as a synchronous
+    syslet with one inline atom, no segment and no io_uring_enter."""
+    data = datafile[1]
+    with Context(backend=engine_executor, ring_slots=8) as c:
+        buf = c.buffer(4096)
+        buf.write(b"\xee" * 4096)
+        ch = c.chain()
+        rd = ch.pread64(rfd, buf, 4096, 8192, ret=c.var(SENTINEL), flags=flags)
+        c0 = c.counters()
+        assert c.exec(ch) is rd
+        d = delta(c0, c.counters())
+        assert rd.result == 4096 and buf.read() == data[8192:12288]
+        assert d["syslets_sync"] == 1 and d["syslets_async"] == 0
+        assert d["atoms_nowait"] == 1 and d["atoms_inline"] == 1
+        assert d["segments"] == 0 and d["enters"] == 0 and d["atoms_pool"] == 0
+        assert c.engine.ring_count() == 0
+
+
+def test_a_lone_read_with_an_unwritable_ret_ptr_ends_there(engine_executor, rfd, datafile):
+    """The fast path stores through ret_ptr with the fault guard: the read
+    ran (the buffer is filled), the atom is final, one fault is counted."""
+    data = datafile[1]
+    with Raw(engine_executor) as r:
+        a = r.atoms(1)
+        buf = r.buf(4096)
+        cells = [r.cell(rfd), r.cell(addr(buf)), r.cell(4096), r.cell(4096)]
+        set_atom(a[0], NR["pread64"], cells, ret=8)     # NULL page + 8: unwritable
+        c0 = r.engine.counters()
+        assert r.exec(a[0]) == addr(a[0])
+        d = delta(c0, r.engine.counters())
+        assert d["faults"] == 1 and d["syslets_sync"] == 1
+        assert buf.raw[:4096] == data[4096:8192]
+        assert r.entries() == []
