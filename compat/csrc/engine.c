@@ -651,6 +651,18 @@ static inline ssize_t nowait_preadv(int fd, const struct iovec *iov, off_t off)
 #endif
 }
 
+/* A NOWAIT read of m returned r bytes, fewer than asked: is that the result?
+ * Only a regular file or a block device would have gone on reading (the
+ * rest is not cached yet): io_uring or the pool finish it exactly (or find
+ * EOF).  A pipe, socket or tty returns what it had, as read() does; so does
+ * a pread64 that reached the end of the file. */
+static int short_read_final(const struct member *m, off_t off, int64_t r)
+{
+    struct stat st;
+    return fstat((int)m->args[0], &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) ||
+           (S_ISREG(st.st_mode) && off >= 0 && off + r >= st.st_size);
+}
+
 /* RWF_NOWAIT attempt for a read; returns 1 when it settled the atom. */
 static int try_nowait_read(struct member *m, int64_t *res)
 {
@@ -669,14 +681,8 @@ static int try_nowait_read(struct member *m, int64_t *res)
         *res = r;       /* complete, or end of file */
         return 1;
     }
-    /* Short.  Only a regular file or a block device would have gone on
-     * reading (the rest is not cached yet): io_uring or the pool finish it
-     * exactly (or find EOF).  A pipe, socket or tty returns what it had, as
-     * read() does: that short count is the result. */
-    struct stat st;
-    if (fstat((int)m->args[0], &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) ||
-        (S_ISREG(st.st_mode) && off >= 0 && off + r >= st.st_size)) {
-        *res = r;       /* (a pread64 that reached the end of the file: done) */
+    if (short_read_final(m, off, r)) {
+        *res = r;
         return 1;
     }
     m->partial = r;
@@ -1701,19 +1707,47 @@ int sl_exec_batch(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_t *
  * way (nothing done), or -1 when a short read began it (*pre holds it). */
 static int exec_fast(struct sl_ctx *c, uint64_t atom, int64_t *res, struct member *pre)
 {
-    int64_t r;
     if (!__atomic_load_n(&c->registered, __ATOMIC_RELAXED) || c->sync_only || c->budget ||
         c->trace || FOREIGN(c))
         return 0;
     sl_guard_check();
-    if (read_atom(atom, pre) != 0)
+    uint64_t h[4], cells[4];
+    int64_t a[4];
+    if (g_read_atom4(atom, h, cells, a) != 0)
         return 0;
-    if (pre->next || (pre->flags & ~(uint64_t)(F_STOP_MASK | F_NO_COMPLETE)) ||
-        (pre->nr != 0 && pre->nr != 17) || !uring_op(pre))
+    if (h[3] || (h[0] & ~(uint64_t)(F_STOP_MASK | F_NO_COMPLETE)) || (h[1] != 0 && h[1] != 17))
         return 0;
-    if (!try_nowait_read(pre, &r))
-        return pre->partial > 0 ? -1 : 0;
-    if (pre->ret_ptr && g_copy_out(pre->ret_ptr, &r, 8))
+    /* uring_op()'s test for a read, and try_nowait_read()'s call. */
+    off_t off = h[1] == 0 ? -1 : (off_t)a[3];
+    if (a[2] == 0 || (uint64_t)a[2] > 0x7ffff000 || (h[1] == 17 && a[3] < 0) ||
+        !user_range(a[1], a[2]))
+        return 0;
+    struct iovec iov = {(void *)(uintptr_t)a[1], (size_t)a[2]};
+    int64_t r = nowait_preadv((int)a[0], &iov, off);
+    if (r < 0) {
+        if (errno == EAGAIN || errno == EOPNOTSUPP || errno == EINVAL)
+            return 0;
+        r = -(int64_t)errno;
+    } else if (r != 0 && r != a[2]) {
+        /* Short: the member read_atom() would have made, begun by r bytes
+         * (unless the short count is final: short_read_final()). */
+        unsigned na = h[1] == 0 ? 3 : 4;
+        pre->atom = atom;
+        pre->flags = h[0];
+        pre->nr = h[1];
+        pre->ret_ptr = h[2];
+        pre->next = 0;
+        for (unsigned k = 0; k < 6; k++) {
+            pre->args[k] = k < na ? a[k] : 0;
+            pre->cells[k] = k < na ? cells[k] : 0;
+        }
+        pre->done = pre->sqe_flags = 0;
+        uring_op(pre);
+        pre->partial = r;
+        if (!short_read_final(pre, off, r))
+            return -1;
+    }
+    if (h[2] && g_copy_out(h[2], &r, 8))
         __atomic_add_fetch(&c->fast_faults, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&c->fast_hits, 1, __ATOMIC_RELAXED);
     *res = (int64_t)atom;   /* it ends here: no next, and no skip */

@@ -264,3 +264,32 @@ int g_read_atom(uint64_t addr, uint64_t *w, int64_t *args)
         args[i] = 0;
     return 0;
 }
+
+/* The exec fast path's read of a read/pread64 atom: its four header words
+ * and its first three (read) or four (pread64, or anything else) argument
+ * cells and their values, in one guarded region.  0, or -EFAULT when any of
+ * it is unreadable or one of those cells is NULL: the general path then
+ * reads the atom again and decides. */
+int g_read_atom4(uint64_t addr, uint64_t *hdr, uint64_t *cells, int64_t *args)
+{
+    if (!g_plausible(addr, 64))
+        return -EFAULT;
+    GUARD_BEGIN(-EFAULT);
+    const volatile uint64_t *a = (const volatile uint64_t *)(uintptr_t)addr;
+    hdr[0] = a[0];
+    hdr[1] = a[1];
+    hdr[2] = a[2];
+    hdr[3] = a[3];
+    unsigned n = hdr[1] == 0 ? 3 : 4;
+    for (unsigned k = 0; k < n; k++) {
+        uint64_t p = a[4 + k];
+        if (!g_plausible(p, 8)) {
+            GUARD_END();
+            return -EFAULT;
+        }
+        cells[k] = p;
+        args[k] = *(const volatile int64_t *)(uintptr_t)p;
+    }
+    GUARD_END();
+    return 0;
+}

@@ -17,5 +17,6 @@ int g_cas_release(uint64_t addr, uint64_t expect, uint64_t val, int *swapped);
 int g_strnlen(uint64_t addr, uint64_t max, uint64_t *len);
 int g_probe_write(uint64_t addr);
 int g_read_atom(uint64_t addr, uint64_t *w, int64_t *args);
+int g_read_atom4(uint64_t addr, uint64_t *hdr, uint64_t *cells, int64_t *args);
 
 #endif
