@@ -53,14 +53,6 @@ def _oserror(neg, what):
     return OSError(e, os.strerror(e), what)
 
 
-def _exec_error(neg, eng):
-    if neg == -errno.EBADF and eng._c is CLOSED:
-        return OSError(errno.EBADF, "engine is closed")
-    if neg == -errno.ECHILD:
-        return OSError(errno.ECHILD, "engine belongs to the parent process")
-    return _oserror(neg, "async_exec")
-
-
 def peek(addr, n):
     """Copies ``n`` bytes of user memory at ``addr``; OSError(EFAULT) when unreadable."""
     buf = ffi.new("char[]", max(n, 1))
@@ -146,7 +138,8 @@ class Engine:
         # side answers -ECHILD for a parent's context after fork.
         r = _sl_exec(self._c, atom_addr)
         if r < 0:
-            raise _exec_error(r, self)
+            self._cp()          # closed, or the parent's: raises as every call does
+            raise _oserror(r, "async_exec")
         return r
 
     def exec_batch(self, atom_addrs):

@@ -199,6 +199,13 @@ static int user_range(int64_t addr, int64_t len)
     return (uint64_t)addr <= top && (uint64_t)len <= top - (uint64_t)addr;
 }
 
+/* Is a read/write (nr 0, 1) or pread64/pwrite64 (17, 18) with arguments a
+ * exactly an io_uring READ/WRITE (and an RWF_NOWAIT read)? */
+static inline int rw_exact(uint64_t nr, const int64_t *a)
+{
+    return (uint64_t)a[2] <= 0x7ffff000 && (nr < 17 || a[3] >= 0) && user_range(a[1], a[2]);
+}
+
 /* Does nr have an exact io_uring translation here?  Fills op/transfer. */
 static int uring_op(struct member *m)
 {
@@ -206,13 +213,13 @@ static int uring_op(struct member *m)
     m->transfer = 0;
     switch (m->nr) {
     case 0: case 1: /* read, write at the file position */
-        if ((uint64_t)a[2] > 0x7ffff000 || !user_range(a[1], a[2]))
+        if (!rw_exact(m->nr, a))
             return 0;
         m->op = m->nr == 0 ? IORING_OP_READ : IORING_OP_WRITE;
         m->transfer = 1;
         return 1;
     case 17: case 18: /* pread64, pwrite64 */
-        if ((uint64_t)a[2] > 0x7ffff000 || a[3] < 0 || !user_range(a[1], a[2]))
+        if (!rw_exact(m->nr, a))
             return 0;
         m->op = m->nr == 17 ? IORING_OP_READ : IORING_OP_WRITE;
         m->transfer = 1;
@@ -651,42 +658,45 @@ static inline ssize_t nowait_preadv(int fd, const struct iovec *iov, off_t off)
 #endif
 }
 
-/* A NOWAIT read of m returned r bytes, fewer than asked: is that the result?
- * Only a regular file or a block device would have gone on reading (the
- * rest is not cached yet): io_uring or the pool finish it exactly (or find
- * EOF).  A pipe, socket or tty returns what it had, as read() does; so does
- * a pread64 that reached the end of the file. */
-static int short_read_final(const struct member *m, off_t off, int64_t r)
+/* A NOWAIT read of fd returned r bytes, fewer than asked: is that the
+ * result?  Only a regular file or a block device would have gone on reading
+ * (the rest is not cached yet): io_uring or the pool finish it exactly (or
+ * find EOF).  A pipe, socket or tty returns what it had, as read() does; so
+ * does a pread64 (off >= 0) that reached the end of the file. */
+static int short_read_final(int fd, off_t off, int64_t r)
 {
     struct stat st;
-    return fstat((int)m->args[0], &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) ||
+    return fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) ||
            (S_ISREG(st.st_mode) && off >= 0 && off + r >= st.st_size);
 }
 
-/* RWF_NOWAIT attempt for a read; returns 1 when it settled the atom. */
-static int try_nowait_read(struct member *m, int64_t *res)
+/* RWF_NOWAIT attempt of a read (nr 0) or pread64 (17) with arguments a.
+ * Returns 1 when it settled the atom (*res), else 0; a short read that must
+ * go on sets *partial to the bytes it transferred. */
+static int nowait_read(uint64_t nr, const int64_t *a, int64_t *res, int64_t *partial)
 {
-    struct iovec iov = {(void *)(uintptr_t)m->args[1], (size_t)m->args[2]};
-    off_t off = m->nr == 0 ? -1 : (off_t)m->args[3];
-    if (m->args[2] == 0)
+    struct iovec iov = {(void *)(uintptr_t)a[1], (size_t)a[2]};
+    off_t off = nr == 0 ? -1 : (off_t)a[3];
+    if (a[2] == 0)
         return 0;
-    ssize_t r = nowait_preadv((int)m->args[0], &iov, off);
+    ssize_t r = nowait_preadv((int)a[0], &iov, off);
     if (r < 0) {
         if (errno == EAGAIN || errno == EOPNOTSUPP || errno == EINVAL)
             return 0;
         *res = -(int64_t)errno;
         return 1;
     }
-    if (r == 0 || (uint64_t)r == (uint64_t)m->args[2]) {
-        *res = r;       /* complete, or end of file */
+    if (r == 0 || (uint64_t)r == (uint64_t)a[2] || short_read_final((int)a[0], off, r)) {
+        *res = r;       /* complete, end of file, or all a pipe had */
         return 1;
     }
-    if (short_read_final(m, off, r)) {
-        *res = r;
-        return 1;
-    }
-    m->partial = r;
+    *partial = r;
     return 0;
+}
+
+static int try_nowait_read(struct member *m, int64_t *res)
+{
+    return nowait_read(m->nr, m->args, res, &m->partial);
 }
 
 /* Pool-only backend: run in place what io_uring itself completes inline,
@@ -1501,16 +1511,18 @@ static struct syslet *start_syslet(struct sl_ctx *c, uint64_t atom, int64_t *err
     int rr = 0;
     if (pre) {          /* exec_fast read it and began it (a short read) */
         first = *pre;
-    } else if (!c->registered) {
-        *err = -EINVAL;
-        return NULL;
-    }
-    /* The whole first atom must be readable, also when it goes async at
-     * once: otherwise EFAULT and nothing runs. */
-    if (!pre && (rr = read_atom(atom, &first)) < 0) {
-        c->cnt.faults++;
-        *err = -EFAULT;
-        return NULL;
+    } else {
+        if (!c->registered) {
+            *err = -EINVAL;
+            return NULL;
+        }
+        /* The whole first atom must be readable, also when it goes async at
+         * once: otherwise EFAULT and nothing runs. */
+        if ((rr = read_atom(atom, &first)) < 0) {
+            c->cnt.faults++;
+            *err = -EFAULT;
+            return NULL;
+        }
     }
     uint64_t flags = first.flags;
     *sync_all = (flags & F_SYNC) || c->sync_only;
@@ -1717,20 +1729,13 @@ static int exec_fast(struct sl_ctx *c, uint64_t atom, int64_t *res, struct membe
         return 0;
     if (h[3] || (h[0] & ~(uint64_t)(F_STOP_MASK | F_NO_COMPLETE)) || (h[1] != 0 && h[1] != 17))
         return 0;
-    /* uring_op()'s test for a read, and try_nowait_read()'s call. */
-    off_t off = h[1] == 0 ? -1 : (off_t)a[3];
-    if (a[2] == 0 || (uint64_t)a[2] > 0x7ffff000 || (h[1] == 17 && a[3] < 0) ||
-        !user_range(a[1], a[2]))
+    int64_t r, partial = -1;
+    if (!rw_exact(h[1], a))
         return 0;
-    struct iovec iov = {(void *)(uintptr_t)a[1], (size_t)a[2]};
-    int64_t r = nowait_preadv((int)a[0], &iov, off);
-    if (r < 0) {
-        if (errno == EAGAIN || errno == EOPNOTSUPP || errno == EINVAL)
-            return 0;
-        r = -(int64_t)errno;
-    } else if (r != 0 && r != a[2]) {
-        /* Short: the member read_atom() would have made, begun by r bytes
-         * (unless the short count is final: short_read_final()). */
+    if (!nowait_read(h[1], a, &r, &partial)) {
+        if (partial < 0)
+            return 0;       /* would block: nothing done */
+        /* Short: hand over the member read_atom() would have made, begun. */
         unsigned na = h[1] == 0 ? 3 : 4;
         pre->atom = atom;
         pre->flags = h[0];
@@ -1743,9 +1748,8 @@ static int exec_fast(struct sl_ctx *c, uint64_t atom, int64_t *res, struct membe
         }
         pre->done = pre->sqe_flags = 0;
         uring_op(pre);
-        pre->partial = r;
-        if (!short_read_final(pre, off, r))
-            return -1;
+        pre->partial = partial;
+        return -1;
     }
     if (h[2] && g_copy_out(h[2], &r, 8))
         __atomic_add_fetch(&c->fast_faults, 1, __ATOMIC_RELAXED);
