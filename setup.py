@@ -1,7 +1,7 @@
 import importlib.util
 import os
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -30,5 +30,12 @@ class build_ext_libsyslet(build_ext):
         return super().get_outputs() + [self._libsyslet_path()]
 
 
+# compat._exec: async_exec as a CPython builtin over the engine's
+# sl_exec_unlocking (compat/csrc/pyexec.c); the engine itself is in the cffi
+# module compat._engine, which hands over the function's address.
+EXEC_EXT = Extension("compat._exec", ["compat/csrc/pyexec.c"], include_dirs=["compat/csrc"],
+                     extra_compile_args=["-O2", "-Wall"])
+
 setup(cffi_modules=["uring_shim/_build.py:ffibuilder", "compat/_build.py:ffibuilder"],
+      ext_modules=[EXEC_EXT],
       cmdclass={"build_ext": build_ext_libsyslet})

@@ -16,7 +16,7 @@ import errno as _errno
 import os as _os
 import threading as _threading
 
-from . import _core
+from . import _core, _exec
 from ._abi import (AHU_SIZE, ATOM_SIZE, SYSLET_ASYNC, SYSLET_FLAGS_ALL, SYSLET_NO_COMPLETE,
                    SYSLET_SKIP_TO_NEXT_ON_STOP, SYSLET_STOP_MASK, SYSLET_STOP_ON_NEGATIVE,
                    SYSLET_STOP_ON_NON_POSITIVE, SYSLET_STOP_ON_NONZERO, SYSLET_STOP_ON_ZERO,
@@ -44,28 +44,36 @@ __all__ = [
 ]
 
 _default = None
+_default_backend = None
 _default_lock = _threading.Lock()
 
 
 def default_engine():
     """The process-wide default context used by the raw calls (created on
-    first use; a child after ``fork()`` gets a fresh one)."""
+    first use, on the backend last given to :func:`reset_default`, else
+    ``uring_shim.backend()``; a child after ``fork()`` gets a fresh one)."""
     global _default
     e = _default
     if e is None or e._gen != _core._fork_gen:     # no getpid() per call
         with _default_lock:
             if _default is None or _default._gen != _core._fork_gen:
-                _default = Engine()
+                _default = Engine(_default_backend)
+                _default.bind(_default_exec)
             e = _default
     return e
 
 
-def reset_default():
+def reset_default(backend=None):
     """Closes the default context (cancelling what runs) so the next raw call
-    starts a fresh one.  Mostly for tests."""
-    global _default
+    starts a fresh one, on ``backend``: ``'io_uring'``, ``'threadpool'`` or
+    ``None``/``'auto'`` (``uring_shim.backend()``).  Raises ValueError for
+    another name."""
+    global _default, _default_backend
+    if backend not in (None, "auto", "io_uring", "threadpool"):
+        raise ValueError(f"backend must be 'io_uring', 'threadpool' or 'auto', not {backend!r}")
     with _default_lock:
         e, _default = _default, None
+        _default_backend = backend
     if e is not None and e._pid == _os.getpid():
         e.close()
 
@@ -73,6 +81,7 @@ def reset_default():
 def _after_fork_in_child():
     global _default, _default_lock
     _default_lock = _threading.Lock()
+    _default_exec.detach()
     if _default is not None:
         _default._c = _core.CLOSED  # the parent's engine: never touch it here
     _default = None
@@ -90,13 +99,16 @@ def async_register(ahu_addr, size):
     return default_engine().register(ring, nbytes, maxthr)
 
 
-def async_exec(atom_addr):
-    """Runs the syslet whose first atom is at ``atom_addr``.  Returns the final
-    atom's address if it completed synchronously, 0 if it went async (its
-    final atom will appear in the ring).  Raises OSError: EINVAL (no head
-    registered, ASYNC and SYNC together, unknown flag bits), EFAULT
-    (unreadable first atom)."""
+def _async_exec_slow(atom_addr):
     return default_engine().exec(atom_addr)
+
+
+# async_exec is a builtin (compat/csrc/pyexec.c) bound to the default
+# context while it lives; before the first call, after reset_default() and
+# in a child after fork() it goes through default_engine().
+_default_exec = _exec.Binding(_core.SL_EXEC_UNLOCKING, _async_exec_slow)
+async_exec = _default_exec.function()
+async_exec.__module__ = __name__
 
 
 def async_wait(min_events):

@@ -7,7 +7,7 @@ import os
 import sys
 import threading
 
-from . import _engine
+from . import _engine, _exec
 from ._abi import AHU_SIZE
 
 ffi = _engine.ffi
@@ -43,6 +43,8 @@ def _after_fork_child():
 
 os.register_at_fork(after_in_child=_after_fork_child)
 _sl_exec = lib.sl_exec
+#: The engine's exec entry for compat._exec.Binding (async_exec as a builtin).
+SL_EXEC_UNLOCKING = int(ffi.cast("uintptr_t", ffi.addressof(lib, "sl_exec_unlocking")))
 #: What a closed engine holds instead of its context: NULL, which the C calls
 #: answer with -EBADF (cffi takes no None for a pointer argument).
 CLOSED = ffi.cast("struct sl_ctx *", 0)
@@ -121,6 +123,13 @@ class Engine:
         self._pid = os.getpid()
         self._gen = _fork_gen
         self._lock = threading.Lock()
+        # exec is a builtin (compat._exec) bound to this context: one C call
+        # that keeps the GIL unless the engine may block.  Every binding of
+        # the context holds a reference to it and is detached by close().
+        self._bindings = []
+        b = _exec.Binding(SL_EXEC_UNLOCKING)
+        self.bind(b)
+        self.exec = b.function()
         if os.environ.get("SYSLET_COMPAT_TRACE") == "1":
             lib.sl_set_trace(self._c, 1)
 
@@ -133,9 +142,13 @@ class Engine:
         return 0
 
     def exec(self, atom_addr):
-        """Runs a syslet: the final atom's address, or 0 when it went async."""
-        # Hot path: one C call.  A closed engine passes NULL (-EBADF), the C
-        # side answers -ECHILD for a parent's context after fork.
+        """Runs a syslet: the final atom's address, or 0 when it went async.
+        Raises OSError: EINVAL (no ring registered, ASYNC and SYNC together,
+        unknown flag bits), EFAULT (unreadable first atom), EBADF (closed),
+        ECHILD (the parent's engine after fork).
+
+        Each instance replaces this method by a builtin doing the same in C
+        (``compat._exec``); this body is what it does."""
         r = _sl_exec(self._c, atom_addr)
         if r < 0:
             self._cp()          # closed, or the parent's: raises as every call does
@@ -246,6 +259,13 @@ class Engine:
             raise OSError(errno.ECHILD, "engine belongs to the parent process")
         return c
 
+    def bind(self, binding):
+        """Attaches a ``compat._exec.Binding`` to this context until close()."""
+        with self._lock:
+            c = self._cp()
+            binding.attach(int(ffi.cast("uintptr_t", c)), c)
+            self._bindings.append(binding)
+
     def _call(self, fn, *args):
         """fn(context, *args); the argument keeps the context alive."""
         return fn(self._cp(), *args)
@@ -258,6 +278,9 @@ class Engine:
         system call in its thread) frees the context when it returns."""
         with self._lock:
             c, self._c = self._c, CLOSED
+            for b in getattr(self, "_bindings", ()):
+                b.detach()
+            self._bindings = []
         if c is CLOSED:
             return
         if self._pid != os.getpid():

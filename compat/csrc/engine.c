@@ -1758,7 +1758,7 @@ static int exec_fast(struct sl_ctx *c, uint64_t atom, int64_t *res, struct membe
     return 1;
 }
 
-int64_t sl_exec(struct sl_ctx *c, uint64_t atom)
+static inline int64_t exec_one(struct sl_ctx *c, uint64_t atom, const struct sl_unlock *u)
 {
     int64_t r;
     struct member pre;
@@ -1767,8 +1767,22 @@ int64_t sl_exec(struct sl_ctx *c, uint64_t atom)
     int f = exec_fast(c, atom, &r, &pre);
     if (f > 0)
         return r;
+    if (u)
+        u->leave(u->arg);
     int e = exec_many(c, &atom, 1, &r, f < 0 ? &pre : NULL);
+    if (u)
+        u->enter(u->arg);
     return e < 0 ? e : r;
+}
+
+int64_t sl_exec(struct sl_ctx *c, uint64_t atom)
+{
+    return exec_one(c, atom, NULL);
+}
+
+int64_t sl_exec_unlocking(struct sl_ctx *c, uint64_t atom, const struct sl_unlock *u)
+{
+    return exec_one(c, atom, u);
 }
 
 static uint64_t ring_count_locked(struct sl_ctx *c)

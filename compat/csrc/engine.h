@@ -40,6 +40,18 @@ int sl_register(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, uint64_t m
 int sl_unregister(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, int64_t timeout_ns);
 /* > 0: final atom (synchronous); 0: went async; < 0: -errno. */
 int64_t sl_exec(struct sl_ctx *c, uint64_t atom);
+/* sl_exec for a caller that holds a lock of its own while it calls (the
+ * Python entry compat._exec holds the GIL): the fast path (a lone read that
+ * RWF_NOWAIT settles) runs under it; before anything that may block or wait
+ * for the context's mutex the engine calls u->leave(u->arg), and
+ * u->enter(u->arg) after it. */
+struct sl_unlock {
+    void (*leave)(void *arg);
+    void (*enter)(void *arg);
+    void *arg;
+};
+int64_t sl_exec_unlocking(struct sl_ctx *c, uint64_t atom, const struct sl_unlock *u);
+typedef int64_t (*sl_exec_unlocking_fn)(struct sl_ctx *, uint64_t, const struct sl_unlock *);
 /* Runs n syslets with shared submissions; results[i] as sl_exec's. */
 int sl_exec_batch(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_t *results);
 /* 0 once min unconsumed entries are in the ring, -ETIME after timeout_ns

@@ -91,7 +91,6 @@ def raw_api(request):
     on each engine backend in turn (compat.reset_default() around it)."""
     if request.param == "io_uring":
         skip_unless_io_uring()
-    compat.reset_default()
-    compat._default = compat.Engine(request.param)
+    compat.reset_default(request.param)
     yield compat.default_engine()
     compat.reset_default()

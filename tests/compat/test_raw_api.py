@@ -274,6 +274,99 @@ def test_reset_default_forgets_the_head(raw_api):
     assert compat.default_engine() is not first
 
 
+def test_reset_default_picks_the_next_backend():
+    try:
+        compat.reset_default("threadpool")
+        assert compat.default_engine().backend == "threadpool"
+        with pytest.raises(ValueError):
+            compat.reset_default("uring")
+        assert compat.default_engine().backend == "threadpool"     # unchanged
+    finally:
+        compat.reset_default()
+
+
+def test_async_exec_takes_integers_only(raw_api):
+    """The builtin entry converts its argument as the cffi call did:
+    anything with __index__, no floats or strings, 0 <= addr < 2**64."""
+    ring = Ring(2)
+    compat.async_register(addr(ring.ahu()), 24)
+    a = (syslet_uatom * 1)()
+    ret = ctypes.c_long(0)
+    set_atom(a[0], NR["getpid"], ret=ret)
+
+    class Index:
+        def __index__(self):
+            return addr(a[0])
+    assert compat.async_exec(Index()) == addr(a[0]) and ret.value == os.getpid()
+    for bad, exc in (("1", TypeError), (1.0, TypeError), (None, TypeError),
+                     (-1, OverflowError), (1 << 64, OverflowError)):
+        with pytest.raises(exc):
+            compat.async_exec(bad)
+    assert errno_of(compat.async_exec, 8) == errno.EFAULT
+    compat.async_unregister(addr(ring.ahu()), 24)
+
+
+def test_a_blocking_async_exec_lets_other_python_threads_run(raw_api):
+    """The fast entry keeps the GIL only while nothing can block: a SYNC
+    read of an empty pipe waits with the GIL released, so a Python thread
+    can write what it reads.  (Were the GIL held, only the child process's
+    backstop write, 5 s later, would end the call.)"""
+    ring = Ring(2)
+    compat.async_register(addr(ring.ahu()), 24)
+    r, w = os.pipe()
+    backstop = os.fork()
+    if backstop == 0:                           # child: no Python threads, no GIL
+        try:
+            time.sleep(5)
+            os.write(w, b"ch")
+        finally:
+            os._exit(0)
+    try:
+        buf = ctypes.create_string_buffer(2)
+        ret = ctypes.c_long(SENTINEL)
+        a = (syslet_uatom * 1)()
+        args = (ctypes.c_long(r), ctypes.c_void_p(addr(buf)), ctypes.c_ulong(2))   # kept alive
+        set_atom(a[0], NR["read"], args, ret=ret, flags=compat.SYSLET_SYNC)
+        t = threading.Thread(target=lambda: (time.sleep(0.05), os.write(w, b"py")))
+        t.start()
+        assert compat.async_exec(addr(a[0])) == addr(a[0])
+        t.join()
+        assert ret.value == 2 and buf.raw == b"py"
+    finally:
+        os.kill(backstop, signal.SIGKILL)
+        os.waitpid(backstop, 0)
+        os.close(r)
+        os.close(w)
+    compat.async_unregister(addr(ring.ahu()), 24)
+
+
+def test_async_exec_of_a_closed_or_parents_engine(raw_api):
+    """Engine.exec is a builtin bound to its context: EBADF once closed
+    (also for a copy of the method taken before), ECHILD in a child."""
+    e = compat.Engine(raw_api.backend)
+    ring = Ring(2)
+    e.register(ring.addr, 16)
+    a = (syslet_uatom * 1)()
+    set_atom(a[0], NR["getpid"])
+    ex = e.exec
+    assert ex(addr(a[0])) == addr(a[0])
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            try:
+                ex(addr(a[0]))
+            except OSError as err:
+                code = 0 if err.errno == errno.ECHILD else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    e.close()
+    assert errno_of(ex, addr(a[0])) == errno.EBADF
+    assert errno_of(e.exec, addr(a[0])) == errno.EBADF
+
+
 def test_child_after_fork_gets_a_fresh_default_context(raw_api):
     ring = Ring(2)
     compat.async_register(addr(ring.ahu()), 24)
