@@ -784,9 +784,18 @@ static int add_job(struct sl_ctx *c, struct us_job *j)
     return 0;
 }
 
+/* Segments shorter than this look for a back edge by scanning their
+ * members; longer ones switch to the hash set (clearing it costs more than
+ * a short scan). */
+#define SEEN_SCAN 8
+
 /* Plans a linked segment starting with first (already read, K_URING) and
- * prepares its SQEs.  Returns the number of members. */
-static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *first)
+ * prepares its SQEs.  second, when not NULL, is first's successor as
+ * advance() read it just before (nothing ran in between): it is taken
+ * instead of reading that atom again, once the same checks allow it.
+ * Returns the number of members. */
+static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *first,
+                             const struct member *second)
 {
     struct member *seg = s->seg;
     unsigned n = 0;
@@ -797,9 +806,7 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
     outs.allfree = !(first->flags & F_STOP_MASK);
     int allpread = first->nr == 17, grouped = 0;
     uint64_t wpage = 0;             /* a page a ret cell was just written on */
-    uint64_t seen[2 * SL_MAXSEG];   /* atom addresses in the segment */
-    memset(seen, 0, sizeof seen);
-    seen_add(seen, first->atom);
+    uint64_t seen[2 * SL_MAXSEG];   /* atom addresses, once n reaches SEEN_SCAN */
     seg[n++] = *first;
     outs_member(&outs, first);
     /* Extend along next while every rule allows it. */
@@ -817,14 +824,28 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
                 wpage = prev->ret_ptr >> 12;
         }
         uint64_t nx = prev->next;
-        if (seen_has(seen, nx))
+        int back = 0;
+        if (n < SEEN_SCAN) {
+            for (unsigned i = 0; i < n && !back; i++)
+                back = seg[i].atom == nx;
+        } else {
+            if (n == SEEN_SCAN) {
+                memset(seen, 0, sizeof seen);
+                for (unsigned i = 0; i < n; i++)
+                    seen_add(seen, seg[i].atom);
+            }
+            back = seen_has(seen, nx);
+        }
+        if (back)
             break;      /* a back edge: the loop continues in a new segment */
         /* Would an earlier member write the next atom or its argument cells?
          * (Checked before the values read now are trusted.) */
         if (outs_hit(&outs, nx, ATOM_SIZE))
             break;
         struct member *mp = &seg[n];   /* read in place: no copy */
-        if (read_atom(nx, mp) != 0)
+        if (n == 1 && second && second->atom == nx)
+            *mp = *second;
+        else if (read_atom(nx, mp) != 0)
             break;          /* unreadable: the driver ends it exactly */
         int conflict = 0;
         for (int k = 0; k < 6 && mp->cells[k] && !conflict; k++)
@@ -878,7 +899,8 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
         if (mp->flags & F_STOP_MASK)
             outs.allfree = 0;
         n++;
-        seen_add(seen, mp->atom);
+        if (n > SEEN_SCAN)
+            seen_add(seen, mp->atom);
         outs_member(&outs, &seg[n - 1]);
     }
     s->nseg = n;
@@ -980,14 +1002,16 @@ static void advance(struct sl_ctx *c, struct syslet *s)
                 s->cur = 0;
             continue;
         }
+        struct member peekm;    /* m's successor, when read to decide */
+        int peeked = 0;
         if (has_op && m.op == IORING_OP_READ && !s->force_async && m.partial < 0) {
             /* The 2007 kernel ran the call in the caller until it would
              * block; RWF_NOWAIT says exactly that.  With io_uring, only for
              * a read that would be alone in its segment: a chain of reads
              * is cheaper as one submission. */
-            struct member peekm;
             int alone = !use_uring || !m.next || (m.flags & F_STOP_MASK) ||
                         read_atom(m.next, &peekm) != 0 || !uring_op(&peekm);
+            peeked = !alone;
             if (alone && try_nowait_read(&m, &r)) {
                 trace_member(c, s, &m, "nowait");
                 c->cnt.atoms_inline++;
@@ -1002,8 +1026,9 @@ static void advance(struct sl_ctx *c, struct syslet *s)
                 c->cnt.enters++;
                 io_uring_submit(&c->ring);
                 c->sqes_pending = 0;
+                peeked = 0;     /* what ran may have written the successor */
             }
-            plan_segment(c, s, &m);
+            plan_segment(c, s, &m, peeked ? &peekm : NULL);
             return;
         }
         if (!use_uring && !s->force_async && try_cached_native(&m, &r)) {

@@ -194,10 +194,9 @@ int g_strnlen(uint64_t addr, uint64_t max, uint64_t *len)
     if (!g_plausible(addr, 1))
         return -EFAULT;
     GUARD_BEGIN(-EFAULT);
-    const volatile char *s = (const volatile char *)(uintptr_t)addr;
-    uint64_t i = 0;
-    while (i < max && s[i])
-        i++;
+    /* libc's strnlen reads aligned blocks, which never reach a page the
+     * byte-by-byte scan would not touch: it faults exactly when that would. */
+    uint64_t i = strnlen((const char *)(uintptr_t)addr, max);
     GUARD_END();
     *len = i;
     return 0;
@@ -228,6 +227,8 @@ int g_read_atom(uint64_t addr, uint64_t *w, int64_t *args)
     if (!g_plausible(addr, 32))
         return -EFAULT;
     int whole = g_plausible(addr, 80);  /* else each arg_ptr word is checked */
+    memset(w + 4, 0, 7 * sizeof *w);    /* constant sizes: a few vector stores */
+    memset(args, 0, 6 * sizeof *args);
     GUARD_BEGIN(stage < 0 ? -EFAULT : 1);
     const volatile uint64_t *a = (const volatile uint64_t *)(uintptr_t)addr;
     w[0] = a[0];
@@ -245,8 +246,6 @@ int g_read_atom(uint64_t addr, uint64_t *w, int64_t *args)
         if (!cell)
             break;
     }
-    for (int j = 4 + k; j < 11; j++)
-        w[j] = 0;
     int i = 0;
     for (; i < 6 && w[4 + i]; i++) {
         stage = i;
@@ -260,8 +259,6 @@ int g_read_atom(uint64_t addr, uint64_t *w, int64_t *args)
         args[i] = (int64_t)v;
     }
     GUARD_END();
-    for (; i < 6; i++)
-        args[i] = 0;
     return 0;
 }
 
