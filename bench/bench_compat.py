@@ -494,6 +494,14 @@ def bench_backend(backend, args, exe, harn, data, paths, rows, notes):
     tag = backend if actual == backend else f"{backend}->{actual}"
     runs = args.runs
     bad = [0]
+    # The batch and chain targets are io_uring's (a C io_uring loop; shared
+    # submissions).  Without io_uring every atom is its own system call, so
+    # the pool-only backend's ceiling is a C preadv2 loop and the Python sync
+    # calls themselves: its rows are reported, not judged (docs/benchmarks.md).
+    uring = actual == "io_uring"
+    if not uring:
+        notes.append(f"[{tag}] batch and chain rows are (info): their targets need io_uring's "
+                     "shared submissions; the pool-only ceiling is one system call per atom")
 
     def add_bad(n):
         bad[0] += n
@@ -523,7 +531,7 @@ def bench_backend(backend, args, exe, harn, data, paths, rows, notes):
 
     print(f"  [{tag}] batch vs C io_uring QD32 ...", flush=True)
     rows.append((tag, "32 pread64 atoms by next, 1 async_exec", "C liburing QD32, submit_and_wait(32)",
-                 paired(runs, S, cand_batch, base_c), TARGETS["batch"]))
+                 paired(runs, S, cand_batch, base_c), TARGETS["batch"] if uring else None))
     print(f"  [{tag}] batch vs os.pread ...", flush=True)
     rows.append((tag, "  same", "os.pread loop, same offsets",
                  paired(runs, S, cand_batch, base_pread_batch), None))
@@ -554,7 +562,7 @@ def bench_backend(backend, args, exe, harn, data, paths, rows, notes):
 
         print(f"  [{tag}] chains vs os.open/read/close ...", flush=True)
         rows.append((tag, "32 open->read->close per Batch.run", "os.open/os.read/os.close",
-                     paired(runs, S, cand_chains, base_sync), TARGETS["chains"]))
+                     paired(runs, S, cand_chains, base_sync), TARGETS["chains"] if uring else None))
         add_bad(chs.check())
         ch_cnt = counters_delta(ctx.engine, lambda: chs.run(1))
         ch_batches = len(chs.groups)

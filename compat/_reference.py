@@ -102,6 +102,18 @@ class Reference:
                 out.append(-e.errno)
         return out
 
+    def batch_runner(self, atom_addrs):
+        """:meth:`exec_batch` over these syslets, shaped like
+        ``Engine.batch_runner``: the callable returns a reused cffi
+        ``int64_t[]`` of results."""
+        addrs = list(atom_addrs)
+        res = _core.ffi.new("int64_t[]", len(addrs))
+
+        def run_batch():
+            res[0:len(addrs)] = self.exec_batch(addrs)
+            return res
+        return run_batch
+
     def exec(self, atom_addr):
         if self._head is None:
             raise OSError(errno.EINVAL, "no head registered")

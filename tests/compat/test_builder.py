@@ -285,3 +285,55 @@ def test_runaway_loop_does_not_starve_the_context(engine_executor):
     assert a.result == -errno.ECANCELED
     time.sleep(0.02)
     assert spins.value == v             # stopped for good
+
+
+def test_a_batch_runs_the_same_chains_again_and_again(ctx, executor, rfd, datafile):
+    """Context.batch: per syslet its final atom, None when it went async, an
+    OSError when it was refused; edits between runs (argument cells, flags)
+    take effect; the list returned is the caller's own."""
+    data = datafile[1]
+    fdv = ctx.var(rfd)
+    chains, bufs = [], []
+    for i in range(4):
+        ch = ctx.chain()
+        buf = ctx.buffer(16)
+        ch.pread64(fdv, buf, 16, 16 * i, ret=True, flags=SYSLET_STOP_ON_NEGATIVE)
+        ch.getpid(ret=True)
+        chains.append(ch)
+        bufs.append(buf)
+    b = ctx.batch(chains)
+    assert len(b) == 4
+    tails = [ch.atoms[-1] for ch in chains]
+    for _ in range(3):
+        out = b.run()
+        assert len(out) == 4 and all(o is t for o, t in zip(out, tails))
+        assert [buf.read() for buf in bufs] == [data[16 * i:16 * i + 16] for i in range(4)]
+        assert [t.result for t in tails] == [os.getpid()] * 4
+        out[0] = "mine"                     # the caller's list: no effect on the next run
+    fdv.value = -1                          # every pread64 now fails and stops its syslet
+    heads = [ch.atoms[0] for ch in chains]
+    out = b.run()
+    assert all(o is h for o, h in zip(out, heads))
+    assert [h.result for h in heads] == [-errno.EBADF] * 4
+    heads[2].flags = SYSLET_ASYNC | SYSLET_SYNC   # refused: nothing of it runs
+    out = b.run()
+    assert isinstance(out[2], OSError) and out[2].errno == errno.EINVAL
+    assert [out[i] is heads[i] for i in (0, 1, 3)] == [True] * 3
+    heads[2].flags = SYSLET_STOP_ON_NEGATIVE
+    fdv.value = rfd
+    assert all(o is t for o, t in zip(b.run(), tails))
+    if executor != "reference":             # the reference interpreter never goes async
+        r, w = os.pipe()
+        try:
+            pv = ctx.var(r)
+            pch = ctx.chain()
+            pch.read(pv, ctx.buffer(4), 4, ret=True)
+            pb = ctx.batch([chains[0], pch])
+            out = pb.run()
+            assert out[0] is tails[0] and out[1] is None
+            os.write(w, b"late")
+            assert ctx.wait(1, timeout=5) == [pch.tail]
+        finally:
+            os.close(r)
+            os.close(w)
+    assert len(ctx.batch([])) == 0 and ctx.batch([]).run() == []
