@@ -1748,10 +1748,11 @@ static int exec_fast(struct sl_ctx *c, uint64_t atom, int64_t *res, struct membe
         c->trace || FOREIGN(c))
         return 0;
     sl_guard_check();
-    uint64_t h[4], cells[4];
-    int64_t a[4];
-    if (g_read_atom4(atom, h, cells, a) != 0)
+    uint64_t o[12];     /* header, cells, values */
+    if (g_read_atom4(atom, o) != 0)
         return 0;
+    const uint64_t *h = o, *cells = o + 4;
+    const int64_t *a = (const int64_t *)(o + 8);
     if (h[3] || (h[0] & ~(uint64_t)(F_STOP_MASK | F_NO_COMPLETE)) || (h[1] != 0 && h[1] != 17))
         return 0;
     int64_t r, partial = -1;
@@ -1776,7 +1777,7 @@ static int exec_fast(struct sl_ctx *c, uint64_t atom, int64_t *res, struct membe
         pre->partial = partial;
         return -1;
     }
-    if (h[2] && g_copy_out(h[2], &r, 8))
+    if (h[2] && g_store8(h[2], (uint64_t)r))
         __atomic_add_fetch(&c->fast_faults, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&c->fast_hits, 1, __ATOMIC_RELAXED);
     *res = (int64_t)atom;   /* it ends here: no next, and no skip */

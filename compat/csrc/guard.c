@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
+#include <ucontext.h>
 #include "engine.h"
 #include "guard.h"
 
@@ -45,8 +46,135 @@ static void pass_on(int sig, siginfo_t *si, void *uc, struct sigaction *old)
     signal(sig, SIG_DFL);
 }
 
+#if defined(__x86_64__)
+/* Fault-fixup accessors for the hottest path, as the kernel's exception
+ * tables do it: leaf functions in assembly whose user-memory instructions
+ * lie in known ranges.  A fault there makes on_fault move the instruction
+ * pointer to sl_fx_fail, which returns -EFAULT to the caller: no sigsetjmp,
+ * no thread-local state, and nothing written by the faulting instruction
+ * (x86 stores are all or nothing).  The only other memory they touch is the
+ * caller's output array.  Like g_plausible, they refuse pointers that
+ * can never be user memory before touching them (the vsyscall page, say,
+ * may be readable).  Hidden symbols: libsyslet and compat._engine each
+ * have their own, and each handler knows only its own.
+ *
+ * sl_fx_atom4(atom, o): o[0..3] = the atom's flags, nr, ret_ptr, next;
+ * o[4..7] = arg_ptr[0..3]; o[8..11] = the values they point to (the fourth
+ * only when nr != 0, i.e. not for read(2), which has three arguments: 0).
+ * Returns 0, -EFAULT, or 1 when an arg_ptr beyond those (arg_ptr[3] of a
+ * read, arg_ptr[4..5]) is not NULL: spec 2.2 reads it too, so the caller
+ * leaves such an atom to the general path. */
+__asm__(
+    ".text\n"
+    ".p2align 4\n"
+    ".globl sl_fx_atom4\n.hidden sl_fx_atom4\n.type sl_fx_atom4, @function\n"
+    "sl_fx_atom4:\n"                       /* rdi user atom, rsi o[12] */
+    "    movq 8(%rdi), %rcx\n"
+    /* Spec 2.2 reads every arg_ptr up to the first NULL: any beyond the
+     * call's own (arg_ptr[3] of read, arg_ptr[4..5]) -> the general path. */
+    "    movq 64(%rdi), %rax\n"
+    "    orq 72(%rdi), %rax\n"
+    "    testq %rcx, %rcx\n"
+    "    jnz 3f\n"
+    "    orq 56(%rdi), %rax\n"
+    "3:  testq %rax, %rax\n"
+    "    jnz sl_fx_decline\n"
+    "    movq 0(%rdi), %rax\n"
+    "    movq 16(%rdi), %rdx\n"
+    "    movq 24(%rdi), %r8\n"
+    "    movq 32(%rdi), %r9\n"
+    "    movq 40(%rdi), %r10\n"
+    "    movq 48(%rdi), %r11\n"
+    "    movq 56(%rdi), %rdi\n"
+    "    movq %rax, 0(%rsi)\n"
+    "    movq %rcx, 8(%rsi)\n"
+    "    movq %rdx, 16(%rsi)\n"
+    "    movq %r8, 24(%rsi)\n"
+    "    movq %r9, 32(%rsi)\n"
+    "    movq %r10, 40(%rsi)\n"
+    "    movq %r11, 48(%rsi)\n"
+    "    movq %rdi, 56(%rsi)\n"
+    /* g_plausible(p, 8) for each cell: p - 4096 <= 2^47 - 8 - 4096 */
+    "    movabsq $0x7fffffffeff8, %rax\n"
+    "    leaq -4096(%r9), %rdx\n"
+    "    cmpq %rax, %rdx\n"
+    "    ja sl_fx_fail\n"
+    "    leaq -4096(%r10), %rdx\n"
+    "    cmpq %rax, %rdx\n"
+    "    ja sl_fx_fail\n"
+    "    leaq -4096(%r11), %rdx\n"
+    "    cmpq %rax, %rdx\n"
+    "    ja sl_fx_fail\n"
+    "    movq (%r9), %r9\n"
+    "    movq (%r10), %r10\n"
+    "    movq (%r11), %r11\n"
+    "    movq %r9, 64(%rsi)\n"
+    "    movq %r10, 72(%rsi)\n"
+    "    movq %r11, 80(%rsi)\n"
+    "    testq %rcx, %rcx\n"
+    "    jz 1f\n"
+    "    leaq -4096(%rdi), %rdx\n"
+    "    cmpq %rax, %rdx\n"
+    "    ja sl_fx_fail\n"
+    "    movq (%rdi), %rax\n"
+    "    jmp 2f\n"
+    "1:  xorl %eax, %eax\n"
+    "2:  movq %rax, 88(%rsi)\n"
+    "    xorl %eax, %eax\n"
+    "    ret\n"
+    ".globl sl_fx_atom4_end\n.hidden sl_fx_atom4_end\n"
+    "sl_fx_atom4_end:\n"
+    ".size sl_fx_atom4, .-sl_fx_atom4\n"
+    ".p2align 4\n"
+    ".globl sl_fx_store8\n.hidden sl_fx_store8\n.type sl_fx_store8, @function\n"
+    "sl_fx_store8:\n"                      /* rdi user dst, rsi value */
+    "    movq %rsi, (%rdi)\n"
+    "    xorl %eax, %eax\n"
+    "    ret\n"
+    ".globl sl_fx_store8_end\n.hidden sl_fx_store8_end\n"
+    "sl_fx_store8_end:\n"
+    ".size sl_fx_store8, .-sl_fx_store8\n"
+    ".globl sl_fx_fail\n.hidden sl_fx_fail\n"
+    "sl_fx_fail:\n"
+    "    movl $-14, %eax\n"                /* -EFAULT */
+    "    ret\n"
+    "sl_fx_decline:\n"
+    "    movl $1, %eax\n"
+    "    ret\n");
+
+int sl_fx_atom4(uint64_t atom, uint64_t *o);
+int sl_fx_store8(uint64_t dst, uint64_t v);
+extern const char sl_fx_atom4_end[], sl_fx_store8_end[], sl_fx_fail[];
+
+static int in_code(uintptr_t at, const void *lo, const void *hi)
+{
+    return at >= (uintptr_t)lo && at < (uintptr_t)hi;
+}
+
+/* A fault inside one of the ranges: resume at sl_fx_fail. */
+static int fx_fixup(void *uc)
+{
+    greg_t *ip = &((ucontext_t *)uc)->uc_mcontext.gregs[REG_RIP];
+    uintptr_t at = (uintptr_t)*ip;
+    if (in_code(at, (const void *)sl_fx_atom4, sl_fx_atom4_end) ||
+        in_code(at, (const void *)sl_fx_store8, sl_fx_store8_end)) {
+        *ip = (greg_t)(uintptr_t)sl_fx_fail;
+        return 1;
+    }
+    return 0;
+}
+#else
+static int fx_fixup(void *uc)
+{
+    (void)uc;
+    return 0;
+}
+#endif
+
 static void on_fault(int sig, siginfo_t *si, void *uc)
 {
+    if (fx_fixup(uc))
+        return;
     if (sl_guard_on && sl_guard_jb) {
         GUARD_END();
         siglongjmp(*sl_guard_jb, 1);
@@ -262,31 +390,47 @@ int g_read_atom(uint64_t addr, uint64_t *w, int64_t *args)
     return 0;
 }
 
-/* The exec fast path's read of a read/pread64 atom: its four header words
- * and its first three (read) or four (pread64, or anything else) argument
- * cells and their values, in one guarded region.  0, or -EFAULT when any of
- * it is unreadable or one of those cells is NULL: the general path then
- * reads the atom again and decides. */
-int g_read_atom4(uint64_t addr, uint64_t *hdr, uint64_t *cells, int64_t *args)
+/* The exec fast path's read of a read/pread64 atom: its four header words,
+ * its first four argument cells and the values of the first three (read)
+ * or four (pread64, or anything else), in o[0..11].  0; -EFAULT when any of
+ * it is unreadable or one of those cells is NULL; 1 when a later arg_ptr
+ * (arg_ptr[3] of a read, arg_ptr[4..5]) is not NULL.  Not 0: the general
+ * path reads the atom again and decides. */
+int g_read_atom4(uint64_t addr, uint64_t *o)
 {
-    if (!g_plausible(addr, 64))
+    if (!g_plausible(addr, 80))
         return -EFAULT;
+#if defined(__x86_64__)
+    return sl_fx_atom4(addr, o);
+#else
     GUARD_BEGIN(-EFAULT);
     const volatile uint64_t *a = (const volatile uint64_t *)(uintptr_t)addr;
-    hdr[0] = a[0];
-    hdr[1] = a[1];
-    hdr[2] = a[2];
-    hdr[3] = a[3];
-    unsigned n = hdr[1] == 0 ? 3 : 4;
+    for (unsigned k = 0; k < 4; k++)
+        o[k] = a[k];
+    unsigned n = o[1] == 0 ? 3 : 4;
+    if (a[8] || a[9] || (n == 3 && a[7])) {
+        GUARD_END();
+        return 1;
+    }
     for (unsigned k = 0; k < n; k++) {
         uint64_t p = a[4 + k];
         if (!g_plausible(p, 8)) {
             GUARD_END();
             return -EFAULT;
         }
-        cells[k] = p;
-        args[k] = *(const volatile int64_t *)(uintptr_t)p;
+        o[4 + k] = p;
+        o[8 + k] = *(const volatile uint64_t *)(uintptr_t)p;
     }
     GUARD_END();
     return 0;
+#endif
+}
+
+int g_store8(uint64_t dst, uint64_t v)
+{
+#if defined(__x86_64__)
+    if ((dst & 7) == 0)     /* aligned: cannot straddle a page, fixup store */
+        return g_plausible(dst, 8) ? sl_fx_store8(dst, v) : -EFAULT;
+#endif
+    return g_copy_out(dst, &v, 8);
 }

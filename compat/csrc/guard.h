@@ -17,6 +17,10 @@ int g_cas_release(uint64_t addr, uint64_t expect, uint64_t val, int *swapped);
 int g_strnlen(uint64_t addr, uint64_t max, uint64_t *len);
 int g_probe_write(uint64_t addr);
 int g_read_atom(uint64_t addr, uint64_t *w, int64_t *args);
-int g_read_atom4(uint64_t addr, uint64_t *hdr, uint64_t *cells, int64_t *args);
+/* The exec fast path's read/pread64 atom: o[0..3] header, o[4..7] arg_ptr
+ * words, o[8..11] their values (three for read(2)).  0 or -EFAULT. */
+int g_read_atom4(uint64_t addr, uint64_t *o);
+/* One native word to user memory (fault-fixup store when aligned). */
+int g_store8(uint64_t dst, uint64_t v);
 
 #endif

@@ -2,12 +2,15 @@
 one linked segment and one io_uring_enter; a link severed by a short read
 that is not a syslet stop ("over-stop") resumes and ends exactly as the
 reference interpreter does."""
+import ctypes
+import errno
 import os
 
 import pytest
 
 from compat import AT_FDCWD, NR, SYSLET_STOP_ON_NEGATIVE, SYSLET_STOP_ON_NON_POSITIVE, Context
-from syslet_testlib import SENTINEL, Raw, addr, run_chain, set_atom
+from syslet_testlib import (PAGE, PROT_NONE, SENTINEL, Raw, addr, run_chain, set_atom,
+                            wild)
 
 
 def delta(before, after):
@@ -187,3 +190,95 @@ def test_a_lone_read_with_an_unwritable_ret_ptr_ends_there(engine_executor, rfd,
         assert d["faults"] == 1 and d["syslets_sync"] == 1
         assert buf.raw[:4096] == data[4096:8192]
         assert r.entries() == []
+
+
+# ---- the exec fast path's own memory accesses (fault fixups) -------------------------
+# A lone read atom is read and its result stored by the fast path's fault-fixup
+# accessors; whatever they meet, every executor must end the same way.
+
+FAST_WILD = ["NULL+8", "freed", "kernel_half", "vsyscall", "non_canonical"]
+
+
+@pytest.mark.parametrize("where", [0, 1, 2, 3])
+@pytest.mark.parametrize("kind", FAST_WILD)
+def test_a_lone_read_with_a_wild_argument_pointer(executor, pages, rfd, kind, where):
+    """arg_ptr[where] of a lone pread64 points nowhere: EFAULT through
+    ret_ptr, nothing read, the atom is final."""
+    with Raw(executor) as r:
+        a = r.atoms(1)
+        buf = r.buf(64)
+        ctypes.memset(buf, 0xAB, 64)
+        cells = [r.cell(rfd), r.cell(addr(buf)), r.cell(64), r.cell(0)]
+        cells[where] = wild(kind, pages)
+        ret = r.cell(SENTINEL)
+        set_atom(a[0], NR["pread64"], cells, ret=ret)
+        assert r.exec(a[0]) == addr(a[0])
+        assert ret.value == -errno.EFAULT
+        assert buf.raw == b"\xab" * 64
+        assert r.entries() == []
+
+
+@pytest.mark.parametrize("kind", FAST_WILD + ["read_only"])
+def test_a_lone_read_with_a_wild_ret_ptr(executor, pages, rfd, datafile, kind):
+    """The read runs, its result has nowhere to go: the atom is final and
+    a read-only ret page is left as it was."""
+    data = datafile[1]
+    ret = pages.read_only() if kind == "read_only" else wild(kind, pages)
+    with Raw(executor) as r:
+        a = r.atoms(1)
+        buf = r.buf(4096)
+        cells = [r.cell(rfd), r.cell(addr(buf)), r.cell(4096), r.cell(8192)]
+        set_atom(a[0], NR["pread64"], cells, ret=ret)
+        assert r.exec(a[0]) == addr(a[0])
+        assert buf.raw[:4096] == data[8192:12288]
+        if kind == "read_only":
+            assert ctypes.string_at(ret, PAGE) == b"\x11" * PAGE
+        assert r.entries() == []
+
+
+@pytest.mark.parametrize("kind", FAST_WILD + ["tail_unmapped"])
+def test_a_lone_read_atom_that_is_not_all_there(executor, pages, rfd, kind):
+    """The atom itself is wild, or its last words (from arg_ptr[3] on) lie
+    on an unmapped page: async_exec fails with EFAULT, nothing runs."""
+    with Raw(executor) as r:
+        buf = r.buf(64)
+        ctypes.memset(buf, 0xAB, 64)
+        if kind == "tail_unmapped":
+            p = pages.map(2)
+            pages.protect(p + PAGE, 1, PROT_NONE)
+            at = p + PAGE - 56                  # flags .. arg_ptr[2] mapped
+            cells = [r.cell(rfd), r.cell(addr(buf)), r.cell(64)]
+            words = [0, NR["read"], addr(r.cell(SENTINEL)), 0] + [addr(c) for c in cells]
+            for i, w in enumerate(words):
+                ctypes.c_uint64.from_address(at + 8 * i).value = w
+        else:
+            at = wild(kind, pages)
+        with pytest.raises(OSError) as ei:
+            r.engine.exec(at)
+        assert ei.value.errno == errno.EFAULT
+        assert buf.raw == b"\xab" * 64
+
+
+@pytest.mark.parametrize("nr,extra", [("read", 3), ("pread64", 4), ("pread64", 5)])
+@pytest.mark.parametrize("kind", ["freed", "kernel_half", "readable"])
+def test_a_lone_read_reads_every_argument_pointer(executor, pages, rfd, datafile, nr, extra, kind):
+    """Spec 2.2 reads arg_ptr[] up to the first NULL, also beyond the
+    call's own arguments: a wild one there is EFAULT (nothing read), a
+    readable one changes nothing."""
+    data = datafile[1]
+    with Raw(executor) as r:
+        a = r.atoms(1)
+        buf = r.buf(64)
+        ctypes.memset(buf, 0xAB, 64)
+        cells = [r.cell(rfd), r.cell(addr(buf)), r.cell(64), r.cell(128)][:3 if nr == "read" else 4]
+        cells += [r.cell(7)] * (extra - len(cells))
+        cells.append(r.cell(9) if kind == "readable" else wild(kind, pages))
+        ret = r.cell(SENTINEL)
+        set_atom(a[0], NR[nr], cells, ret=ret)
+        if nr == "read":
+            os.lseek(rfd, 128, os.SEEK_SET)
+        assert r.exec(a[0]) == addr(a[0])
+        if kind == "readable":
+            assert ret.value == 64 and buf.raw == data[128:192]
+        else:
+            assert ret.value == -errno.EFAULT and buf.raw == b"\xab" * 64
