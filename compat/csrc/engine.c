@@ -600,7 +600,7 @@ static int complete_atom(struct sl_ctx *c, struct syslet *s, const struct member
     s->natoms++;
     s->final = m->atom;
     s->final_flags = m->flags;
-    if (m->ret_ptr && g_copy_out(m->ret_ptr, &r, 8)) {
+    if (m->ret_ptr && g_store8(m->ret_ptr, (uint64_t)r)) {
         c->cnt.faults++;
         s->cur = 0;
         return 1;

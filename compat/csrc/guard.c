@@ -134,9 +134,61 @@ __asm__(
     ".globl sl_fx_store8_end\n.hidden sl_fx_store8_end\n"
     "sl_fx_store8_end:\n"
     ".size sl_fx_store8, .-sl_fx_store8\n"
+    /* sl_fx_head(w, atom): w[0..3] = the header; w[4..] = arg_ptr words up
+     * to the first NULL (not read beyond it); returns how many are not
+     * NULL.  w[4..9] must be zero on entry. */
+    ".p2align 4\n"
+    ".globl sl_fx_head\n.hidden sl_fx_head\n.type sl_fx_head, @function\n"
+    "sl_fx_head:\n"                        /* rdi w[10], rsi user atom */
+    "    movq 0(%rsi), %rax\n"
+    "    movq %rax, 0(%rdi)\n"
+    "    movq 8(%rsi), %rax\n"
+    "    movq %rax, 8(%rdi)\n"
+    "    movq 16(%rsi), %rax\n"
+    "    movq %rax, 16(%rdi)\n"
+    "    movq 24(%rsi), %rax\n"
+    "    movq %rax, 24(%rdi)\n"
+    "    xorl %ecx, %ecx\n"
+    "1:  movq 32(%rsi,%rcx,8), %rax\n"
+    "    testq %rax, %rax\n"
+    "    jz 2f\n"
+    "    movq %rax, 32(%rdi,%rcx,8)\n"
+    "    addl $1, %ecx\n"
+    "    cmpl $6, %ecx\n"
+    "    jb 1b\n"
+    "2:  movl %ecx, %eax\n"
+    "    ret\n"
+    ".globl sl_fx_head_end\n.hidden sl_fx_head_end\n"
+    "sl_fx_head_end:\n"
+    ".size sl_fx_head, .-sl_fx_head\n"
+    /* sl_fx_args(args, cells, n >= 1): args[i] = *cells[i]; 1 at the first
+     * cell that cannot be user memory or faults (args before it are set). */
+    ".p2align 4\n"
+    ".globl sl_fx_args\n.hidden sl_fx_args\n.type sl_fx_args, @function\n"
+    "sl_fx_args:\n"                        /* rdi args, rsi cells, edx n */
+    "    movabsq $0x7fffffffeff8, %r8\n"
+    "    xorl %ecx, %ecx\n"
+    "1:  movq (%rsi,%rcx,8), %rax\n"
+    "    leaq -4096(%rax), %r9\n"
+    "    cmpq %r8, %r9\n"
+    "    ja sl_fx_fail_arg\n"
+    "    movq (%rax), %rax\n"
+    "    movq %rax, (%rdi,%rcx,8)\n"
+    "    addl $1, %ecx\n"
+    "    cmpl %edx, %ecx\n"
+    "    jb 1b\n"
+    "    xorl %eax, %eax\n"
+    "    ret\n"
+    ".globl sl_fx_args_end\n.hidden sl_fx_args_end\n"
+    "sl_fx_args_end:\n"
+    ".size sl_fx_args, .-sl_fx_args\n"
     ".globl sl_fx_fail\n.hidden sl_fx_fail\n"
     "sl_fx_fail:\n"
     "    movl $-14, %eax\n"                /* -EFAULT */
+    "    ret\n"
+    ".globl sl_fx_fail_arg\n.hidden sl_fx_fail_arg\n"
+    "sl_fx_fail_arg:\n"
+    "    movl $1, %eax\n"
     "    ret\n"
     "sl_fx_decline:\n"
     "    movl $1, %eax\n"
@@ -144,7 +196,10 @@ __asm__(
 
 int sl_fx_atom4(uint64_t atom, uint64_t *o);
 int sl_fx_store8(uint64_t dst, uint64_t v);
-extern const char sl_fx_atom4_end[], sl_fx_store8_end[], sl_fx_fail[];
+int sl_fx_head(uint64_t *w, uint64_t atom);
+int sl_fx_args(int64_t *args, const uint64_t *cells, unsigned n);
+extern const char sl_fx_atom4_end[], sl_fx_store8_end[], sl_fx_head_end[], sl_fx_args_end[],
+    sl_fx_fail[], sl_fx_fail_arg[];
 
 static int in_code(uintptr_t at, const void *lo, const void *hi)
 {
@@ -157,8 +212,13 @@ static int fx_fixup(void *uc)
     greg_t *ip = &((ucontext_t *)uc)->uc_mcontext.gregs[REG_RIP];
     uintptr_t at = (uintptr_t)*ip;
     if (in_code(at, (const void *)sl_fx_atom4, sl_fx_atom4_end) ||
-        in_code(at, (const void *)sl_fx_store8, sl_fx_store8_end)) {
+        in_code(at, (const void *)sl_fx_store8, sl_fx_store8_end) ||
+        in_code(at, (const void *)sl_fx_head, sl_fx_head_end)) {
         *ip = (greg_t)(uintptr_t)sl_fx_fail;
+        return 1;
+    }
+    if (in_code(at, (const void *)sl_fx_args, sl_fx_args_end)) {
+        *ip = (greg_t)(uintptr_t)sl_fx_fail_arg;
         return 1;
     }
     return 0;
@@ -343,20 +403,12 @@ int g_probe_write(uint64_t addr)
     return g_add(addr, 0, &v);
 }
 
-/* Reads an atom and the words its arg_ptr cells point to, up to the first
- * NULL, in one guarded region.  Only the header and arg_ptr[] up to its
- * first NULL belong to the atom: tightly packed atoms end there (spec 4.1)
- * and private is never read, so w[] past them is zero-filled.  Returns
- * -EFAULT when the atom is unreadable, 1 when an argument cell is (args[]
- * then holds the values read before it), 0 otherwise. */
-int g_read_atom(uint64_t addr, uint64_t *w, int64_t *args)
+/* g_read_atom's guarded-region form: atoms within 80 bytes of the top of
+ * user space, and other architectures. */
+static __attribute__((noinline)) int g_read_atom_guarded(uint64_t addr, uint64_t *w,
+                                                         int64_t *args, int whole)
 {
     volatile int stage = -1;
-    if (!g_plausible(addr, 32))
-        return -EFAULT;
-    int whole = g_plausible(addr, 80);  /* else each arg_ptr word is checked */
-    memset(w + 4, 0, 7 * sizeof *w);    /* constant sizes: a few vector stores */
-    memset(args, 0, 6 * sizeof *args);
     GUARD_BEGIN(stage < 0 ? -EFAULT : 1);
     const volatile uint64_t *a = (const volatile uint64_t *)(uintptr_t)addr;
     w[0] = a[0];
@@ -388,6 +440,31 @@ int g_read_atom(uint64_t addr, uint64_t *w, int64_t *args)
     }
     GUARD_END();
     return 0;
+}
+
+/* Reads an atom and the words its arg_ptr cells point to, up to the first
+ * NULL (fault-fixup readers on x86_64, else one guarded region).  Only the
+ * header and arg_ptr[] up to its first NULL belong to the atom: tightly
+ * packed atoms end there (spec 4.1) and private is never read, so w[] past
+ * them is zero-filled.  Returns -EFAULT when the atom is unreadable, 1 when
+ * an argument cell is (args[] then holds the values read before it), 0
+ * otherwise. */
+int g_read_atom(uint64_t addr, uint64_t *w, int64_t *args)
+{
+    if (!g_plausible(addr, 32))
+        return -EFAULT;
+    int whole = g_plausible(addr, 80);  /* else each arg_ptr word is checked */
+    memset(w + 4, 0, 7 * sizeof *w);    /* constant sizes: a few vector stores */
+    memset(args, 0, 6 * sizeof *args);
+#if defined(__x86_64__)
+    if (whole) {                        /* the fault-fixup readers */
+        int n = sl_fx_head(w, addr);
+        if (n <= 0)
+            return n;                   /* -EFAULT, or no arguments */
+        return sl_fx_args(args, w + 4, (unsigned)n);
+    }
+#endif
+    return g_read_atom_guarded(addr, w, args, whole);
 }
 
 /* The exec fast path's read of a read/pread64 atom: its four header words,

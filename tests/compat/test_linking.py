@@ -282,3 +282,21 @@ def test_a_lone_read_reads_every_argument_pointer(executor, pages, rfd, datafile
             assert ret.value == 64 and buf.raw == data[128:192]
         else:
             assert ret.value == -errno.EFAULT and buf.raw == b"\xab" * 64
+
+
+@pytest.mark.parametrize("ncells", [0, 1, 2])
+def test_an_atom_ends_at_its_first_null_arg_ptr(executor, pages, ncells):
+    """Spec 4.1: an atom's words end at its first NULL arg_ptr. Placed so
+    that exactly that word is the last mapped one, it runs; the next page
+    is never touched."""
+    with Raw(executor) as r:
+        p = pages.map(2)
+        pages.protect(p + PAGE, 1, PROT_NONE)
+        at = p + PAGE - 8 * (5 + ncells)       # header, ncells cells, the NULL
+        ret = r.cell(SENTINEL)
+        cells = [r.cell(0), r.cell(0)][:ncells]
+        words = [0, NR["getpid"], addr(ret), 0] + [addr(c) for c in cells] + [0]
+        for i, w in enumerate(words):
+            ctypes.c_uint64.from_address(at + 8 * i).value = w
+        assert r.engine.exec(at) == at
+        assert ret.value == os.getpid()
