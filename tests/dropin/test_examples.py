@@ -146,6 +146,10 @@ def test_randread_rate_line(builder, pattern_file, backend):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert len(lines) == 2 and lines[1].startswith("reads/s: ") and float(lines[1][9:]) > 0
+    r = run(exe, "--ios", "1000", "--cpu-rate", pattern_file, backend=backend, preload=True)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 3 and lines[2].startswith("cpu reads/s: ") and float(lines[2][13:]) > 0
 
 
 def test_randread_without_library_is_enosys(builder, pattern_file, backend):
