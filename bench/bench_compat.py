@@ -144,17 +144,6 @@ def build_floor():
         return None
 
 
-def floor_single_loop(floor_exec, ra, offsets):
-    """run_single's loop with floor_exec in place of Engine.exec."""
-    h, take = ra.tail, ra.ring.take
-    p = ra.offs + (ra.depth - 1)
-    for o in offsets:
-        p[0] = o
-        if not floor_exec(h):
-            take(1)
-    return 0 if ra.rets[ra.depth - 1] == BS else 1
-
-
 def make_file(path, size):
     with open(path, "wb") as f:
         left = size
@@ -544,7 +533,7 @@ def bench_backend(backend, args, exe, harn, data, paths, rows, notes):
     if floor_exec is not None:
         def floor_single(j):
             o = single_offs[j * ns:(j + 1) * ns]
-            return sample(lambda: add_bad(floor_single_loop(floor_exec, ra, o)), len(o))
+            return sample(lambda: add_bad(ra.run_single(o, floor_exec)), len(o))
         print(f"  [{tag}] no-engine cffi call vs os.pread ...", flush=True)
         rows.append((tag, "  no engine, 1 cffi NOWAIT call", "os.pread loop, same offsets",
                      paired(runs, S, floor_single, base_pread_single), None))

@@ -224,7 +224,7 @@ class Batch:
     def run(self):
         """Runs every syslet once; see the class docstring."""
         res = self._run()
-        raw = bytes(_core.ffi.buffer(res)) if self._n else b""
+        raw = bytes(_core.ffi.buffer(res))
         last_raw, last_out = self._last
         if raw == last_raw:     # the same final atoms as last time (the usual case)
             return list(last_out)

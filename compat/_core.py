@@ -106,6 +106,7 @@ class Engine:
     """
 
     def __init__(self, backend=None, sq_entries=256):
+        self._bindings = []     # compat._exec bindings of the context, detached by close()
         want = _resolve_backend(backend)
         err = ffi.new("int *")
         c = lib.sl_ctx_new(1 if want == "io_uring" else 0, sq_entries, err)
@@ -125,8 +126,7 @@ class Engine:
         self._lock = threading.Lock()
         # exec is a builtin (compat._exec) bound to this context: one C call
         # that keeps the GIL unless the engine may block.  Every binding of
-        # the context holds a reference to it and is detached by close().
-        self._bindings = []
+        # the context holds a reference to it.
         b = _exec.Binding(SL_EXEC_UNLOCKING)
         self.bind(b)
         self.exec = b.function()
@@ -278,7 +278,7 @@ class Engine:
         system call in its thread) frees the context when it returns."""
         with self._lock:
             c, self._c = self._c, CLOSED
-            for b in getattr(self, "_bindings", ()):
+            for b in self._bindings:
                 b.detach()
             self._bindings = []
         if c is CLOSED:

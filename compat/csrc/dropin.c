@@ -45,6 +45,7 @@
 
 #include "engine.h"
 #include "guard.h"
+#include "rawsys.h"
 #include "syslet.h"
 
 #define SYSLET_EXPORT __attribute__((visibility("default")))
@@ -59,19 +60,7 @@ typedef long (*syscall_fn)(long, ...);
 static long raw_syscall6(long nr, long a0, long a1, long a2, long a3, long a4, long a5)
 {
 #if defined(__x86_64__)
-    long ret;
-    register long r10 __asm__("r10") = a3;
-    register long r8 __asm__("r8") = a4;
-    register long r9 __asm__("r9") = a5;
-    __asm__ volatile("syscall"
-                     : "=a"(ret)
-                     : "a"(nr), "D"(a0), "S"(a1), "d"(a2), "r"(r10), "r"(r8), "r"(r9)
-                     : "rcx", "r11", "memory");
-    if (ret < 0 && ret > -4096) {
-        errno = (int)-ret;
-        return -1;
-    }
-    return ret;
+    return sl_sys6_errno(nr, a0, a1, a2, a3, a4, a5);
 #else
     (void)nr; (void)a0; (void)a1; (void)a2; (void)a3; (void)a4; (void)a5;
     errno = ENOSYS;

@@ -23,6 +23,7 @@
 #include "shim.h"
 #include "engine.h"
 #include "guard.h"
+#include "rawsys.h"
 
 /* ---- ABI v1 ------------------------------------------------------------ */
 #define ATOM_SIZE 88
@@ -639,20 +640,8 @@ static int64_t run_native(struct sl_ctx *c, struct member *m)
 static inline ssize_t nowait_preadv(int fd, const struct iovec *iov, off_t off)
 {
 #if defined(__x86_64__)
-    long r;
-    register long r10 __asm__("r10") = (long)off;    /* pos_l */
-    register long r8 __asm__("r8") = 0;              /* pos_h */
-    register long r9 __asm__("r9") = RWF_NOWAIT;
-    __asm__ volatile("syscall"
-                     : "=a"(r)
-                     : "0"((long)SYS_preadv2), "D"((long)fd), "S"(iov), "d"(1L), "r"(r10), "r"(r8),
-                       "r"(r9)
-                     : "rcx", "r11", "memory");
-    if (r < 0 && r > -4096) {
-        errno = (int)-r;
-        return -1;
-    }
-    return r;
+    /* pos_l, pos_h (0: the offset is 64 bits), flags */
+    return sl_sys6_errno(SYS_preadv2, fd, (long)iov, 1, (long)off, 0, RWF_NOWAIT);
 #else
     return preadv2(fd, iov, 1, off, RWF_NOWAIT);
 #endif

@@ -78,7 +78,7 @@ __asm__(
     "    jnz 3f\n"
     "    orq 56(%rdi), %rax\n"
     "3:  testq %rax, %rax\n"
-    "    jnz sl_fx_decline\n"
+    "    jnz sl_fx_one\n"
     "    movq 0(%rdi), %rax\n"
     "    movq 16(%rdi), %rdx\n"
     "    movq 24(%rdi), %r8\n"
@@ -171,7 +171,7 @@ __asm__(
     "1:  movq (%rsi,%rcx,8), %rax\n"
     "    leaq -4096(%rax), %r9\n"
     "    cmpq %r8, %r9\n"
-    "    ja sl_fx_fail_arg\n"
+    "    ja sl_fx_one\n"
     "    movq (%rax), %rax\n"
     "    movq %rax, (%rdi,%rcx,8)\n"
     "    addl $1, %ecx\n"
@@ -186,11 +186,8 @@ __asm__(
     "sl_fx_fail:\n"
     "    movl $-14, %eax\n"                /* -EFAULT */
     "    ret\n"
-    ".globl sl_fx_fail_arg\n.hidden sl_fx_fail_arg\n"
-    "sl_fx_fail_arg:\n"
-    "    movl $1, %eax\n"
-    "    ret\n"
-    "sl_fx_decline:\n"
+    ".globl sl_fx_one\n.hidden sl_fx_one\n"
+    "sl_fx_one:\n"                         /* an argument word failed; or decline */
     "    movl $1, %eax\n"
     "    ret\n");
 
@@ -199,7 +196,7 @@ int sl_fx_store8(uint64_t dst, uint64_t v);
 int sl_fx_head(uint64_t *w, uint64_t atom);
 int sl_fx_args(int64_t *args, const uint64_t *cells, unsigned n);
 extern const char sl_fx_atom4_end[], sl_fx_store8_end[], sl_fx_head_end[], sl_fx_args_end[],
-    sl_fx_fail[], sl_fx_fail_arg[];
+    sl_fx_fail[], sl_fx_one[];
 
 static int in_code(uintptr_t at, const void *lo, const void *hi)
 {
@@ -218,7 +215,7 @@ static int fx_fixup(void *uc)
         return 1;
     }
     if (in_code(at, (const void *)sl_fx_args, sl_fx_args_end)) {
-        *ip = (greg_t)(uintptr_t)sl_fx_fail_arg;
+        *ip = (greg_t)(uintptr_t)sl_fx_one;
         return 1;
     }
     return 0;

@@ -114,9 +114,10 @@ static int binding_init(Binding *b, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_TypeError, "fallback must be callable or None");
         return -1;
     }
+    PyObject *fb = fallback == Py_None ? NULL : fallback;
     b->fn = (sl_exec_unlocking_fn)(uintptr_t)fn;
-    Py_XINCREF(fallback == Py_None ? NULL : fallback);
-    Py_XSETREF(b->fallback, fallback == Py_None ? NULL : fallback);
+    Py_XINCREF(fb);
+    Py_XSETREF(b->fallback, fb);
     return 0;
 }
 

@@ -204,10 +204,10 @@ except KeyboardInterrupt:
 """
 
 
-def _start_and_interrupt(args, catch):
-    env = child_env(args[-1])
-    p = subprocess.Popen([PY, "-c", SIGINT_CHILD, *args, "catch" if catch else "nocatch"],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _interrupt_running(cmd, env):
+    """Starts cmd, waits for its "running" line, sends SIGINT a second later.
+    Returns (exit status, stdout, stderr, seconds from SIGINT to exit)."""
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = p.stdout.readline()
     assert line.strip() == "running", (line, p.stderr.read() if p.poll() is not None else "")
     time.sleep(1.0)
@@ -220,6 +220,11 @@ def _start_and_interrupt(args, catch):
         out, err = p.communicate()
         raise AssertionError(f"no exit 30 s after SIGINT\n{out}\n{err}")
     return p.returncode, out, err, time.monotonic() - t0
+
+
+def _start_and_interrupt(args, catch):
+    return _interrupt_running([PY, "-c", SIGINT_CHILD, *args, "catch" if catch else "nocatch"],
+                              child_env(args[-1]))
 
 
 def test_sigint_under_load_python(backend):
@@ -335,18 +340,8 @@ int main(void)
 
 def test_sigint_under_load_c(backend, tmp_path):
     exe = build_c(C_SIGINT, str(tmp_path), "sigint")
-    p = subprocess.Popen([exe], env=child_env(backend), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    assert p.stdout.readline().strip() == "running"
-    time.sleep(1.0)
-    p.send_signal(signal.SIGINT)
-    try:
-        out, err = p.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-        raise AssertionError(f"no exit 30 s after SIGINT\n{out}\n{err}")
-    assert p.returncode == 0, (out, err)
+    rc, out, err, _ = _interrupt_running([exe], child_env(backend))
+    assert rc == 0, (out, err)
     res = dict(kv.split("=") for kv in out.split())
     assert res["bad"] == "0" and res["invalid"] == "0" and res["unregister"] == "0", res
     assert res["submitted"] == res["reaped"] and int(res["submitted"]) > 1000, res
