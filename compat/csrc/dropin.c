@@ -342,16 +342,17 @@ int sl_dropin_cond_broadcast(pthread_cond_t *cv)
 
 /* ---- the fault guard: installed once, re-checked at async_register ---------- */
 
-static atomic_int g_guard_ok;
+/* Set once the handler is in; dropin_engine.c reads it inline on exec. */
+__attribute__((visibility("hidden"))) int sl_dropin_guard_ok;
 
 int sl_dropin_guard_install(void);
 int sl_dropin_guard_install(void)
 {
-    if (__builtin_expect(atomic_load_explicit(&g_guard_ok, memory_order_relaxed), 1))
+    if (__builtin_expect(__atomic_load_n(&sl_dropin_guard_ok, __ATOMIC_RELAXED), 1))
         return 0;
     int r = sl_guard_install();
     if (r == 0)
-        atomic_store(&g_guard_ok, 1);
+        __atomic_store_n(&sl_dropin_guard_ok, 1, __ATOMIC_RELEASE);
     return r;
 }
 
@@ -397,9 +398,11 @@ SYSLET_EXPORT long async_register(struct async_head_user *ahu, unsigned long len
     if (!c)
         return -1;
     uint64_t h[3];
-    /* sl_peek re-installs the guard if the program replaced our SIGSEGV
-     * handler since (exec does not check again: see dropin_engine.c). */
-    int r = sl_peek((uint64_t)(uintptr_t)ahu, h, sizeof h);
+    /* Take the SIGSEGV/SIGBUS slot back if the program replaced our handler
+     * since (exec does not check again: see dropin_engine.c). */
+    int r = sl_guard_install();
+    if (r == 0)
+        r = sl_peek((uint64_t)(uintptr_t)ahu, h, sizeof h);
     if (r < 0)
         return fail(r);
     r = sl_register(c, h[0], h[1], h[2]);
@@ -409,21 +412,25 @@ SYSLET_EXPORT long async_register(struct async_head_user *ahu, unsigned long len
     return 0;
 }
 
-SYSLET_EXPORT struct syslet_uatom *async_exec(struct syslet_uatom *atom)
+static inline struct syslet_uatom *exec_atom(struct syslet_uatom *atom)
 {
     struct sl_ctx *c = ctx_if_any();
     if (__builtin_expect(!c, 0)) {
         errno = EINVAL;         /* no ring registered in this process */
         return (struct syslet_uatom *)-1L;
     }
-    int saved = errno;
+    /* sl_exec leaves errno as it found it unless it fails */
     int64_t r = sl_exec(c, (uint64_t)(uintptr_t)atom);
     if (__builtin_expect(r < 0, 0)) {
         errno = (int)-r;
         return (struct syslet_uatom *)-1L;
     }
-    errno = saved;
     return (struct syslet_uatom *)(uintptr_t)r;
+}
+
+SYSLET_EXPORT struct syslet_uatom *async_exec(struct syslet_uatom *atom)
+{
+    return exec_atom(atom);
 }
 
 SYSLET_EXPORT long async_wait(unsigned long min_events)
@@ -518,18 +525,14 @@ SYSLET_EXPORT int syslet_compat_backend(void)
 /* The 2007 calling convention.  Numbers 1000-1004 are served here; every
  * other number goes, with all six argument registers, to the next
  * syscall() (libc's), so LD_PRELOAD changes nothing else. */
-SYSLET_EXPORT long syscall(long nr, ...)
+static inline long syslet_syscall6(long nr, long a0, long a1, long a2, long a3, long a4,
+                                   long a5)
 {
-    va_list ap;
-    va_start(ap, nr);
-    long a0 = va_arg(ap, long), a1 = va_arg(ap, long), a2 = va_arg(ap, long);
-    long a3 = va_arg(ap, long), a4 = va_arg(ap, long), a5 = va_arg(ap, long);
-    va_end(ap);
+    if (__builtin_expect(nr == __NR_async_exec, 1))
+        return (long)exec_atom((struct syslet_uatom *)a0);
     switch (nr) {
     case __NR_async_register:
         return async_register((struct async_head_user *)a0, (unsigned long)a1);
-    case __NR_async_exec:
-        return (long)async_exec((struct syslet_uatom *)a0);
     case __NR_async_wait:
         return async_wait((unsigned long)a0);
     case __NR_async_unregister:
@@ -539,6 +542,33 @@ SYSLET_EXPORT long syscall(long nr, ...)
     }
     return next_syscall()(nr, a0, a1, a2, a3, a4, a5);
 }
+
+#if defined(__x86_64__)
+/* On x86_64 a variadic call passes integer arguments exactly as a call with
+ * seven named ones does (rdi, rsi, rdx, rcx, r8, r9, then the stack; %al,
+ * the count of vector registers, is only read by variadic callees), so the
+ * exported syscall() is the seven-argument function itself: no va_list
+ * spill of every register on the hottest call of a syslet program. */
+long sl_dropin_syscall(long nr, long a0, long a1, long a2, long a3, long a4, long a5);
+long sl_dropin_syscall(long nr, long a0, long a1, long a2, long a3, long a4, long a5)
+{
+    return syslet_syscall6(nr, a0, a1, a2, a3, a4, a5);
+}
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wattribute-alias"
+SYSLET_EXPORT long syscall(long nr, ...) __attribute__((alias("sl_dropin_syscall")));
+#pragma GCC diagnostic pop
+#else
+SYSLET_EXPORT long syscall(long nr, ...)
+{
+    va_list ap;
+    va_start(ap, nr);
+    long a0 = va_arg(ap, long), a1 = va_arg(ap, long), a2 = va_arg(ap, long);
+    long a3 = va_arg(ap, long), a4 = va_arg(ap, long), a5 = va_arg(ap, long);
+    va_end(ap);
+    return syslet_syscall6(nr, a0, a1, a2, a3, a4, a5);
+}
+#endif
 
 /* Where this library's package lives: <parent>/compat/libsyslet.so, so the
  * embedded Python can import compat/uring_shim from <parent> whatever the

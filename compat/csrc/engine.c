@@ -115,6 +115,9 @@ struct sl_ctx {
     int cancel_pending;         /* cancelled syslets still in flight */
     uint64_t budget;
     int trace;
+    /* registered, not sync_only, no budget, no trace: exec may take its
+     * fast path (one word for it to read; fast_update() keeps it) */
+    int fast_ok;
     struct sl_counters cnt;
     /* Counted without the mutex by exec_fast (atomic adds): each hit is one
      * synchronous syslet of one inline RWF_NOWAIT atom. */
@@ -131,6 +134,12 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static void on_fork_child(void) { fork_gen++; }
 static void atfork_install(void) { pthread_atfork(NULL, NULL, on_fork_child); }
 #define FOREIGN(c) ((c)->gen != fork_gen)
+
+static void fast_update(struct sl_ctx *c)
+{
+    int ok = c->registered && !c->sync_only && !c->budget && !c->trace;
+    __atomic_store_n(&c->fast_ok, ok, __ATOMIC_RELAXED);
+}
 
 /* ---- syscall classification ------------------------------------------ */
 
@@ -635,15 +644,22 @@ static int64_t run_native(struct sl_ctx *c, struct member *m)
     return raw_syscall(m->nr, m->args);
 }
 
-/* preadv2 without libc's wrapper: it is a cancellation point there (two
- * extra atomic operations per call), and this is the hottest call. */
+/* preadv2(RWF_NOWAIT) without libc's wrapper (a cancellation point there:
+ * two extra atomic operations per call; this is the hottest call).  Returns
+ * the kernel's result as is, -errno on failure, and leaves errno alone, so
+ * the fast path never has to save and restore it. */
 static inline ssize_t nowait_preadv(int fd, const struct iovec *iov, off_t off)
 {
 #if defined(__x86_64__)
     /* pos_l, pos_h (0: the offset is 64 bits), flags */
-    return sl_sys6_errno(SYS_preadv2, fd, (long)iov, 1, (long)off, 0, RWF_NOWAIT);
+    return sl_sys6(SYS_preadv2, fd, (long)iov, 1, (long)off, 0, RWF_NOWAIT);
 #else
-    return preadv2(fd, iov, 1, off, RWF_NOWAIT);
+    int saved = errno;
+    ssize_t r = preadv2(fd, iov, 1, off, RWF_NOWAIT);
+    if (r < 0)
+        r = -errno;
+    errno = saved;
+    return r;
 #endif
 }
 
@@ -655,8 +671,11 @@ static inline ssize_t nowait_preadv(int fd, const struct iovec *iov, off_t off)
 static int short_read_final(int fd, off_t off, int64_t r)
 {
     struct stat st;
-    return fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) ||
-           (S_ISREG(st.st_mode) && off >= 0 && off + r >= st.st_size);
+    int saved = errno;
+    int fin = fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) ||
+              (S_ISREG(st.st_mode) && off >= 0 && off + r >= st.st_size);
+    errno = saved;
+    return fin;
 }
 
 /* RWF_NOWAIT attempt of a read (nr 0) or pread64 (17) with arguments a.
@@ -669,10 +688,10 @@ static int nowait_read(uint64_t nr, const int64_t *a, int64_t *res, int64_t *par
     if (a[2] == 0)
         return 0;
     ssize_t r = nowait_preadv((int)a[0], &iov, off);
-    if (r < 0) {
-        if (errno == EAGAIN || errno == EOPNOTSUPP || errno == EINVAL)
+    if (__builtin_expect(r < 0, 0)) {
+        if (r == -EAGAIN || r == -EOPNOTSUPP || r == -EINVAL)
             return 0;
-        *res = -(int64_t)errno;
+        *res = r;
         return 1;
     }
     if (r == 0 || (uint64_t)r == (uint64_t)a[2] || short_read_final((int)a[0], off, r)) {
@@ -1449,6 +1468,7 @@ int sl_register(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, uint64_t m
     c->sync_only = max_threads == 0;
     c->bounded = max_threads != (uint64_t)-1 && max_threads > 0;
     c->uring_exec = c->backend;
+    fast_update(c);
     if (c->iowq_changed) {      /* an earlier head's limits: undo them */
         unsigned vals[2] = {c->iowq_saved[0], c->iowq_saved[1]};
         io_uring_register_iowq_max_workers(&c->ring, vals);
@@ -1513,6 +1533,7 @@ int sl_unregister(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, int64_t 
         }
     }
     __atomic_store_n(&c->registered, 0, __ATOMIC_RELAXED);
+    fast_update(c);
     c->ring_addr = c->ring_bytes = c->nslots = 0;
     pthread_mutex_unlock(&c->mu);
     return 0;
@@ -1725,69 +1746,93 @@ int sl_exec_batch(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_t *
     return exec_many(c, atoms, n, results, NULL);
 }
 
-/* The hot case, without the mutex: a syslet of one read atom (no next, no
- * SYNC/ASYNC/SKIP) that RWF_NOWAIT completes in the caller.  This is what
- * advance() would do for that atom, step for step; anything else (EAGAIN,
- * a fault, trace, budget, max_nr_threads 0) takes the general path.
- * Returns 1 when it settled the call (*res = the atom), 0 to go the general
- * way (nothing done), or -1 when a short read began it (*pre holds it). */
-static int exec_fast(struct sl_ctx *c, uint64_t atom, int64_t *res, struct member *pre)
+/* The general path of one exec (cold: out of line, so the hot path below
+ * keeps a small frame).  pre, when not NULL, is the atom's first member,
+ * already begun by a short NOWAIT read. */
+static __attribute__((noinline)) int64_t exec_general(struct sl_ctx *c, uint64_t atom,
+                                                      const struct sl_unlock *u,
+                                                      struct member *pre)
 {
-    if (!__atomic_load_n(&c->registered, __ATOMIC_RELAXED) || c->sync_only || c->budget ||
-        c->trace || FOREIGN(c))
-        return 0;
-    sl_guard_check();
-    uint64_t o[12];     /* header, cells, values */
-    if (g_read_atom4(atom, o) != 0)
-        return 0;
+    int64_t r;
+    /* The fast path leaves errno alone; the general one may not (locks,
+     * condition waits, the pool), and a successful C call must. */
+    int saved = errno;
+    if (u)
+        u->leave(u->arg);
+    int e = exec_many(c, &atom, 1, &r, pre);
+    if (u)
+        u->enter(u->arg);
+    errno = saved;
+    return e < 0 ? e : r;
+}
+
+/* The fast path's RWF_NOWAIT read returned r, not the whole length: settle
+ * it as nowait_read() would, or hand the begun member to the general path
+ * (a short read of a file that must go on).  o as exec_fast's. */
+static __attribute__((noinline)) int64_t exec_fast_rest(struct sl_ctx *c, uint64_t atom,
+                                                        const struct sl_unlock *u,
+                                                        const uint64_t *o, int64_t r)
+{
     const uint64_t *h = o, *cells = o + 4;
     const int64_t *a = (const int64_t *)(o + 8);
-    if (h[3] || (h[0] & ~(uint64_t)(F_STOP_MASK | F_NO_COMPLETE)) || (h[1] != 0 && h[1] != 17))
-        return 0;
-    int64_t r, partial = -1;
-    if (!rw_exact(h[1], a))
-        return 0;
-    if (!nowait_read(h[1], a, &r, &partial)) {
-        if (partial < 0)
-            return 0;       /* would block: nothing done */
+    off_t off = h[1] == 0 ? -1 : (off_t)a[3];
+    if (r < 0) {
+        if (r == -EAGAIN || r == -EOPNOTSUPP || r == -EINVAL)
+            return exec_general(c, atom, u, NULL);      /* would block: nothing done */
+    } else if (r != 0 && !short_read_final((int)a[0], off, r)) {
         /* Short: hand over the member read_atom() would have made, begun. */
+        struct member pre;
         unsigned na = h[1] == 0 ? 3 : 4;
-        pre->atom = atom;
-        pre->flags = h[0];
-        pre->nr = h[1];
-        pre->ret_ptr = h[2];
-        pre->next = 0;
+        pre.atom = atom;
+        pre.flags = h[0];
+        pre.nr = h[1];
+        pre.ret_ptr = h[2];
+        pre.next = 0;
         for (unsigned k = 0; k < 6; k++) {
-            pre->args[k] = k < na ? a[k] : 0;
-            pre->cells[k] = k < na ? cells[k] : 0;
+            pre.args[k] = k < na ? a[k] : 0;
+            pre.cells[k] = k < na ? cells[k] : 0;
         }
-        pre->done = pre->sqe_flags = 0;
-        uring_op(pre);
-        pre->partial = partial;
-        return -1;
+        pre.done = pre.sqe_flags = 0;
+        uring_op(&pre);
+        pre.partial = r;
+        return exec_general(c, atom, u, &pre);
     }
+    /* an error, end of file, or all a pipe had: the atom's result */
     if (h[2] && g_store8(h[2], (uint64_t)r))
         __atomic_add_fetch(&c->fast_faults, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&c->fast_hits, 1, __ATOMIC_RELAXED);
-    *res = (int64_t)atom;   /* it ends here: no next, and no skip */
-    return 1;
+    return (int64_t)atom;
 }
 
-static inline int64_t exec_one(struct sl_ctx *c, uint64_t atom, const struct sl_unlock *u)
+/* One exec.  The hot case runs here without the mutex: a syslet of one read
+ * or pread64 atom (no next, no SYNC/ASYNC/SKIP) that RWF_NOWAIT completes
+ * in the caller -- what advance() would do for that atom, step for step.
+ * Anything else (EAGAIN, a fault, trace, budget, max_nr_threads 0, an atom
+ * of another kind) takes the general path, with nothing done. */
+static inline __attribute__((always_inline)) int64_t exec_one(struct sl_ctx *c, uint64_t atom,
+                                                              const struct sl_unlock *u)
 {
-    int64_t r;
-    struct member pre;
-    if (!c)
+    if (__builtin_expect(!c, 0))
         return -EBADF;
-    int f = exec_fast(c, atom, &r, &pre);
-    if (f > 0)
-        return r;
-    if (u)
-        u->leave(u->arg);
-    int e = exec_many(c, &atom, 1, &r, f < 0 ? &pre : NULL);
-    if (u)
-        u->enter(u->arg);
-    return e < 0 ? e : r;
+    if (__builtin_expect(!__atomic_load_n(&c->fast_ok, __ATOMIC_RELAXED) || FOREIGN(c), 0))
+        return exec_general(c, atom, u, NULL);
+    sl_guard_check();
+    uint64_t o[12];     /* header, cells, values */
+    if (__builtin_expect(g_read_atom4(atom, o) != 0, 0))
+        return exec_general(c, atom, u, NULL);
+    const uint64_t *h = o;
+    const int64_t *a = (const int64_t *)(o + 8);
+    if (__builtin_expect(h[3] || (h[0] & ~(uint64_t)(F_STOP_MASK | F_NO_COMPLETE)) ||
+                         (h[1] != 0 && h[1] != 17) || !rw_exact(h[1], a) || a[2] == 0, 0))
+        return exec_general(c, atom, u, NULL);
+    struct iovec iov = {(void *)(uintptr_t)a[1], (size_t)a[2]};
+    int64_t r = nowait_preadv((int)a[0], &iov, h[1] == 0 ? -1 : (off_t)a[3]);
+    if (__builtin_expect(r != a[2], 0))
+        return exec_fast_rest(c, atom, u, o, r);
+    if (h[2] && __builtin_expect(g_store8(h[2], (uint64_t)r) != 0, 0))
+        __atomic_add_fetch(&c->fast_faults, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&c->fast_hits, 1, __ATOMIC_RELAXED);
+    return (int64_t)atom;   /* it ends here: no next, and no skip */
 }
 
 int64_t sl_exec(struct sl_ctx *c, uint64_t atom)
@@ -1885,12 +1930,19 @@ void sl_get_counters(struct sl_ctx *c, struct sl_counters *out)
     out->faults += __atomic_load_n(&c->fast_faults, __ATOMIC_RELAXED);
 }
 
-void sl_set_trace(struct sl_ctx *c, int on) { c->trace = on; }
+void sl_set_trace(struct sl_ctx *c, int on)
+{
+    pthread_mutex_lock(&c->mu);
+    c->trace = on;
+    fast_update(c);
+    pthread_mutex_unlock(&c->mu);
+}
 
 void sl_set_budget(struct sl_ctx *c, uint64_t max_atoms)
 {
     pthread_mutex_lock(&c->mu);
     c->budget = max_atoms;
+    fast_update(c);
     pthread_mutex_unlock(&c->mu);
 }
 

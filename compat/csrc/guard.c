@@ -191,8 +191,6 @@ __asm__(
     "    movl $1, %eax\n"
     "    ret\n");
 
-int sl_fx_atom4(uint64_t atom, uint64_t *o);
-int sl_fx_store8(uint64_t dst, uint64_t v);
 int sl_fx_head(uint64_t *w, uint64_t atom);
 int sl_fx_args(int64_t *args, const uint64_t *cells, unsigned n);
 extern const char sl_fx_atom4_end[], sl_fx_store8_end[], sl_fx_head_end[], sl_fx_args_end[],
@@ -464,19 +462,13 @@ int g_read_atom(uint64_t addr, uint64_t *w, int64_t *args)
     return g_read_atom_guarded(addr, w, args, whole);
 }
 
-/* The exec fast path's read of a read/pread64 atom: its four header words,
- * its first four argument cells and the values of the first three (read)
- * or four (pread64, or anything else), in o[0..11].  0; -EFAULT when any of
- * it is unreadable or one of those cells is NULL; 1 when a later arg_ptr
- * (arg_ptr[3] of a read, arg_ptr[4..5]) is not NULL.  Not 0: the general
- * path reads the atom again and decides. */
+#if !defined(__x86_64__)
+/* The exec fast path's read of a read/pread64 atom (guard.h says what it
+ * returns; on x86_64 it is the sl_fx_atom4 fixup routine, inline there). */
 int g_read_atom4(uint64_t addr, uint64_t *o)
 {
     if (!g_plausible(addr, 80))
         return -EFAULT;
-#if defined(__x86_64__)
-    return sl_fx_atom4(addr, o);
-#else
     GUARD_BEGIN(-EFAULT);
     const volatile uint64_t *a = (const volatile uint64_t *)(uintptr_t)addr;
     for (unsigned k = 0; k < 4; k++)
@@ -497,14 +489,10 @@ int g_read_atom4(uint64_t addr, uint64_t *o)
     }
     GUARD_END();
     return 0;
-#endif
 }
 
 int g_store8(uint64_t dst, uint64_t v)
 {
-#if defined(__x86_64__)
-    if ((dst & 7) == 0)     /* aligned: cannot straddle a page, fixup store */
-        return g_plausible(dst, 8) ? sl_fx_store8(dst, v) : -EFAULT;
-#endif
     return g_copy_out(dst, &v, 8);
 }
+#endif

@@ -17,10 +17,34 @@ int g_cas_release(uint64_t addr, uint64_t expect, uint64_t val, int *swapped);
 int g_strnlen(uint64_t addr, uint64_t max, uint64_t *len);
 int g_probe_write(uint64_t addr);
 int g_read_atom(uint64_t addr, uint64_t *w, int64_t *args);
-/* The exec fast path's read/pread64 atom: o[0..3] header, o[4..7] arg_ptr
- * words, o[8..11] their values (three for read(2)).  0 or -EFAULT. */
+
+/* g_read_atom4: the exec fast path's read of a read/pread64 atom.  o[0..3]
+ * its header words, o[4..7] its first four arg_ptr words, o[8..11] the
+ * values of the first three (read) or four (pread64, or anything else).
+ * Returns 0; -EFAULT when any of it is unreadable or one of those arg_ptr
+ * words is NULL; 1 when a later arg_ptr (arg_ptr[3] of a read, arg_ptr[4..5])
+ * is not NULL.  Not 0: the general path reads the atom again and decides.
+ * g_store8: one native word to user memory.  Both are inline on x86_64,
+ * where they are guard.c's fault-fixup routines (decisions D16). */
+#if defined(__x86_64__)
+#include <errno.h>
+int sl_fx_atom4(uint64_t atom, uint64_t *o);
+int sl_fx_store8(uint64_t dst, uint64_t v);
+
+static inline int g_read_atom4(uint64_t addr, uint64_t *o)
+{
+    return g_plausible(addr, 80) ? sl_fx_atom4(addr, o) : -EFAULT;
+}
+
+static inline int g_store8(uint64_t dst, uint64_t v)
+{
+    if ((dst & 7) == 0)     /* aligned: cannot straddle a page, fixup store */
+        return g_plausible(dst, 8) ? sl_fx_store8(dst, v) : -EFAULT;
+    return g_copy_out(dst, &v, 8);
+}
+#else
 int g_read_atom4(uint64_t addr, uint64_t *o);
-/* One native word to user memory (fault-fixup store when aligned). */
 int g_store8(uint64_t dst, uint64_t v);
+#endif
 
 #endif

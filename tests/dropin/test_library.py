@@ -31,6 +31,10 @@ register again: -1 EBUSY
 exec bad pointer: -1 EFAULT
 exec ASYNC|SYNC: -1 EINVAL
 exec getpid: final atom, result is pid: 1, errno kept: 1
+exec read pipe whole: final atom, result 3, data abc, errno kept: 1
+exec read pipe short: final atom, result 2, data de, errno kept: 1
+exec read pipe at EOF: final atom, result 0, errno kept: 1
+exec read closed fd: final atom, result -9, errno kept: 1
 exec atom nr 1001: final atom, result -22
 exec atom umem_add: final atom, result 42, word 42
 exec atom umem_add bad pointer: result -14

@@ -74,6 +74,39 @@ int main(void)
     printf("exec getpid: %s, result is pid: %d, errno kept: %d\n",
            r == (long)&a ? "final atom" : "?", res == getpid(), errno == 1234);
 
+    /* Reads that RWF_NOWAIT settles in the caller (the fast path): whole,
+     * short (all a pipe had), end of file, and failed -- errno untouched by
+     * every one of them, as by any successful call. */
+    int pfd[2];
+    char rgot[8] = "";
+    unsigned long rfd, rbuf = (unsigned long)rgot, rlen;
+    if (pipe(pfd) != 0 || write(pfd[1], "abcde", 5) != 5)
+        return 1;
+    rfd = (unsigned long)pfd[0];
+    static const struct { const char *what; unsigned long len; } reads[] = {
+        {"whole", 3}, {"short", 8}};
+    for (unsigned k = 0; k < 2; k++) {
+        rlen = reads[k].len;
+        atom(&a, 0, SYS_read, &res, &rfd, &rbuf);
+        a.arg_ptr[2] = &rlen;
+        errno = 1234;
+        r = EXEC(&a);
+        printf("exec read pipe %s: %s, result %ld, data %.*s, errno kept: %d\n", reads[k].what,
+               r == (long)&a ? "final atom" : "?", res, (int)(res > 0 ? res : 0), rgot,
+               errno == 1234);
+    }
+    close(pfd[1]);
+    rlen = 4;
+    errno = 1234;
+    r = EXEC(&a);
+    printf("exec read pipe at EOF: %s, result %ld, errno kept: %d\n",
+           r == (long)&a ? "final atom" : "?", res, errno == 1234);
+    close(pfd[0]);
+    errno = 1234;
+    r = EXEC(&a);
+    printf("exec read closed fd: %s, result %ld, errno kept: %d\n",
+           r == (long)&a ? "final atom" : "?", res, errno == 1234);
+
     unsigned long dummy = 0;
     atom(&a, 0, __NR_async_exec, &res, &dummy, NULL);
     r = EXEC(&a);
