@@ -110,6 +110,7 @@ struct sl_ctx {
     unsigned njobs, jobs_cap;
     pthread_t driver;
     int driver_started, stop, stop_cancel;
+    int driver_exited;          /* c->driver ended when idle: join it before another */
     unsigned cancel;            /* cancel epoch: bumped by sl_cancel_all */
     int driver_in_kernel;       /* the driver waits in us_wait/us_pool_wait */
     int cancel_pending;         /* cancelled syslets still in flight */
@@ -1244,6 +1245,9 @@ static void run_ready(struct sl_ctx *c)
 
 /* ---- driver thread ------------------------------------------------------ */
 
+/* How long the driver stays with nothing to do before it ends. */
+#define DRIVER_IDLE_NS 100000000
+
 static int64_t now_ns(void)
 {
     struct timespec t;
@@ -1306,7 +1310,22 @@ static void *driver_main(void *arg)
                 break;
         }
         if (c->inflight == 0 && c->pubq_n == 0 && !c->ready_head) {
-            pthread_cond_wait(&c->dcv, &c->mu);
+            /* Idle.  After DRIVER_IDLE_NS with nothing to do the driver
+             * ends (the next syslet that goes async starts another:
+             * ensure_driver), so an idle context keeps no thread -- and a
+             * process whose syslets all complete synchronously is single-
+             * threaded again, which the kernel rewards on every system call
+             * (a lone thread's fd lookups take no file reference). */
+            struct timespec t;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            t.tv_nsec += DRIVER_IDLE_NS;
+            while (t.tv_nsec >= 1000000000) { t.tv_sec++; t.tv_nsec -= 1000000000; }
+            if (pthread_cond_timedwait(&c->dcv, &c->mu, &t) == ETIMEDOUT && !c->stop &&
+                c->inflight == 0 && c->pubq_n == 0 && !c->ready_head) {
+                c->driver_started = 0;
+                c->driver_exited = 1;
+                break;
+            }
             continue;
         }
         if (c->ready_head) {    /* a long syslet yielded: let others in, go on */
@@ -1336,6 +1355,11 @@ static int ensure_driver(struct sl_ctx *c)
 {
     if (c->driver_started)
         return 0;
+    if (c->driver_exited) {
+        /* It set driver_exited under the mutex and needs it no more. */
+        pthread_join(c->driver, NULL);
+        c->driver_exited = 0;
+    }
     sigset_t all, old;
     sigfillset(&all);
     /* The driver touches user memory through the guard: a blocked SIGSEGV
@@ -1391,10 +1415,10 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
         return NULL;
     }
     pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->dcv, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->dcv, &ca);
     pthread_cond_init(&c->cv, &ca);
     pthread_condattr_destroy(&ca);
     pthread_once(&atfork_once, atfork_install);
@@ -1992,6 +2016,10 @@ int sl_ctx_free(struct sl_ctx *c, int cancel)
     c->stop = 1;
     pthread_cond_signal(&c->dcv);
     int started = c->driver_started;
+    if (!started && c->driver_exited) {
+        pthread_join(c->driver, NULL);
+        c->driver_exited = 0;
+    }
     pthread_mutex_unlock(&c->mu);
     if (started) {
         /* Wake a driver blocked in the kernel with a NOP. */

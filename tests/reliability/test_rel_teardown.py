@@ -12,7 +12,8 @@ import time
 import pytest
 
 import compat
-from rel_lib import (ASYNC, SYNC, Mem, RawRing, addr, describe, last_json, run_py, wait_until)
+from rel_lib import (ASYNC, SYNC, Mem, RawRing, addr, describe, last_json, run_py, thread_names,
+                     wait_until)
 
 ECANCELED, ELOOP = -errno.ECANCELED, -errno.ELOOP
 
@@ -256,3 +257,39 @@ def test_submitting_thread_exits_with_syslets_in_flight(backend):
         ring.unregister()
         os.close(rp)
         os.close(wp)
+
+
+def test_an_idle_driver_ends_and_the_next_async_syslet_starts_another(backend):
+    """The driver thread ends after ~100 ms with nothing in flight (engine.c
+    DRIVER_IDLE_NS), so an idle context keeps no thread of its own and a
+    process whose syslets all complete synchronously is single-threaded
+    again; the next syslet that goes async starts a new one, and close()
+    joins whichever ended last.  Repeated around the timeout, where an exit
+    races with a new submission."""
+    m = Mem()
+    base = set(thread_names())
+    e = compat.Engine(backend)
+    try:
+        ring = RawRing(e, 8)
+        for delay in (0.3, 0.09, 0.1, 0.11, 0.1, 0.3, 0.0):
+            a = m.atoms(1)[0]
+            r = m.cell(0)
+            m.set(a, 39, (), ret=r, flags=ASYNC)            # getpid, went async
+            assert e.exec(addr(a)) == 0
+            assert e.wait(1, timeout=5) and ring.reap() == [addr(a)]
+            assert r.value == os.getpid()
+            time.sleep(delay)
+        busy = e.threads()
+        assert busy >= 1                                    # the driver at least
+        assert wait_until(lambda: e.threads() == busy - 1, 3), (busy, e.threads())
+        # the thread itself is gone, not only the count
+        assert wait_until(lambda: len(set(thread_names()) - base) == busy - 1, 3)
+        # a synchronous syslet needs no driver
+        a = m.atoms(1)[0]
+        r = m.cell(0)
+        m.set(a, 39, (), ret=r)
+        assert e.exec(addr(a)) == addr(a) and r.value == os.getpid()
+        assert e.threads() == busy - 1
+    finally:
+        e.close()
+    assert wait_until(lambda: not set(thread_names()) - base, 3)
