@@ -11,15 +11,22 @@ binary in --plain mode (a plain pread() loop, same offsets, same
 verification), on a page-cached pattern file (256 MiB; 32 MiB with --quick)
 in --dir (default /var/tmp, removed afterwards).  Each run measures every
 case, in an order reversed from one run to the next; the table shows the
-median over the runs (default 5) of each reads/s and of the per-run ratios,
-by wall clock (judged) and by process CPU time (info: less sensitive to
-other load on a shared machine).  Target: syslet/plain >= 0.9 (PASS/FAIL).
-Informational rows:
+median over the runs (default 11, 200000 reads each) of each reads/s and of
+the per-run ratios with their interquartile range, by wall clock (judged)
+and by process CPU time (info: less sensitive to other load on a shared
+machine).  Target: syslet/plain >= 0.9 (PASS/FAIL).  Informational rows:
 
 * linked: the same program linked with -lsyslet instead of LD_PRELOAD;
-* plain-nowait: the plain loop with preadv2(RWF_NOWAIT), the system call the
-  engine itself issues to learn whether a read would block -- the floor any
-  "run it synchronously unless it would block" design pays on this kernel.
+* pool-only: LD_PRELOAD with URING_SHIM_BACKEND=threadpool;
+* plain-nowait: the plain loop with libc's preadv2(RWF_NOWAIT), the system
+  call the engine itself issues to learn whether a read would block (in the
+  kernel it costs more than pread: the vector interface);
+* ret after syscall: bench/c/ret_after_syscall.c -- what returning from a
+  function with `ret` right after a pread64 costs, against returning with
+  pop + jmp.  libsyslet's x86_64 exec entry returns the second way; libc's
+  pread (the plain loop) the first (docs/decisions.md D22).  Where that
+  penalty is large (AMD, SRSO "Safe RET") the syslet program can beat the
+  plain loop; where it is ~0 expect the plain-nowait ratio or a little less.
 
 Exit status 0 unless --strict and the target failed.
 """
@@ -56,19 +63,22 @@ def build(cc, linked):
     return exe
 
 
-def env_for(preload):
+def env_for(preload, backend=None):
     env = {k: v for k, v in os.environ.items()
            if k not in ("LD_PRELOAD", "SYSLET_COMPAT_DEBUG", "SYSLET_COMPAT_TRACE")}
     if preload:
         env["LD_PRELOAD"] = config("--preload")
+    if backend:
+        env["URING_SHIM_BACKEND"] = backend
     return env
 
 
-def reads_per_s(exe, args, preload, cpu):
+def reads_per_s(exe, args, preload, cpu, backend=None):
     cmd = [exe, *args]
     if cpu is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", str(cpu)] + cmd
-    r = subprocess.run(cmd, env=env_for(preload), capture_output=True, text=True, timeout=600)
+    r = subprocess.run(cmd, env=env_for(preload, backend), capture_output=True, text=True,
+                       timeout=600)
     if r.returncode != 0:
         raise SystemExit(f"{shlex.join(cmd)} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
     first, rate, cpu_rate = r.stdout.splitlines()[:3]
@@ -80,8 +90,8 @@ def reads_per_s(exe, args, preload, cpu):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="32 MiB file, fewer reads")
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--ios", type=int, help="reads per measurement (default 300000; quick 100000)")
+    ap.add_argument("--runs", type=int, default=11)
+    ap.add_argument("--ios", type=int, help="reads per measurement (default 200000; quick 100000)")
     ap.add_argument("--bs", type=int, default=4096)
     ap.add_argument("--cpu", type=int, help="pin every measured process to this CPU (taskset)")
     ap.add_argument("--strict", action="store_true", help="exit 1 if the target fails")
@@ -94,8 +104,11 @@ def main():
         print("bench_dropin: no C compiler: skipped")
         return 0
     mib = 32 if a.quick else 256
-    ios = a.ios or (100_000 if a.quick else 300_000)
+    ios = a.ios or (100_000 if a.quick else 200_000)
     plain_exe, linked_exe = build(cc, False), build(cc, True)
+    ras_exe = os.path.join(BUILD, "ret_after_syscall")
+    subprocess.run([cc, "-O2", os.path.join(HERE, "c", "ret_after_syscall.c"), "-o", ras_exe],
+                   check=True)
 
     tmpdir = tempfile.mkdtemp(prefix="bench-dropin-", dir=a.dir)
     try:
@@ -105,46 +118,68 @@ def main():
             while f.read(1 << 20):
                 pass
         common = ["--ios", str(ios), "--bs", str(a.bs), "--iodepth", "32", "--cpu-rate"]
-        rows = {"plain": [], "syslet": [], "linked": [], "plain-nowait": []}
+        rows = {"plain": [], "syslet": [], "linked": [], "pool": [], "plain-nowait": []}
         cpu = {k: [] for k in rows}
         firsts = set()
-        cases = [("plain", plain_exe, ["--plain"], False),
-                 ("syslet", plain_exe, [], True),
-                 ("plain-nowait", plain_exe, ["--plain-nowait"], False),
-                 ("linked", linked_exe, [], False)]
+        cases = [("plain", plain_exe, ["--plain"], False, None),
+                 ("syslet", plain_exe, [], True, "io_uring"),
+                 ("plain-nowait", plain_exe, ["--plain-nowait"], False, None),
+                 ("linked", linked_exe, [], False, "io_uring"),
+                 ("pool", plain_exe, [], True, "threadpool")]
         for run in range(a.runs):
-            for name, exe, args, preload in (cases if run % 2 == 0 else cases[::-1]):
-                rate, cpu_rate, first = reads_per_s(exe, args + common + [path], preload, a.cpu)
+            for name, exe, args, preload, backend in (cases if run % 2 == 0 else cases[::-1]):
+                rate, cpu_rate, first = reads_per_s(exe, args + common + [path], preload, a.cpu,
+                                                    backend)
                 rows[name].append(rate)
                 cpu[name].append(cpu_rate)
                 firsts.add(first)
         if len(firsts) != 1:
             raise SystemExit(f"outputs differ between modes: {sorted(firsts)}")
+        ras = subprocess.run([ras_exe, path], check=True, capture_output=True, text=True,
+                             timeout=600).stdout.split()
+        ras = {k: float(v) for k, v in (w.split("=") for w in ras)}
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
+    def ratios(name, table=rows):
+        return [x / p for x, p in zip(table[name], table["plain"])]
+
     def ratio(name, table=rows):
-        return statistics.median(x / p for x, p in zip(table[name], table["plain"]))
+        return statistics.median(ratios(name, table))
+
+    def iqr(name):
+        rs = sorted(ratios(name))
+        if len(rs) < 4:
+            return "-"
+        q = statistics.quantiles(rs, n=4)
+        return f"{q[0]:.2f}-{q[2]:.2f}"
 
     print(f"bench_dropin: {platform.node()} {platform.release()}, {mib} MiB page-cached file, "
           f"{ios} random {a.bs}-byte reads x {a.runs} runs, iodepth 32"
           + (f", CPU {a.cpu}" if a.cpu is not None else ""))
-    print(f"{'case':<44}{'reads/s':>12}{'plain':>12}{'ratio':>8}{'CPU ratio':>11}  target")
+    print(f"{'case':<46}{'reads/s':>10}{'plain':>10}{'ratio':>8}{'IQR':>11}{'CPU ratio':>11}"
+          "  target")
     med_plain = statistics.median(rows["plain"])
     verdict = None
     for name, label in (("syslet", "randread via LD_PRELOAD libsyslet"),
                         ("linked", "randread linked -lsyslet (info)"),
-                        ("plain-nowait", "plain preadv2(RWF_NOWAIT) loop (info: floor)")):
+                        ("pool", "LD_PRELOAD, pool-only backend (info)"),
+                        ("plain-nowait", "plain loop, libc preadv2(RWF_NOWAIT) (info)")):
         r = ratio(name)
         tgt = ""
         if name == "syslet":
             ok = r >= TARGET
             verdict = ok
             tgt = f">= {TARGET}  {'PASS' if ok else 'FAIL'}"
-        print(f"{label:<44}{statistics.median(rows[name]):>12.0f}{med_plain:>12.0f}{r:>8.3f}"
-              f"{ratio(name, cpu):>11.3f}  {tgt}")
-    print("ratio: wall-clock reads/s over the plain loop's, median of per-run ratios (judged); "
-          "CPU ratio: the same per second of process CPU time (less sensitive to other load)")
+        print(f"{label:<46}{statistics.median(rows[name]):>10.0f}{med_plain:>10.0f}{r:>8.3f}"
+              f"{iqr(name):>11}{ratio(name, cpu):>11.3f}  {tgt}")
+    print(f"ret after syscall (info): a function that returns with ret right after a cached "
+          f"pread64: {ras['ret_ns']:.0f} ns, with pop+jmp: {ras['jmp_ns']:.0f} ns "
+          f"(penalty {ras['penalty_ns']:.0f} ns; libc's pread pays it, libsyslet's exec entry "
+          "does not)")
+    print("ratio: wall-clock reads/s over the plain loop's, median of per-run ratios (judged), "
+          "IQR their interquartile range; CPU ratio: the same per second of process CPU time "
+          "(less sensitive to other load)")
     return 1 if a.strict and not verdict else 0
 
 

@@ -36,11 +36,14 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "engine.h"
@@ -428,10 +431,123 @@ static inline struct syslet_uatom *exec_atom(struct syslet_uatom *atom)
     return (struct syslet_uatom *)(uintptr_t)r;
 }
 
+#if defined(__x86_64__)
+/* ---- x86_64: the exec entry that returns without `ret` ------------------------
+ *
+ * On this project's machines (AMD, SRSO mitigation "Safe RET") the first
+ * `ret` after a system call to a frame made before it costs ~150 ns: the
+ * kernel leaves the return predictor pointing at its own text.  A C exec path
+ * pays it once per call (so does every libc syscall wrapper: a plain pread()
+ * does too).  syscall(__NR_async_exec, atom) and async_exec(atom) therefore
+ * enter sl_dropin_exec_entry below, which runs the engine's fast path in two
+ * C halves around the one preadv2 it issues itself (sl_exec_fast_begin/end;
+ * their own call/ret pairs are fresh, so predicted) and goes back to the
+ * program with pop + jmp.  Anything but the fast path -- no context, not a
+ * lone read, a shadow stack in use (which a ret-less return would break:
+ * rdssp is a no-op without one) -- goes to the C path, which returns
+ * normally.  docs/decisions.md D22. */
+
+long sl_dropin_exec_c(uint64_t atom);
+int sl_dropin_fast_begin(uint64_t atom, struct sl_fast *f);
+long sl_dropin_fast_end(const struct sl_fast *f, long r);
+
+__attribute__((visibility("hidden"))) long sl_dropin_exec_c(uint64_t atom)
+{
+    return (long)exec_atom((struct syslet_uatom *)(uintptr_t)atom);
+}
+
+__attribute__((visibility("hidden"))) int sl_dropin_fast_begin(uint64_t atom, struct sl_fast *f)
+{
+    struct sl_ctx *c = ctx_if_any();
+    return __builtin_expect(c != NULL, 1) ? sl_exec_fast_begin(c, atom, f) : 0;
+}
+
+__attribute__((visibility("hidden"))) long sl_dropin_fast_end(const struct sl_fast *f, long r)
+{
+    int64_t x = sl_exec_fast_end(f, r);
+    if (__builtin_expect(x < 0, 0)) {
+        errno = (int)-x;
+        return -1;
+    }
+    return (long)x;
+}
+
+_Static_assert(sizeof(struct sl_fast) == 144 && offsetof(struct sl_fast, iov) == 0 &&
+               offsetof(struct sl_fast, fd) == 16 && offsetof(struct sl_fast, off) == 24,
+               "sl_dropin_exec_entry's frame offsets");
+_Static_assert(SYS_preadv2 == 327 && RWF_NOWAIT == 8, "sl_dropin_exec_entry's constants");
+
+/* Frame: struct sl_fast at 0(%rsp) (144 bytes), the atom at 144(%rsp);
+ * 152 bytes keep calls 16-byte aligned. */
+__asm__(
+    ".text\n"
+    ".p2align 4\n"
+    ".globl sl_dropin_exec_entry\n.hidden sl_dropin_exec_entry\n"
+    ".type sl_dropin_exec_entry, @function\n"
+    "sl_dropin_exec_entry:\n"                 /* rdi atom; a function's entry state */
+    "    .cfi_startproc\n"
+    "    xorl %eax, %eax\n"
+    "    rdsspq %rax\n"
+    "    testq %rax, %rax\n"
+    "    jnz sl_dropin_exec_c\n"               /* shadow stack: return with ret */
+    "    subq $152, %rsp\n"
+    "    .cfi_adjust_cfa_offset 152\n"
+    "    movq %rdi, 144(%rsp)\n"
+    "    movq %rsp, %rsi\n"
+    "    call sl_dropin_fast_begin\n"
+    "    testl %eax, %eax\n"
+    "    jz 2f\n"
+    "    movq 16(%rsp), %rdi\n"                /* fd */
+    "    movq %rsp, %rsi\n"                    /* iov */
+    "    movl $1, %edx\n"
+    "    movq 24(%rsp), %r10\n"                /* pos_l; pos_h 0 */
+    "    xorl %r8d, %r8d\n"
+    "    movl $8, %r9d\n"                      /* RWF_NOWAIT */
+    "    movl $327, %eax\n"                    /* preadv2 */
+    "    syscall\n"
+    "    movq %rsp, %rdi\n"
+    "    movq %rax, %rsi\n"
+    "    call sl_dropin_fast_end\n"
+    "    .cfi_remember_state\n"
+    "    addq $152, %rsp\n"
+    "    .cfi_adjust_cfa_offset -152\n"
+    "    popq %rcx\n"
+    "    .cfi_adjust_cfa_offset -8\n"
+    "    .cfi_register %rip, %rcx\n"
+    "    jmp *%rcx\n"
+    "2:\n"
+    "    .cfi_restore_state\n"
+    "    movq 144(%rsp), %rdi\n"
+    "    addq $152, %rsp\n"
+    "    .cfi_adjust_cfa_offset -152\n"
+    "    jmp sl_dropin_exec_c\n"
+    "    .cfi_endproc\n"
+    ".size sl_dropin_exec_entry, .-sl_dropin_exec_entry\n"
+    /* async_exec(atom): the entry itself */
+    ".p2align 4\n"
+    ".globl async_exec\n.type async_exec, @function\n"
+    "async_exec:\n"
+    "    .cfi_startproc\n"
+    "    jmp sl_dropin_exec_entry\n"
+    "    .cfi_endproc\n"
+    ".size async_exec, .-async_exec\n"
+    /* syscall(nr, ...): 1001 to the entry (atom in rsi), the rest to C */
+    ".p2align 4\n"
+    ".globl syscall\n.type syscall, @function\n"
+    "syscall:\n"
+    "    .cfi_startproc\n"
+    "    cmpq $1001, %rdi\n"
+    "    jne sl_dropin_syscall\n"
+    "    movq %rsi, %rdi\n"
+    "    jmp sl_dropin_exec_entry\n"
+    "    .cfi_endproc\n"
+    ".size syscall, .-syscall\n");
+#else
 SYSLET_EXPORT struct syslet_uatom *async_exec(struct syslet_uatom *atom)
 {
     return exec_atom(atom);
 }
+#endif
 
 SYSLET_EXPORT long async_wait(unsigned long min_events)
 {
@@ -547,17 +663,15 @@ static inline long syslet_syscall6(long nr, long a0, long a1, long a2, long a3, 
 /* On x86_64 a variadic call passes integer arguments exactly as a call with
  * seven named ones does (rdi, rsi, rdx, rcx, r8, r9, then the stack; %al,
  * the count of vector registers, is only read by variadic callees), so the
- * exported syscall() is the seven-argument function itself: no va_list
- * spill of every register on the hottest call of a syslet program. */
-long sl_dropin_syscall(long nr, long a0, long a1, long a2, long a3, long a4, long a5);
-long sl_dropin_syscall(long nr, long a0, long a1, long a2, long a3, long a4, long a5)
+ * exported syscall() -- a few lines of assembly above, which send 1001 to the
+ * exec entry -- jumps here with every register as the program set it. */
+__attribute__((visibility("hidden"))) long sl_dropin_syscall(long nr, long a0, long a1, long a2,
+                                                             long a3, long a4, long a5);
+__attribute__((visibility("hidden"))) long sl_dropin_syscall(long nr, long a0, long a1, long a2,
+                                                             long a3, long a4, long a5)
 {
     return syslet_syscall6(nr, a0, a1, a2, a3, a4, a5);
 }
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wattribute-alias"
-SYSLET_EXPORT long syscall(long nr, ...) __attribute__((alias("sl_dropin_syscall")));
-#pragma GCC diagnostic pop
 #else
 SYSLET_EXPORT long syscall(long nr, ...)
 {

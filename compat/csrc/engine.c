@@ -1828,35 +1828,73 @@ static __attribute__((noinline)) int64_t exec_fast_rest(struct sl_ctx *c, uint64
     return (int64_t)atom;
 }
 
-/* One exec.  The hot case runs here without the mutex: a syslet of one read
- * or pread64 atom (no next, no SYNC/ASYNC/SKIP) that RWF_NOWAIT completes
- * in the caller -- what advance() would do for that atom, step for step.
+/* One exec.  The hot case runs without the mutex: a syslet of one read or
+ * pread64 atom (no next, no SYNC/ASYNC/SKIP) that RWF_NOWAIT completes in
+ * the caller -- what advance() would do for that atom, step for step.
  * Anything else (EAGAIN, a fault, trace, budget, max_nr_threads 0, an atom
- * of another kind) takes the general path, with nothing done. */
-static inline __attribute__((always_inline)) int64_t exec_one(struct sl_ctx *c, uint64_t atom,
-                                                              const struct sl_unlock *u)
+ * of another kind) takes the general path, with nothing done.
+ *
+ * It comes in two halves around the one system call (struct sl_fast,
+ * engine.h), so that a caller can issue that call itself: libsyslet's
+ * x86_64 entry does, to return to the program without a `ret` (dropin.c).
+ * fast_begin: 1 with f ready for the preadv2, or 0 -- take the general path
+ * (nothing was done).  fast_end: the exec's result, given the call's. */
+static inline __attribute__((always_inline)) int fast_begin(struct sl_ctx *c, uint64_t atom,
+                                                            struct sl_fast *f)
 {
-    if (__builtin_expect(!c, 0))
-        return -EBADF;
     if (__builtin_expect(!__atomic_load_n(&c->fast_ok, __ATOMIC_RELAXED) || FOREIGN(c), 0))
-        return exec_general(c, atom, u, NULL);
+        return 0;
     sl_guard_check();
-    uint64_t o[12];     /* header, cells, values */
+    uint64_t *o = f->o;
     if (__builtin_expect(g_read_atom4(atom, o) != 0, 0))
-        return exec_general(c, atom, u, NULL);
+        return 0;
     const uint64_t *h = o;
     const int64_t *a = (const int64_t *)(o + 8);
     if (__builtin_expect(h[3] || (h[0] & ~(uint64_t)(F_STOP_MASK | F_NO_COMPLETE)) ||
                          (h[1] != 0 && h[1] != 17) || !rw_exact(h[1], a) || a[2] == 0, 0))
-        return exec_general(c, atom, u, NULL);
-    struct iovec iov = {(void *)(uintptr_t)a[1], (size_t)a[2]};
-    int64_t r = nowait_preadv((int)a[0], &iov, h[1] == 0 ? -1 : (off_t)a[3]);
-    if (__builtin_expect(r != a[2], 0))
-        return exec_fast_rest(c, atom, u, o, r);
+        return 0;
+    f->ctx = c;
+    f->atom = atom;
+    f->fd = a[0];
+    f->iov[0] = (uint64_t)a[1];
+    f->iov[1] = (uint64_t)a[2];
+    f->off = h[1] == 0 ? -1 : a[3];
+    return 1;
+}
+
+static inline __attribute__((always_inline)) int64_t fast_end(const struct sl_fast *f, int64_t r,
+                                                              const struct sl_unlock *u)
+{
+    struct sl_ctx *c = f->ctx;
+    const uint64_t *h = f->o;
+    if (__builtin_expect(r != (int64_t)f->iov[1], 0))
+        return exec_fast_rest(c, f->atom, u, f->o, r);
     if (h[2] && __builtin_expect(g_store8(h[2], (uint64_t)r) != 0, 0))
         __atomic_add_fetch(&c->fast_faults, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&c->fast_hits, 1, __ATOMIC_RELAXED);
-    return (int64_t)atom;   /* it ends here: no next, and no skip */
+    return (int64_t)f->atom;    /* it ends here: no next, and no skip */
+}
+
+static inline __attribute__((always_inline)) int64_t exec_one(struct sl_ctx *c, uint64_t atom,
+                                                              const struct sl_unlock *u)
+{
+    struct sl_fast f;
+    if (__builtin_expect(!c, 0))
+        return -EBADF;
+    if (__builtin_expect(!fast_begin(c, atom, &f), 0))
+        return exec_general(c, atom, u, NULL);
+    struct iovec iov = {(void *)(uintptr_t)f.iov[0], (size_t)f.iov[1]};
+    return fast_end(&f, nowait_preadv((int)f.fd, &iov, (off_t)f.off), u);
+}
+
+int sl_exec_fast_begin(struct sl_ctx *c, uint64_t atom, struct sl_fast *f)
+{
+    return c ? fast_begin(c, atom, f) : 0;
+}
+
+int64_t sl_exec_fast_end(const struct sl_fast *f, int64_t r)
+{
+    return fast_end(f, r, NULL);
 }
 
 int64_t sl_exec(struct sl_ctx *c, uint64_t atom)

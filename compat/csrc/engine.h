@@ -52,6 +52,22 @@ struct sl_unlock {
 };
 int64_t sl_exec_unlocking(struct sl_ctx *c, uint64_t atom, const struct sl_unlock *u);
 typedef int64_t (*sl_exec_unlocking_fn)(struct sl_ctx *, uint64_t, const struct sl_unlock *);
+/* sl_exec in two halves around its one system call, for a caller that
+ * issues that call itself (libsyslet's x86_64 entry, dropin.c).
+ * sl_exec_fast_begin: 1 when the exec is a lone read for the fast path: the
+ * caller then issues preadv2(f->fd, iov = {f->iov[0], f->iov[1]}, 1,
+ * f->off, RWF_NOWAIT) and hands its raw result (-errno on failure) to
+ * sl_exec_fast_end, which returns what sl_exec would have.  0: nothing was
+ * done; call sl_exec.  f->iov is laid out as a struct iovec. */
+struct sl_fast {
+    uint64_t iov[2];
+    int64_t fd, off;
+    uint64_t atom;
+    struct sl_ctx *ctx;
+    uint64_t o[12];
+};
+int sl_exec_fast_begin(struct sl_ctx *c, uint64_t atom, struct sl_fast *f);
+int64_t sl_exec_fast_end(const struct sl_fast *f, int64_t r);
 /* Runs n syslets with shared submissions; results[i] as sl_exec's. */
 int sl_exec_batch(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_t *results);
 /* 0 once min unconsumed entries are in the ring, -ETIME after timeout_ns
