@@ -71,14 +71,23 @@ static long raw_syscall6(long nr, long a0, long a1, long a2, long a3, long a4, l
 #endif
 }
 
+typedef long (*call6_fn)(long, long, long, long, long, long, long);
+
+/* fn(nr, the six arguments a variadic syscall(nr, ...) was given) */
+static long call_va6(call6_fn fn, long nr, va_list ap)
+{
+    long a0 = va_arg(ap, long), a1 = va_arg(ap, long), a2 = va_arg(ap, long);
+    long a3 = va_arg(ap, long), a4 = va_arg(ap, long), a5 = va_arg(ap, long);
+    return fn(nr, a0, a1, a2, a3, a4, a5);
+}
+
 static long raw_syscall_va(long nr, ...)
 {
     va_list ap;
     va_start(ap, nr);
-    long a0 = va_arg(ap, long), a1 = va_arg(ap, long), a2 = va_arg(ap, long);
-    long a3 = va_arg(ap, long), a4 = va_arg(ap, long), a5 = va_arg(ap, long);
+    long r = call_va6(raw_syscall6, nr, ap);
     va_end(ap);
-    return raw_syscall6(nr, a0, a1, a2, a3, a4, a5);
+    return r;
 }
 
 static _Atomic(syscall_fn) next_syscall_fn;
@@ -677,10 +686,9 @@ SYSLET_EXPORT long syscall(long nr, ...)
 {
     va_list ap;
     va_start(ap, nr);
-    long a0 = va_arg(ap, long), a1 = va_arg(ap, long), a2 = va_arg(ap, long);
-    long a3 = va_arg(ap, long), a4 = va_arg(ap, long), a5 = va_arg(ap, long);
+    long r = call_va6(syslet_syscall6, nr, ap);
     va_end(ap);
-    return syslet_syscall6(nr, a0, a1, a2, a3, a4, a5);
+    return r;
 }
 #endif
 
