@@ -339,10 +339,14 @@ static int link_flag(const struct member *m)
 
 /* ---- small helpers ----------------------------------------------------- */
 
+/* The kernel's convention: -errno for -4095..-1, anything else a value (a
+ * result below -4095 is one: fcntl(F_GETOWN) of a process group above 4095).
+ * libc's syscall() maps exactly that range to -1 and errno, and passes the
+ * rest through. */
 static int64_t raw_syscall(uint64_t nr, const int64_t *a)
 {
     long r = syscall((long)nr, a[0], a[1], a[2], a[3], a[4], a[5]);
-    return r < 0 ? -(int64_t)errno : (int64_t)r;
+    return r == -1 ? -(int64_t)errno : (int64_t)r;
 }
 
 /* Reads the atom at addr and its argument words.  0, or -EFAULT for an

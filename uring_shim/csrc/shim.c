@@ -323,7 +323,9 @@ static void *worker_main(void *arg)
             long r = syscall(j->nr, j->args[0], j->args[1], j->args[2],
                              j->args[3], j->args[4], j->args[5]);
             __atomic_store_n(&j->runner_, (pthread_t)0, __ATOMIC_SEQ_CST);
-            j->result = r < 0 ? -(int64_t)errno : (int64_t)r;
+            /* libc's -1 is the kernel's -4095..-1; other negative
+             * results are values (fcntl F_GETOWN of a process group) */
+            j->result = r == -1 ? -(int64_t)errno : (int64_t)r;
         }
 
         if (p->target_fd >= 0 && have_ring) {
