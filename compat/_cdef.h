@@ -14,6 +14,9 @@ int sl_unregister(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, int64_t 
 int64_t sl_exec(struct sl_ctx *c, uint64_t atom);
 struct sl_unlock { void (*leave)(void *arg); void (*enter)(void *arg); void *arg; };
 int64_t sl_exec_unlocking(struct sl_ctx *c, uint64_t atom, const struct sl_unlock *u);
+struct sl_fast;
+int sl_exec_fast_begin(struct sl_ctx *c, uint64_t atom, struct sl_fast *f);
+int64_t sl_exec_fast_end_unlocking(const struct sl_fast *f, int64_t r, const struct sl_unlock *u);
 int sl_exec_batch(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_t *results);
 int sl_wait(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns);
 int64_t sl_ring_count(struct sl_ctx *c);

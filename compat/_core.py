@@ -45,6 +45,10 @@ os.register_at_fork(after_in_child=_after_fork_child)
 _sl_exec = lib.sl_exec
 #: The engine's exec entry for compat._exec.Binding (async_exec as a builtin).
 SL_EXEC_UNLOCKING = int(ffi.cast("uintptr_t", ffi.addressof(lib, "sl_exec_unlocking")))
+# ... and its fast path in two halves, for compat._exec's x86_64 entry
+# (decisions D22: the builtin issues the read itself and returns without ret)
+_exec.set_fast_path(int(ffi.cast("uintptr_t", ffi.addressof(lib, "sl_exec_fast_begin"))),
+                    int(ffi.cast("uintptr_t", ffi.addressof(lib, "sl_exec_fast_end_unlocking"))))
 #: What a closed engine holds instead of its context: NULL, which the C calls
 #: answer with -EBADF (cffi takes no None for a pointer argument).
 CLOSED = ffi.cast("struct sl_ctx *", 0)

@@ -1901,6 +1901,11 @@ int64_t sl_exec_fast_end(const struct sl_fast *f, int64_t r)
     return fast_end(f, r, NULL);
 }
 
+int64_t sl_exec_fast_end_unlocking(const struct sl_fast *f, int64_t r, const struct sl_unlock *u)
+{
+    return fast_end(f, r, u);
+}
+
 int64_t sl_exec(struct sl_ctx *c, uint64_t atom)
 {
     return exec_one(c, atom, NULL);

@@ -68,6 +68,11 @@ struct sl_fast {
 };
 int sl_exec_fast_begin(struct sl_ctx *c, uint64_t atom, struct sl_fast *f);
 int64_t sl_exec_fast_end(const struct sl_fast *f, int64_t r);
+/* sl_exec_fast_end with sl_exec_unlocking's u (the Python entry). */
+int64_t sl_exec_fast_end_unlocking(const struct sl_fast *f, int64_t r, const struct sl_unlock *u);
+typedef int (*sl_exec_fast_begin_fn)(struct sl_ctx *, uint64_t, struct sl_fast *);
+typedef int64_t (*sl_exec_fast_end_unlocking_fn)(const struct sl_fast *, int64_t,
+                                                 const struct sl_unlock *);
 /* Runs n syslets with shared submissions; results[i] as sl_exec's. */
 int sl_exec_batch(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_t *results);
 /* 0 once min unconsumed entries are in the ring, -ETIME after timeout_ns

@@ -306,6 +306,75 @@ def test_async_exec_takes_integers_only(raw_api):
     compat.async_unregister(addr(ring.ahu()), 24)
 
 
+def test_the_fast_entry_reads_like_the_general_path(raw_api, rfd, datafile):
+    """A lone pread64 takes the builtin's assembly entry on x86_64 (decisions
+    D22): same result, data and counters as through the C entry (an
+    __index__ object takes that one), and a failing read stores -errno and
+    still returns the atom."""
+    path, data = datafile
+    ring = Ring(2)
+    compat.async_register(addr(ring.ahu()), 24)
+    buf = ctypes.create_string_buffer(4096)
+    ret = ctypes.c_long(SENTINEL)
+    off = ctypes.c_long(8192)
+    args = (ctypes.c_long(rfd), ctypes.c_void_p(addr(buf)), ctypes.c_ulong(4096), off)
+    a = (syslet_uatom * 1)()
+    set_atom(a[0], NR["pread64"], args, ret=ret)
+
+    class Index:
+        def __index__(self):
+            return addr(a[0])
+    before = compat.default_engine().counters()["atoms_nowait"]
+    for arg in (addr(a[0]), Index()):
+        ret.value = SENTINEL
+        buf.raw = bytes(4096)
+        assert compat.async_exec(arg) == addr(a[0])
+        assert ret.value == 4096 and buf.raw == data[off.value:off.value + 4096]
+        off.value += 4096
+    assert compat.default_engine().counters()["atoms_nowait"] == before + 2
+    bad = os.open(path, os.O_RDONLY)
+    os.close(bad)
+    args[0].value = bad
+    assert compat.async_exec(addr(a[0])) == addr(a[0]) and ret.value == -errno.EBADF
+    assert ring.reap() == []
+    compat.async_unregister(addr(ring.ahu()), 24)
+
+
+def test_set_fast_path_takes_both_halves_or_neither():
+    from compat import _exec
+    for pair in ((1, 0), (0, 1)):
+        with pytest.raises(ValueError):
+            _exec.set_fast_path(*pair)
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the ret-less entry is x86_64 only")
+def test_the_builtin_entry_has_unwind_info():
+    """compat._exec's assembly entry carries call-frame information (its
+    168-byte frame, the return address in rcx before its final jmp)."""
+    import subprocess
+    from compat import _exec
+    lib = _exec.__file__
+    start = None
+    for ln in subprocess.run(["nm", lib], capture_output=True, text=True,
+                             check=True).stdout.splitlines():
+        parts = ln.split()
+        if len(parts) == 3 and parts[2] == "pyexec_entry":
+            start = int(parts[0], 16)
+    assert start is not None
+    fdes = []
+    for ln in subprocess.run(["readelf", "--debug-dump=frames-interp", lib], capture_output=True,
+                             text=True, check=True).stdout.splitlines():
+        if " FDE " in ln and "pc=" in ln:
+            lo, hi = ln.split("pc=")[1].split("..")
+            fdes.append((int(lo, 16), int(hi, 16), []))
+        elif fdes and ln.strip():
+            fdes[-1][2].append(ln)
+    mine = [f for f in fdes if f[0] <= start < f[1]]
+    assert len(mine) == 1
+    rows = "\n".join(mine[0][2])
+    assert "rsp+176" in rows and "r2 (rcx)" in rows, rows
+
+
 def test_a_blocking_async_exec_lets_other_python_threads_run(raw_api):
     """The fast entry keeps the GIL only while nothing can block: a SYNC
     read of an empty pipe waits with the GIL released, so a Python thread
