@@ -31,9 +31,11 @@ class build_ext_libsyslet(build_ext):
 
 
 # compat._exec: async_exec as a CPython builtin over the engine's
-# sl_exec_unlocking (compat/csrc/pyexec.c); the engine itself is in the cffi
-# module compat._engine, which hands over the function's address.
+# sl_exec_unlocking and, on x86_64, its fast path's two halves
+# (compat/csrc/pyexec.c, retless.h); the engine itself is in the cffi module
+# compat._engine, which hands over the functions' addresses.
 EXEC_EXT = Extension("compat._exec", ["compat/csrc/pyexec.c"], include_dirs=["compat/csrc"],
+                     depends=["compat/csrc/engine.h", "compat/csrc/retless.h"],
                      extra_compile_args=["-O2", "-Wall"])
 
 setup(cffi_modules=["uring_shim/_build.py:ffibuilder", "compat/_build.py:ffibuilder"],

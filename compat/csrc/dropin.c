@@ -49,6 +49,7 @@
 #include "engine.h"
 #include "guard.h"
 #include "rawsys.h"
+#include "retless.h"
 #include "syslet.h"
 
 #define SYSLET_EXPORT __attribute__((visibility("default")))
@@ -443,36 +444,36 @@ static inline struct syslet_uatom *exec_atom(struct syslet_uatom *atom)
 #if defined(__x86_64__)
 /* ---- x86_64: the exec entry that returns without `ret` ------------------------
  *
- * On this project's machines (AMD, SRSO mitigation "Safe RET") the first
- * `ret` after a system call to a frame made before it costs ~150 ns: the
- * kernel leaves the return predictor pointing at its own text.  A C exec path
- * pays it once per call (so does every libc syscall wrapper: a plain pread()
- * does too).  syscall(__NR_async_exec, atom) and async_exec(atom) therefore
- * enter sl_dropin_exec_entry below, which runs the engine's fast path in two
- * C halves around the one preadv2 it issues itself (sl_exec_fast_begin/end;
- * their own call/ret pairs are fresh, so predicted) and goes back to the
- * program with pop + jmp.  Anything but the fast path -- no context, not a
- * lone read, a shadow stack in use (which a ret-less return would break:
- * rdssp is a no-op without one) -- goes to the C path, which returns
+ * A C exec path pays the first-ret-after-a-syscall penalty (retless.h) once
+ * per call -- and so does every libc syscall wrapper, a plain pread() too.
+ * syscall(__NR_async_exec, atom) and async_exec(atom) therefore go to
+ * sl_dropin_exec_entry (SL_RETLESS_ENTRY): the engine's fast path in two C
+ * halves around the one preadv2 it issues itself, then back to the program
+ * with pop + jmp.  Anything but the fast path -- no context, not a lone
+ * read, a shadow stack in use -- goes to the C path, which returns
  * normally.  docs/decisions.md D22. */
 
 long sl_dropin_exec_c(uint64_t atom);
-int sl_dropin_fast_begin(uint64_t atom, struct sl_fast *f);
-long sl_dropin_fast_end(const struct sl_fast *f, long r);
+int sl_dropin_fast_begin(uint64_t atom, long unused, struct sl_fast *f);
+long sl_dropin_fast_end(uint64_t atom, const struct sl_fast *f, long r);
 
 __attribute__((visibility("hidden"))) long sl_dropin_exec_c(uint64_t atom)
 {
     return (long)exec_atom((struct syslet_uatom *)(uintptr_t)atom);
 }
 
-__attribute__((visibility("hidden"))) int sl_dropin_fast_begin(uint64_t atom, struct sl_fast *f)
+__attribute__((visibility("hidden"))) int sl_dropin_fast_begin(uint64_t atom, long unused,
+                                                               struct sl_fast *f)
 {
+    (void)unused;
     struct sl_ctx *c = ctx_if_any();
     return __builtin_expect(c != NULL, 1) ? sl_exec_fast_begin(c, atom, f) : 0;
 }
 
-__attribute__((visibility("hidden"))) long sl_dropin_fast_end(const struct sl_fast *f, long r)
+__attribute__((visibility("hidden"))) long sl_dropin_fast_end(uint64_t atom,
+                                                              const struct sl_fast *f, long r)
 {
+    (void)atom;
     int64_t x = sl_exec_fast_end(f, r);
     if (__builtin_expect(x < 0, 0)) {
         errno = (int)-x;
@@ -481,58 +482,12 @@ __attribute__((visibility("hidden"))) long sl_dropin_fast_end(const struct sl_fa
     return (long)x;
 }
 
-_Static_assert(sizeof(struct sl_fast) == 144 && offsetof(struct sl_fast, iov) == 0 &&
-               offsetof(struct sl_fast, fd) == 16 && offsetof(struct sl_fast, off) == 24,
-               "sl_dropin_exec_entry's frame offsets");
-_Static_assert(SYS_preadv2 == 327 && RWF_NOWAIT == 8, "sl_dropin_exec_entry's constants");
+SL_RETLESS_ENTRY(sl_dropin_exec_entry, sl_dropin_fast_begin, sl_dropin_fast_end,
+                 sl_dropin_exec_c);
 
-/* Frame: struct sl_fast at 0(%rsp) (144 bytes), the atom at 144(%rsp);
- * 152 bytes keep calls 16-byte aligned. */
 __asm__(
-    ".text\n"
-    ".p2align 4\n"
-    ".globl sl_dropin_exec_entry\n.hidden sl_dropin_exec_entry\n"
-    ".type sl_dropin_exec_entry, @function\n"
-    "sl_dropin_exec_entry:\n"                 /* rdi atom; a function's entry state */
-    "    .cfi_startproc\n"
-    "    xorl %eax, %eax\n"
-    "    rdsspq %rax\n"
-    "    testq %rax, %rax\n"
-    "    jnz sl_dropin_exec_c\n"               /* shadow stack: return with ret */
-    "    subq $152, %rsp\n"
-    "    .cfi_adjust_cfa_offset 152\n"
-    "    movq %rdi, 144(%rsp)\n"
-    "    movq %rsp, %rsi\n"
-    "    call sl_dropin_fast_begin\n"
-    "    testl %eax, %eax\n"
-    "    jz 2f\n"
-    "    movq 16(%rsp), %rdi\n"                /* fd */
-    "    movq %rsp, %rsi\n"                    /* iov */
-    "    movl $1, %edx\n"
-    "    movq 24(%rsp), %r10\n"                /* pos_l; pos_h 0 */
-    "    xorl %r8d, %r8d\n"
-    "    movl $8, %r9d\n"                      /* RWF_NOWAIT */
-    "    movl $327, %eax\n"                    /* preadv2 */
-    "    syscall\n"
-    "    movq %rsp, %rdi\n"
-    "    movq %rax, %rsi\n"
-    "    call sl_dropin_fast_end\n"
-    "    .cfi_remember_state\n"
-    "    addq $152, %rsp\n"
-    "    .cfi_adjust_cfa_offset -152\n"
-    "    popq %rcx\n"
-    "    .cfi_adjust_cfa_offset -8\n"
-    "    .cfi_register %rip, %rcx\n"
-    "    jmp *%rcx\n"
-    "2:\n"
-    "    .cfi_restore_state\n"
-    "    movq 144(%rsp), %rdi\n"
-    "    addq $152, %rsp\n"
-    "    .cfi_adjust_cfa_offset -152\n"
-    "    jmp sl_dropin_exec_c\n"
-    "    .cfi_endproc\n"
-    ".size sl_dropin_exec_entry, .-sl_dropin_exec_entry\n"
     /* async_exec(atom): the entry itself */
+    ".text\n"
     ".p2align 4\n"
     ".globl async_exec\n.type async_exec, @function\n"
     "async_exec:\n"

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "engine.h"
+#include "retless.h"
 
 typedef struct {
     PyObject_HEAD
@@ -94,16 +95,15 @@ static PyObject *exec_call(PyObject *self_, PyObject *arg)
 #if defined(__x86_64__)
 /* ---- x86_64: the entry that returns without `ret` (decisions D22) ----------
  *
- * The first `ret` after a system call, to a frame made before it, costs
- * 60-150 ns on this project's machines (AMD, SRSO "Safe RET"); os.pread pays
- * it in libc's pread.  The builtin's entry is therefore assembly: the fast
+ * os.pread pays the first-ret-after-a-syscall penalty (retless.h) inside
+ * libc's pread; the builtin's entry does not: SL_RETLESS_ENTRY runs the fast
  * path's two C halves (the engine's sl_exec_fast_begin and
  * sl_exec_fast_end_unlocking, whose addresses compat._core hands over with
- * set_fast_path) around the one preadv2, issued here, then pop + jmp back to
- * CPython.  The GIL is held from the argument's conversion to the result
- * object, so close() cannot detach the context in between.  Anything else
- * -- not an exact int, no context, not a lone read, a shadow stack -- goes
- * to exec_call, which returns normally. */
+ * set_fast_path) around the one preadv2 and returns to CPython with pop +
+ * jmp.  The GIL is held from the argument's conversion to the result object,
+ * so close() cannot detach the context in between.  Anything else -- not an
+ * exact int, no context, not a lone read, a shadow stack -- goes to
+ * exec_call, which returns normally. */
 
 static sl_exec_fast_begin_fn g_fast_begin;
 static sl_exec_fast_end_unlocking_fn g_fast_end;
@@ -144,58 +144,7 @@ __attribute__((visibility("hidden"))) PyObject *pyexec_call(PyObject *self_, PyO
     return exec_call(self_, arg);
 }
 
-_Static_assert(sizeof(struct sl_fast) == 144 && offsetof(struct sl_fast, iov) == 0 &&
-               offsetof(struct sl_fast, fd) == 16 && offsetof(struct sl_fast, off) == 24,
-               "pyexec_entry's frame offsets");
-
-/* Frame: struct sl_fast at 0(%rsp), self at 144, arg at 152; 168 bytes keep
- * calls 16-byte aligned. */
-__asm__(
-    ".text\n"
-    ".p2align 4\n"
-    ".globl pyexec_entry\n.hidden pyexec_entry\n.type pyexec_entry, @function\n"
-    "pyexec_entry:\n"                          /* rdi self, rsi arg */
-    "    .cfi_startproc\n"
-    "    xorl %eax, %eax\n"
-    "    rdsspq %rax\n"
-    "    testq %rax, %rax\n"
-    "    jnz pyexec_call\n"                    /* shadow stack: return with ret */
-    "    subq $168, %rsp\n"
-    "    .cfi_adjust_cfa_offset 168\n"
-    "    movq %rdi, 144(%rsp)\n"
-    "    movq %rsi, 152(%rsp)\n"
-    "    movq %rsp, %rdx\n"
-    "    call pyexec_fast_begin\n"
-    "    testl %eax, %eax\n"
-    "    jz 2f\n"
-    "    movq 16(%rsp), %rdi\n"                /* fd */
-    "    movq %rsp, %rsi\n"                    /* iov */
-    "    movl $1, %edx\n"
-    "    movq 24(%rsp), %r10\n"                /* pos_l; pos_h 0 */
-    "    xorl %r8d, %r8d\n"
-    "    movl $8, %r9d\n"                      /* RWF_NOWAIT */
-    "    movl $327, %eax\n"                    /* preadv2 */
-    "    syscall\n"
-    "    movq 144(%rsp), %rdi\n"
-    "    movq %rsp, %rsi\n"
-    "    movq %rax, %rdx\n"
-    "    call pyexec_fast_end\n"
-    "    .cfi_remember_state\n"
-    "    addq $168, %rsp\n"
-    "    .cfi_adjust_cfa_offset -168\n"
-    "    popq %rcx\n"
-    "    .cfi_adjust_cfa_offset -8\n"
-    "    .cfi_register %rip, %rcx\n"
-    "    jmp *%rcx\n"
-    "2:\n"
-    "    .cfi_restore_state\n"
-    "    movq 144(%rsp), %rdi\n"
-    "    movq 152(%rsp), %rsi\n"
-    "    addq $168, %rsp\n"
-    "    .cfi_adjust_cfa_offset -168\n"
-    "    jmp pyexec_call\n"
-    "    .cfi_endproc\n"
-    ".size pyexec_entry, .-pyexec_entry\n");
+SL_RETLESS_ENTRY(pyexec_entry, pyexec_fast_begin, pyexec_fast_end, pyexec_call);
 #define EXEC_ENTRY pyexec_entry
 #else
 #define EXEC_ENTRY exec_call

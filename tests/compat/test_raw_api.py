@@ -347,34 +347,6 @@ def test_set_fast_path_takes_both_halves_or_neither():
             _exec.set_fast_path(*pair)
 
 
-@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the ret-less entry is x86_64 only")
-def test_the_builtin_entry_has_unwind_info():
-    """compat._exec's assembly entry carries call-frame information (its
-    168-byte frame, the return address in rcx before its final jmp)."""
-    import subprocess
-    from compat import _exec
-    lib = _exec.__file__
-    start = None
-    for ln in subprocess.run(["nm", lib], capture_output=True, text=True,
-                             check=True).stdout.splitlines():
-        parts = ln.split()
-        if len(parts) == 3 and parts[2] == "pyexec_entry":
-            start = int(parts[0], 16)
-    assert start is not None
-    fdes = []
-    for ln in subprocess.run(["readelf", "--debug-dump=frames-interp", lib], capture_output=True,
-                             text=True, check=True).stdout.splitlines():
-        if " FDE " in ln and "pc=" in ln:
-            lo, hi = ln.split("pc=")[1].split("..")
-            fdes.append((int(lo, 16), int(hi, 16), []))
-        elif fdes and ln.strip():
-            fdes[-1][2].append(ln)
-    mine = [f for f in fdes if f[0] <= start < f[1]]
-    assert len(mine) == 1
-    rows = "\n".join(mine[0][2])
-    assert "rsp+176" in rows and "r2 (rcx)" in rows, rows
-
-
 def test_a_blocking_async_exec_lets_other_python_threads_run(raw_api):
     """The fast entry keeps the GIL only while nothing can block: a SYNC
     read of an empty pipe waits with the GIL released, so a Python thread

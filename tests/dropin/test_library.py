@@ -266,23 +266,9 @@ def test_exports():
     assert names == EXPORTS      # nothing of the engine, the shim or liburing leaks
 
 
-@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the ret-less exec entry is x86_64 only")
-def test_exec_entry_has_unwind_info():
-    """syscall(), async_exec() and the ret-less exec entry behind them
-    (dropin.c, decisions D22) are assembly: each carries call-frame
-    information, so debuggers, profilers and backtrace() can walk through
-    them -- with the 152-byte frame the entry keeps around its system call,
-    and the return address in rcx just before its final jmp."""
-    lib = preload_path()
-    names = ("syscall", "async_exec", "sl_dropin_exec_entry")
-    syms = {}
-    for ln in subprocess.run(["nm", lib], capture_output=True, text=True,
-                             check=True).stdout.splitlines():
-        parts = ln.split()
-        if len(parts) == 3 and parts[2] in names:
-            syms[parts[2]] = int(parts[0], 16)
-    assert set(syms) == set(names)
-    fdes = []           # (start, end, rows)
+def _fdes(lib):
+    """[(start, end, rows)] of lib's call-frame information (readelf)."""
+    fdes = []
     for ln in subprocess.run(["readelf", "--debug-dump=frames-interp", lib], capture_output=True,
                              text=True, check=True).stdout.splitlines():
         if " FDE " in ln and "pc=" in ln:
@@ -290,10 +276,37 @@ def test_exec_entry_has_unwind_info():
             fdes.append((int(lo, 16), int(hi, 16), []))
         elif fdes and ln.strip():
             fdes[-1][2].append(ln)
+    return fdes
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the ret-less entries are x86_64 only")
+@pytest.mark.parametrize("which", ["libsyslet", "compat._exec"])
+def test_ret_less_entries_have_unwind_info(which):
+    """The exec entries that return without `ret` (decisions D22) are
+    assembly: libsyslet's syscall(), async_exec() and sl_dropin_exec_entry
+    behind them, and compat._exec's pyexec_entry.  Each carries call-frame
+    information, so debuggers, profilers and backtrace() can walk through
+    them: with the frame the entry keeps around its system call, and the
+    return address in rcx just before its final jmp."""
+    if which == "libsyslet":
+        lib, entry, cfa = preload_path(), "sl_dropin_exec_entry", "rsp+176"
+        names = ("syscall", "async_exec", entry)
+    else:
+        import compat._exec
+        lib, entry, cfa = compat._exec.__file__, "pyexec_entry", "rsp+176"
+        names = (entry,)
+    syms = {}
+    for ln in subprocess.run(["nm", lib], capture_output=True, text=True,
+                             check=True).stdout.splitlines():
+        parts = ln.split()
+        if len(parts) == 3 and parts[2] in names:
+            syms[parts[2]] = int(parts[0], 16)
+    assert set(syms) == set(names)
+    fdes = _fdes(lib)
     cover = {n: [f for f in fdes if f[0] <= a < f[1]] for n, a in syms.items()}
     assert all(len(v) == 1 for v in cover.values()), cover
-    rows = "\n".join(cover["sl_dropin_exec_entry"][0][2])
-    assert "rsp+160" in rows and "r2 (rcx)" in rows, rows
+    rows = "\n".join(cover[entry][0][2])
+    assert cfa in rows and "r2 (rcx)" in rows, rows
 
 
 def test_config_flags():
