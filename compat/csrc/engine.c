@@ -120,7 +120,7 @@ struct sl_ctx {
      * fast path (one word for it to read; fast_update() keeps it) */
     int fast_ok;
     struct sl_counters cnt;
-    /* Counted without the mutex by exec_fast (atomic adds): each hit is one
+    /* Counted without the mutex by the exec fast path (atomic adds): each hit is one
      * synchronous syslet of one inline RWF_NOWAIT atom. */
     uint64_t fast_hits, fast_faults;
     unsigned gen;               /* fork generation it was made in */
@@ -1572,7 +1572,7 @@ static struct syslet *start_syslet(struct sl_ctx *c, uint64_t atom, int64_t *err
 {
     struct member first;
     int rr = 0;
-    if (pre) {          /* exec_fast read it and began it (a short read) */
+    if (pre) {          /* the exec fast path read it and began it (a short read) */
         first = *pre;
     } else {
         if (!c->registered) {
@@ -1796,7 +1796,7 @@ static __attribute__((noinline)) int64_t exec_general(struct sl_ctx *c, uint64_t
 
 /* The fast path's RWF_NOWAIT read returned r, not the whole length: settle
  * it as nowait_read() would, or hand the begun member to the general path
- * (a short read of a file that must go on).  o as exec_fast's. */
+ * (a short read of a file that must go on).  o is fast_begin's f->o. */
 static __attribute__((noinline)) int64_t exec_fast_rest(struct sl_ctx *c, uint64_t atom,
                                                         const struct sl_unlock *u,
                                                         const uint64_t *o, int64_t r)
