@@ -425,20 +425,19 @@ SYSLET_EXPORT long async_register(struct async_head_user *ahu, unsigned long len
     return 0;
 }
 
+/* An engine result in the C convention: -errno becomes -1 and errno; a
+ * success leaves errno as it was (the engine does too). */
+static inline long c_result(int64_t r)
+{
+    return __builtin_expect(r < 0, 0) ? fail((int)r) : (long)r;
+}
+
 static inline struct syslet_uatom *exec_atom(struct syslet_uatom *atom)
 {
     struct sl_ctx *c = ctx_if_any();
-    if (__builtin_expect(!c, 0)) {
-        errno = EINVAL;         /* no ring registered in this process */
-        return (struct syslet_uatom *)-1L;
-    }
-    /* sl_exec leaves errno as it found it unless it fails */
-    int64_t r = sl_exec(c, (uint64_t)(uintptr_t)atom);
-    if (__builtin_expect(r < 0, 0)) {
-        errno = (int)-r;
-        return (struct syslet_uatom *)-1L;
-    }
-    return (struct syslet_uatom *)(uintptr_t)r;
+    if (__builtin_expect(!c, 0))
+        return (struct syslet_uatom *)fail(-EINVAL);    /* no ring registered here */
+    return (struct syslet_uatom *)c_result(sl_exec(c, (uint64_t)(uintptr_t)atom));
 }
 
 #if defined(__x86_64__)
@@ -474,12 +473,7 @@ __attribute__((visibility("hidden"))) long sl_dropin_fast_end(uint64_t atom,
                                                               const struct sl_fast *f, long r)
 {
     (void)atom;
-    int64_t x = sl_exec_fast_end(f, r);
-    if (__builtin_expect(x < 0, 0)) {
-        errno = (int)-x;
-        return -1;
-    }
-    return (long)x;
+    return c_result(sl_exec_fast_end_unlocking(f, r, NULL));
 }
 
 SL_RETLESS_ENTRY(sl_dropin_exec_entry, sl_dropin_fast_begin, sl_dropin_fast_end,
@@ -608,9 +602,9 @@ SYSLET_EXPORT int syslet_compat_backend(void)
 static inline long syslet_syscall6(long nr, long a0, long a1, long a2, long a3, long a4,
                                    long a5)
 {
-    if (__builtin_expect(nr == __NR_async_exec, 1))
-        return (long)exec_atom((struct syslet_uatom *)a0);
     switch (nr) {
+    case __NR_async_exec:       /* (x86_64: the assembly entry took it already) */
+        return (long)exec_atom((struct syslet_uatom *)a0);
     case __NR_async_register:
         return async_register((struct async_head_user *)a0, (unsigned long)a1);
     case __NR_async_wait:

@@ -351,23 +351,31 @@ static int64_t raw_syscall(uint64_t nr, const int64_t *a)
 
 /* Reads the atom at addr and its argument words.  0, or -EFAULT for an
  * unreadable atom, or 1 for an unreadable argument pointer (atom readable). */
-static int read_atom(uint64_t addr, struct member *m)
+/* The member of the atom at addr, not begun: w[0..3] its header words,
+ * w[4..4+ncells) its first argument cells (the rest 0); args are the
+ * caller's. */
+static void member_set(struct member *m, uint64_t addr, const uint64_t *w, unsigned ncells)
 {
-    uint64_t w[11];
-    int r = g_read_atom(addr, w, m->args);
-    if (r < 0)
-        return r;
     m->atom = addr;
     m->flags = w[0];
     m->nr = w[1];
     m->ret_ptr = w[2];
     m->next = w[3];
-    memcpy(m->cells, &w[4], sizeof m->cells);
+    for (unsigned k = 0; k < 6; k++)
+        m->cells[k] = k < ncells ? w[4 + k] : 0;
     m->partial = -1;
     m->done = 0;
     m->sqe_flags = 0;
     m->op = 0;
     m->transfer = 0;
+}
+
+static int read_atom(uint64_t addr, struct member *m)
+{
+    uint64_t w[11];
+    int r = g_read_atom(addr, w, m->args);
+    if (r >= 0)
+        member_set(m, addr, w, 6);
     return r;
 }
 
@@ -683,27 +691,36 @@ static int short_read_final(int fd, off_t off, int64_t r)
     return fin;
 }
 
+/* What the RWF_NOWAIT attempt's result r means for a read (nr 0) or
+ * pread64 (17) with arguments a. */
+enum { NW_DONE, NW_BLOCK, NW_SHORT };
+static int nowait_outcome(uint64_t nr, const int64_t *a, int64_t r)
+{
+    if (r < 0)          /* would block or cannot say: the real request decides */
+        return r == -EAGAIN || r == -EOPNOTSUPP || r == -EINVAL ? NW_BLOCK : NW_DONE;
+    if (r == 0 || (uint64_t)r == (uint64_t)a[2] ||
+        short_read_final((int)a[0], nr == 0 ? -1 : (off_t)a[3], r))
+        return NW_DONE;     /* complete, end of file, or all a pipe had */
+    return NW_SHORT;        /* the rest must go on */
+}
+
 /* RWF_NOWAIT attempt of a read (nr 0) or pread64 (17) with arguments a.
  * Returns 1 when it settled the atom (*res), else 0; a short read that must
  * go on sets *partial to the bytes it transferred. */
 static int nowait_read(uint64_t nr, const int64_t *a, int64_t *res, int64_t *partial)
 {
     struct iovec iov = {(void *)(uintptr_t)a[1], (size_t)a[2]};
-    off_t off = nr == 0 ? -1 : (off_t)a[3];
     if (a[2] == 0)
         return 0;
-    ssize_t r = nowait_preadv((int)a[0], &iov, off);
-    if (__builtin_expect(r < 0, 0)) {
-        if (r == -EAGAIN || r == -EOPNOTSUPP || r == -EINVAL)
-            return 0;
+    ssize_t r = nowait_preadv((int)a[0], &iov, nr == 0 ? -1 : (off_t)a[3]);
+    switch (nowait_outcome(nr, a, r)) {
+    case NW_DONE:
         *res = r;
         return 1;
+    case NW_SHORT:
+        *partial = r;
+        break;
     }
-    if (r == 0 || (uint64_t)r == (uint64_t)a[2] || short_read_final((int)a[0], off, r)) {
-        *res = r;       /* complete, end of file, or all a pipe had */
-        return 1;
-    }
-    *partial = r;
     return 0;
 }
 
@@ -1794,42 +1811,41 @@ static __attribute__((noinline)) int64_t exec_general(struct sl_ctx *c, uint64_t
     return e < 0 ? e : r;
 }
 
+/* The fast path settled the atom with result r: store it, count it, and
+ * the syslet ends here (no next, no skip). */
+static inline __attribute__((always_inline)) int64_t fast_done(struct sl_ctx *c, uint64_t atom,
+                                                               uint64_t ret_ptr, int64_t r)
+{
+    if (ret_ptr && __builtin_expect(g_store8(ret_ptr, (uint64_t)r) != 0, 0))
+        __atomic_add_fetch(&c->fast_faults, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&c->fast_hits, 1, __ATOMIC_RELAXED);
+    return (int64_t)atom;
+}
+
 /* The fast path's RWF_NOWAIT read returned r, not the whole length: settle
  * it as nowait_read() would, or hand the begun member to the general path
- * (a short read of a file that must go on).  o is fast_begin's f->o. */
+ * (a short read of a file that must go on).  o is fast_begin's f->o: the
+ * header, the four argument cells and their values (those beyond the
+ * call's arity are 0: fast_begin declined anything else). */
 static __attribute__((noinline)) int64_t exec_fast_rest(struct sl_ctx *c, uint64_t atom,
                                                         const struct sl_unlock *u,
                                                         const uint64_t *o, int64_t r)
 {
-    const uint64_t *h = o, *cells = o + 4;
-    const int64_t *a = (const int64_t *)(o + 8);
-    off_t off = h[1] == 0 ? -1 : (off_t)a[3];
-    if (r < 0) {
-        if (r == -EAGAIN || r == -EOPNOTSUPP || r == -EINVAL)
-            return exec_general(c, atom, u, NULL);      /* would block: nothing done */
-    } else if (r != 0 && !short_read_final((int)a[0], off, r)) {
-        /* Short: hand over the member read_atom() would have made, begun. */
+    switch (nowait_outcome(o[1], (const int64_t *)(o + 8), r)) {
+    case NW_BLOCK:
+        return exec_general(c, atom, u, NULL);      /* nothing done */
+    case NW_SHORT: {
+        /* Hand over the member read_atom() would have made, begun. */
         struct member pre;
-        unsigned na = h[1] == 0 ? 3 : 4;
-        pre.atom = atom;
-        pre.flags = h[0];
-        pre.nr = h[1];
-        pre.ret_ptr = h[2];
-        pre.next = 0;
-        for (unsigned k = 0; k < 6; k++) {
-            pre.args[k] = k < na ? a[k] : 0;
-            pre.cells[k] = k < na ? cells[k] : 0;
-        }
-        pre.done = pre.sqe_flags = 0;
+        member_set(&pre, atom, o, 4);
+        memset(pre.args, 0, sizeof pre.args);
+        memcpy(pre.args, o + 8, 4 * sizeof *o);
         uring_op(&pre);
         pre.partial = r;
         return exec_general(c, atom, u, &pre);
     }
-    /* an error, end of file, or all a pipe had: the atom's result */
-    if (h[2] && g_store8(h[2], (uint64_t)r))
-        __atomic_add_fetch(&c->fast_faults, 1, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&c->fast_hits, 1, __ATOMIC_RELAXED);
-    return (int64_t)atom;
+    }
+    return fast_done(c, atom, o[2], r);
 }
 
 /* One exec.  The hot case runs without the mutex: a syslet of one read or
@@ -1860,8 +1876,8 @@ static inline __attribute__((always_inline)) int fast_begin(struct sl_ctx *c, ui
     f->ctx = c;
     f->atom = atom;
     f->fd = a[0];
-    f->iov[0] = (uint64_t)a[1];
-    f->iov[1] = (uint64_t)a[2];
+    f->iov.iov_base = (void *)(uintptr_t)a[1];
+    f->iov.iov_len = (size_t)a[2];
     f->off = h[1] == 0 ? -1 : a[3];
     return 1;
 }
@@ -1869,14 +1885,9 @@ static inline __attribute__((always_inline)) int fast_begin(struct sl_ctx *c, ui
 static inline __attribute__((always_inline)) int64_t fast_end(const struct sl_fast *f, int64_t r,
                                                               const struct sl_unlock *u)
 {
-    struct sl_ctx *c = f->ctx;
-    const uint64_t *h = f->o;
-    if (__builtin_expect(r != (int64_t)f->iov[1], 0))
-        return exec_fast_rest(c, f->atom, u, f->o, r);
-    if (h[2] && __builtin_expect(g_store8(h[2], (uint64_t)r) != 0, 0))
-        __atomic_add_fetch(&c->fast_faults, 1, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&c->fast_hits, 1, __ATOMIC_RELAXED);
-    return (int64_t)f->atom;    /* it ends here: no next, and no skip */
+    if (__builtin_expect(r != (int64_t)f->iov.iov_len, 0))
+        return exec_fast_rest(f->ctx, f->atom, u, f->o, r);
+    return fast_done(f->ctx, f->atom, f->o[2], r);
 }
 
 static inline __attribute__((always_inline)) int64_t exec_one(struct sl_ctx *c, uint64_t atom,
@@ -1887,18 +1898,12 @@ static inline __attribute__((always_inline)) int64_t exec_one(struct sl_ctx *c, 
         return -EBADF;
     if (__builtin_expect(!fast_begin(c, atom, &f), 0))
         return exec_general(c, atom, u, NULL);
-    struct iovec iov = {(void *)(uintptr_t)f.iov[0], (size_t)f.iov[1]};
-    return fast_end(&f, nowait_preadv((int)f.fd, &iov, (off_t)f.off), u);
+    return fast_end(&f, nowait_preadv((int)f.fd, &f.iov, (off_t)f.off), u);
 }
 
 int sl_exec_fast_begin(struct sl_ctx *c, uint64_t atom, struct sl_fast *f)
 {
     return c ? fast_begin(c, atom, f) : 0;
-}
-
-int64_t sl_exec_fast_end(const struct sl_fast *f, int64_t r)
-{
-    return fast_end(f, r, NULL);
 }
 
 int64_t sl_exec_fast_end_unlocking(const struct sl_fast *f, int64_t r, const struct sl_unlock *u)

@@ -6,6 +6,7 @@
 #define SYSLET_ENGINE_H
 
 #include <stdint.h>
+#include <sys/uio.h>
 
 #define SL_VERSION "0.1.0"
 
@@ -53,22 +54,20 @@ struct sl_unlock {
 int64_t sl_exec_unlocking(struct sl_ctx *c, uint64_t atom, const struct sl_unlock *u);
 typedef int64_t (*sl_exec_unlocking_fn)(struct sl_ctx *, uint64_t, const struct sl_unlock *);
 /* sl_exec in two halves around its one system call, for a caller that
- * issues that call itself (libsyslet's x86_64 entry, dropin.c).
+ * issues that call itself (the x86_64 exec entries, retless.h).
  * sl_exec_fast_begin: 1 when the exec is a lone read for the fast path: the
- * caller then issues preadv2(f->fd, iov = {f->iov[0], f->iov[1]}, 1,
- * f->off, RWF_NOWAIT) and hands its raw result (-errno on failure) to
- * sl_exec_fast_end, which returns what sl_exec would have.  0: nothing was
- * done; call sl_exec.  f->iov is laid out as a struct iovec. */
+ * caller then issues preadv2(f->fd, &f->iov, 1, f->off, RWF_NOWAIT) and
+ * hands its raw result (-errno on failure) to sl_exec_fast_end_unlocking,
+ * which returns what sl_exec_unlocking would have (u as there; NULL: no
+ * lock to let go).  0: nothing was done; call sl_exec. */
 struct sl_fast {
-    uint64_t iov[2];
+    struct iovec iov;
     int64_t fd, off;
     uint64_t atom;
     struct sl_ctx *ctx;
     uint64_t o[12];
 };
 int sl_exec_fast_begin(struct sl_ctx *c, uint64_t atom, struct sl_fast *f);
-int64_t sl_exec_fast_end(const struct sl_fast *f, int64_t r);
-/* sl_exec_fast_end with sl_exec_unlocking's u (the Python entry). */
 int64_t sl_exec_fast_end_unlocking(const struct sl_fast *f, int64_t r, const struct sl_unlock *u);
 typedef int (*sl_exec_fast_begin_fn)(struct sl_ctx *, uint64_t, struct sl_fast *);
 typedef int64_t (*sl_exec_fast_end_unlocking_fn)(const struct sl_fast *, int64_t,

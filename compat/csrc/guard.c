@@ -474,6 +474,7 @@ int g_read_atom4(uint64_t addr, uint64_t *o)
     for (unsigned k = 0; k < 4; k++)
         o[k] = a[k];
     unsigned n = o[1] == 0 ? 3 : 4;
+    o[7] = o[11] = 0;       /* read(2): no fourth argument */
     if (a[8] || a[9] || (n == 3 && a[7])) {
         GUARD_END();
         return 1;

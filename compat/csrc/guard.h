@@ -20,7 +20,8 @@ int g_read_atom(uint64_t addr, uint64_t *w, int64_t *args);
 
 /* g_read_atom4: the exec fast path's read of a read/pread64 atom.  o[0..3]
  * its header words, o[4..7] its first four arg_ptr words, o[8..11] the
- * values of the first three (read) or four (pread64, or anything else).
+ * values of the first three (read: o[7] and o[11] are 0) or four (pread64,
+ * or anything else).
  * Returns 0; -EFAULT when any of it is unreadable or one of those arg_ptr
  * words is NULL; 1 when a later arg_ptr (arg_ptr[3] of a read, arg_ptr[4..5])
  * is not NULL.  Not 0: the general path reads the atom again and decides.

@@ -64,6 +64,14 @@ static PyObject *raise_errno(int e)
     return NULL;
 }
 
+/* An engine result as the builtin returns it. */
+static PyObject *result_obj(int64_t r)
+{
+    if (r < 0)
+        return raise_errno((int)-r);
+    return PyLong_FromUnsignedLongLong((unsigned long long)r);
+}
+
 static PyObject *exec_call(PyObject *self_, PyObject *arg)
 {
     Binding *b = (Binding *)self_;
@@ -86,10 +94,7 @@ static PyObject *exec_call(PyObject *self_, PyObject *arg)
     }
     struct gil_gap g = {NULL, b->owner};
     struct sl_unlock u = {gap_leave, gap_enter, &g};
-    int64_t r = b->fn(b->ctx, (uint64_t)atom, &u);
-    if (r < 0)
-        return raise_errno((int)-r);
-    return PyLong_FromUnsignedLongLong((unsigned long long)r);
+    return result_obj(b->fn(b->ctx, (uint64_t)atom, &u));
 }
 
 #if defined(__x86_64__)
@@ -133,10 +138,7 @@ __attribute__((visibility("hidden"))) PyObject *pyexec_fast_end(PyObject *self_,
     Binding *b = (Binding *)self_;
     struct gil_gap g = {NULL, b->owner};
     struct sl_unlock u = {gap_leave, gap_enter, &g};
-    int64_t x = g_fast_end(f, r, &u);
-    if (x < 0)
-        return raise_errno((int)-x);
-    return PyLong_FromUnsignedLongLong((unsigned long long)x);
+    return result_obj(g_fast_end(f, r, &u));
 }
 
 __attribute__((visibility("hidden"))) PyObject *pyexec_call(PyObject *self_, PyObject *arg)
