@@ -45,13 +45,14 @@ class Arena:
         self._cap = size
 
     def alloc(self, n, align=8):
-        """Zeroed memory for ``n`` bytes; returns its address."""
-        off = (self._off + align - 1) & ~(align - 1)
+        """Zeroed memory for ``n`` bytes at an address that is a multiple of
+        ``align`` (a power of two); returns its address."""
+        off = ((self._base + self._off + align - 1) & ~(align - 1)) - self._base
         if off + n > self._cap:
             if self._contiguous:
                 raise MemoryError(f"contiguous arena of {self._cap} bytes is full")
             self._new_block(max(self._size, n + align))
-            off = 0
+            off = ((self._base + align - 1) & ~(align - 1)) - self._base
         self._off = off + n
         return self._base + off
 
@@ -277,9 +278,13 @@ class Context:
             v.value = value
         return v
 
-    def buffer(self, size):
-        """A new zeroed buffer of ``size`` bytes."""
-        return Buffer(self.arena.alloc(max(size, 1), 16), size)
+    def buffer(self, size, align=16):
+        """A new zeroed buffer of ``size`` bytes at an address that is a
+        multiple of ``align`` (a power of two; O_DIRECT I/O wants the
+        device's logical block size, 4096 is always enough)."""
+        if align < 1 or align & (align - 1):
+            raise ValueError(f"align must be a power of two, not {align}")
+        return Buffer(self.arena.alloc(max(size, 1), align), size)
 
     def cstring(self, data):
         """Copies bytes (or str, UTF-8) NUL-terminated into the arena; returns the address."""

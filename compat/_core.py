@@ -21,12 +21,8 @@ if _v != __version__:
         f"compat._engine is a stale build (C says {_v}, Python expects {__version__}); "
         "rebuild with `make venv` or `pip install -e .`")
 
-#: Counter names, in struct sl_counters order.
-COUNTERS = (
-    "syslets_sync", "syslets_async", "atoms_uring", "atoms_inline", "atoms_pool",
-    "atoms_nowait", "segments", "enters", "overstops", "ring_full_waits", "published",
-    "pool_batches", "faults",
-)
+#: Counter names, in struct sl_counters order (read from the C struct).
+COUNTERS = tuple(name for name, _ in ffi.typeof("struct sl_counters").fields)
 
 _WAIT_SLICE_NS = 50_000_000
 

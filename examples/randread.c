@@ -22,7 +22,12 @@
  *
  * Options: --iodepth N (32), --bs N (4096), --ios N (100000), --seed N (1),
  *          --async (SYSLET_ASYNC on every atom: all completions through the
- *          ring), --plain-nowait (diagnostic: the plain loop with
+ *          ring), --direct (open the file with O_DIRECT: every read goes to
+ *          the device and blocks), --write (pwrite64 atoms writing each
+ *          block's own pattern instead of reading it: the file stays
+ *          verifiable by a later read run; a write counts as an error unless
+ *          it wrote the whole block), --drop-cache (posix_fadvise(DONTNEED) on the file
+ *          before the clock starts: buffered reads come from the disk), --plain-nowait (diagnostic: the plain loop with
  *          preadv2(RWF_NOWAIT), the call the engine uses to learn whether a
  *          read would block), --no-rate (omit the reads/s line), --cpu-rate
  *          (a third line: reads per second of the process's CPU time, all
@@ -72,6 +77,7 @@ static inline uint64_t rng(void)
 
 static unsigned long opt_iodepth = 32, opt_bs = 4096, opt_ios = 100000, opt_seed = 1;
 static int opt_plain, opt_nowait, opt_async, opt_rate = 1, opt_cpu_rate, opt_verbose;
+static int opt_direct, opt_write, opt_drop;
 static unsigned long errors, sync_done, async_done, waits;
 static uint64_t sum;
 
@@ -81,10 +87,22 @@ static void die(const char *what)
     exit(1);
 }
 
+/* Fills data with the pattern of the block at off (what a write unit writes). */
+static void fill(char *data, unsigned long off)
+{
+    uint64_t *w = (uint64_t *)data;
+    for (unsigned long i = 0; i < opt_bs / 8; i++)
+        w[i] = pattern(off + 8 * i);
+}
+
 static void verify(const char *data, long got, unsigned long off)
 {
     if (got != (long)opt_bs) {
         errors++;
+        return;
+    }
+    if (opt_write) {            /* written: the data was the pattern already */
+        sum += pattern(off);
         return;
     }
     const uint64_t *w = (const uint64_t *)data;
@@ -142,7 +160,10 @@ static void run_plain(int fd, char *buf)
     for (unsigned long i = 0; i < opt_ios; i++) {
         unsigned long off = next_offset();
         long r;
-        if (opt_nowait) {
+        if (opt_write) {
+            fill(buf, off);
+            r = pwrite(fd, buf, opt_bs, (off_t)off);
+        } else if (opt_nowait) {
             struct iovec iov = {buf, opt_bs};
             r = preadv2(fd, &iov, 1, (off_t)off, RWF_NOWAIT);
             if (r < 0 && errno == EAGAIN)
@@ -199,7 +220,7 @@ static void run_syslet(int fd)
         u->buf = (unsigned long)u->data;
         u->len = opt_bs;
         u->atom.flags = opt_async ? SYSLET_ASYNC : 0;
-        u->atom.nr = SYS_pread64;
+        u->atom.nr = opt_write ? SYS_pwrite64 : SYS_pread64;
         u->atom.ret_ptr = &u->ret;
         u->atom.next = NULL;
         u->atom.arg_ptr[0] = &u->fd;
@@ -218,6 +239,8 @@ static void run_syslet(int fd)
             free_list = u->next_free;
             u->off = next_offset();
             u->ret = 0;
+            if (opt_write)
+                fill(u->data, u->off);
             issued++;
             long r = syscall(__NR_async_exec, &u->atom);
             if (r == -1)
@@ -263,6 +286,12 @@ int main(int argc, char **argv)
             opt_plain = opt_nowait = 1;
         else if (!strcmp(a, "--async"))
             opt_async = 1;
+        else if (!strcmp(a, "--direct"))
+            opt_direct = 1;
+        else if (!strcmp(a, "--write"))
+            opt_write = 1;
+        else if (!strcmp(a, "--drop-cache"))
+            opt_drop = 1;
         else if (!strcmp(a, "--no-rate"))
             opt_rate = 0;
         else if (!strcmp(a, "--cpu-rate"))
@@ -280,7 +309,7 @@ int main(int argc, char **argv)
         else if (a[0] != '-' && !path)
             path = a;
         else {
-            fprintf(stderr, "usage: %s [--plain | --plain-nowait] [--async] [--iodepth N] [--bs N] [--ios N] [--seed N] "
+            fprintf(stderr, "usage: %s [--plain | --plain-nowait] [--async] [--direct] [--write] [--drop-cache] [--iodepth N] [--bs N] [--ios N] [--seed N] "
                             "[--no-rate] [--cpu-rate] [--verbose] FILE\n       %s --make FILE MIB\n",
                     argv[0], argv[0]);
             return 2;
@@ -290,9 +319,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "randread: need FILE, iodepth > 0 and bs a multiple of 8\n");
         return 2;
     }
-    int fd = open(path, O_RDONLY);
+    int fd = open(path, (opt_write ? O_RDWR : O_RDONLY) | (opt_direct ? O_DIRECT : 0));
     if (fd < 0)
         die(path);
+    if (opt_drop && (fdatasync(fd) < 0 || posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) != 0))
+        die("posix_fadvise");
     struct stat st;
     if (fstat(fd, &st) < 0)
         die("fstat");

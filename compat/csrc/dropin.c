@@ -17,12 +17,16 @@
  * makes a fresh one.  The ring registration is not inherited: the child
  * registers again (fork copied the ring memory, so the same head may be used).
  *
- * Signals: async_wait blocks in poll() on an eventfd, which a signal handler
- * interrupts (whatever SA_RESTART says), so it can return -1/EINTR.  The
- * engine wakes waiters through pthread_cond_broadcast on its progress
- * condition; dropin_engine.c compiles engine.c with that call renamed to
- * sl_dropin_cond_broadcast (below), which also writes the eventfds of the
- * threads blocked in async_wait.
+ * Signals: with the io_uring backend async_wait blocks in io_uring_enter
+ * itself, reaping and publishing the completions it waits for (engine.c,
+ * sl_wait_intr); a signal handler interrupts that (whatever SA_RESTART
+ * says), so it can return -1/EINTR.  Where the engine cannot wait that way
+ * (the pool-only backend, max_nr_threads = N) async_wait blocks in poll()
+ * on an eventfd, interrupted the same way.  There the engine wakes waiters
+ * through pthread_cond_broadcast on its progress condition; dropin_engine.c
+ * compiles engine.c with that call renamed to sl_dropin_cond_broadcast
+ * (below), which also writes the eventfds of the threads blocked in
+ * async_wait.
  *
  * This file is #included by the cffi-generated source (Python.h comes first).
  */
@@ -276,13 +280,15 @@ static void print_counters(void)
     fprintf(stderr,
             "libsyslet: pid %d counters: sync=%llu async=%llu uring=%llu inline=%llu "
             "pool=%llu nowait=%llu segments=%llu enters=%llu published=%llu "
-            "ring_full_waits=%llu faults=%llu\n", (int)getpid(),
+            "ring_full_waits=%llu faults=%llu direct_reads=%llu caller_waits=%llu "
+            "driver_waits=%llu\n", (int)getpid(),
             (unsigned long long)k.syslets_sync, (unsigned long long)k.syslets_async,
             (unsigned long long)k.atoms_uring, (unsigned long long)k.atoms_inline,
             (unsigned long long)k.atoms_pool, (unsigned long long)k.atoms_nowait,
             (unsigned long long)k.segments, (unsigned long long)k.enters,
             (unsigned long long)k.published, (unsigned long long)k.ring_full_waits,
-            (unsigned long long)k.faults);
+            (unsigned long long)k.faults, (unsigned long long)k.direct_reads,
+            (unsigned long long)k.caller_waits, (unsigned long long)k.driver_waits);
 }
 
 static __attribute__((noinline)) struct sl_ctx *ctx_slow(void)
@@ -520,7 +526,16 @@ SYSLET_EXPORT long async_wait(unsigned long min_events)
     }
     if (r != -ETIME)
         return fail(r);
-    /* Must block.  Arm first, then re-check: a publish after arming writes
+    /* Must block.  The io_uring backend: this thread waits in the kernel for
+     * the completions and publishes them itself (a signal ends the wait). */
+    r = sl_wait_intr(c, min_events, -1);
+    if (r != -EOPNOTSUPP) {
+        if (r < 0)
+            return fail(r);
+        errno = saved;
+        return 0;
+    }
+    /* The pool: arm first, then re-check: a publish after arming writes
      * our eventfd, so no wake-up is lost; the slice is only a safety net. */
     struct waiter w;
     w.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

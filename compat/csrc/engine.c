@@ -46,6 +46,7 @@
 #define SL_PARALLEL_READS 1
 #endif
 #define SL_YIELD_ATOMS 1024     /* inline atoms an async syslet runs per turn */
+#define SL_POOL_UNBOUNDED 64    /* pool-only backend, max_nr_threads -1: workers */
 #define UD_POOL 0xff
 
 enum { K_URING = 1, K_INLINE, K_POOL, K_REFUSED, K_UMEM };
@@ -58,6 +59,7 @@ struct member {
     int64_t result;
     int64_t partial;        /* bytes done by a NOWAIT attempt, -1 none */
     uint8_t op, sqe_flags, transfer, done;
+    uint8_t direct;         /* its fd is known to be O_DIRECT: no NOWAIT attempt */
 };
 
 struct syslet {
@@ -113,6 +115,9 @@ struct sl_ctx {
     int driver_exited;          /* c->driver ended when idle: join it before another */
     unsigned cancel;            /* cancel epoch: bumped by sl_cancel_all */
     int driver_in_kernel;       /* the driver waits in us_wait/us_pool_wait */
+    int driver_idle;            /* the driver sleeps on dcv with nothing in flight */
+    unsigned kwaiters;          /* callers waiting in the kernel for completions */
+    int64_t last_wait_ns;       /* when a caller's kernel wait last ended */
     int cancel_pending;         /* cancelled syslets still in flight */
     uint64_t budget;
     int trace;
@@ -365,6 +370,7 @@ static void member_set(struct member *m, uint64_t addr, const uint64_t *w, unsig
         m->cells[k] = k < ncells ? w[4 + k] : 0;
     m->partial = -1;
     m->done = 0;
+    m->direct = 0;
     m->sqe_flags = 0;
     m->op = 0;
     m->transfer = 0;
@@ -556,8 +562,11 @@ static inline uint64_t make_ud(const struct syslet *s, unsigned member)
 
 /* ---- ring publishing ---------------------------------------------------- */
 
+static void kick_waiters(struct sl_ctx *c);
+
 static void try_publish(struct sl_ctx *c)
 {
+    uint64_t published = c->cnt.published;
     while (c->pubq_n && c->registered) {
         uint64_t slot_addr = c->ring_addr + 8 * c->prod;
         uint64_t atom = c->pubq[c->pubq_head];
@@ -580,6 +589,8 @@ static void try_publish(struct sl_ctx *c)
         c->pubq_n--;
         pthread_cond_broadcast(&c->cv);
     }
+    if (c->cnt.published != published)
+        kick_waiters(c);
 }
 
 static void enqueue_publish(struct sl_ctx *c, uint64_t atom)
@@ -676,6 +687,23 @@ static inline ssize_t nowait_preadv(int fd, const struct iovec *iov, off_t off)
 #endif
 }
 
+/* Is fd open with O_DIRECT?  Such a read goes to the device whatever
+ * RWF_NOWAIT says: ext4, xfs and block devices issue it and wait for the
+ * device (~60 us here) instead of failing with EAGAIN (docs/decisions.md
+ * D23).  One fcntl(F_GETFL), errno untouched; a bad fd answers no (the read
+ * itself then reports it). */
+static inline int fd_direct(int fd)
+{
+#if defined(__x86_64__)
+    long fl = sl_sys6(SYS_fcntl, fd, F_GETFL, 0, 0, 0, 0);
+#else
+    int saved = errno;
+    long fl = fcntl(fd, F_GETFL);
+    errno = saved;
+#endif
+    return fl >= 0 && (fl & O_DIRECT);
+}
+
 /* A NOWAIT read of fd returned r bytes, fewer than asked: is that the
  * result?  Only a regular file or a block device would have gone on reading
  * (the rest is not cached yet): io_uring or the pool finish it exactly (or
@@ -724,8 +752,12 @@ static int nowait_read(uint64_t nr, const int64_t *a, int64_t *res, int64_t *par
     return 0;
 }
 
-static int try_nowait_read(struct member *m, int64_t *res)
+static int try_nowait_read(struct sl_ctx *c, struct member *m, int64_t *res)
 {
+    if (m->args[2] != 0 && (m->direct || fd_direct((int)m->args[0]))) {
+        c->cnt.direct_reads++;      /* it would block: io_uring or the pool */
+        return 0;
+    }
     return nowait_read(m->nr, m->args, res, &m->partial);
 }
 
@@ -1042,7 +1074,7 @@ static void advance(struct sl_ctx *c, struct syslet *s)
             int alone = !use_uring || !m.next || (m.flags & F_STOP_MASK) ||
                         read_atom(m.next, &peekm) != 0 || !uring_op(&peekm);
             peeked = !alone;
-            if (alone && try_nowait_read(&m, &r)) {
+            if (alone && try_nowait_read(c, &m, &r)) {
                 trace_member(c, s, &m, "nowait");
                 c->cnt.atoms_inline++;
                 c->cnt.atoms_nowait++;
@@ -1264,17 +1296,84 @@ static void run_ready(struct sl_ctx *c)
     }
 }
 
-/* ---- driver thread ------------------------------------------------------ */
-
-/* How long the driver stays with nothing to do before it ends. */
-#define DRIVER_IDLE_NS 100000000
-
 static int64_t now_ns(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
+
+/* ---- callers that wait reap for themselves ------------------------------- */
+
+/* A caller that must wait for completions (async_wait, a SYSLET_SYNC atom
+ * in flight) waits in the kernel itself and applies what it reaps: the CQE
+ * wakes the thread that wants it, with no hand-off through the driver
+ * (docs/decisions.md D24).  Not with max_nr_threads = N: there only the
+ * driver may submit (io-wq keeps its workers per submitting thread), and
+ * what a caller reaps may start new segments. */
+static inline int caller_reaps(const struct sl_ctx *c)
+{
+    return !c->bounded;
+}
+
+/* How long after a caller's kernel wait the driver keeps out of the kernel
+ * (two threads woken by every CQE would fight over the mutex); a program
+ * that stops waiting and only polls the ring is served again after this. */
+#define WAITER_LINGER_NS 1000000
+
+/* Wakes the callers waiting in the kernel: something was published (by a
+ * thread that reaped their completion first, or from the queue of entries
+ * that waited for a free slot, or by a syslet that finished in a caller). */
+static void kick_waiters(struct sl_ctx *c)
+{
+    if (!c->kwaiters)
+        return;
+    if (c->backend) {
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
+        if (sqe) {
+            io_uring_prep_nop(sqe);
+            sqe->user_data = (uint64_t)-1;
+            c->cnt.enters++;
+            while (io_uring_submit(&c->ring) == -EINTR)
+                ;
+            c->sqes_pending = 0;
+        }
+    } else {
+        us_pool_kick(c->pool);
+    }
+}
+
+/* What the driver does in one round, done by a waiting caller (mutex held):
+ * background syslets run, prepared work is sent, completions are applied and
+ * finished syslets published. */
+static void caller_progress(struct sl_ctx *c)
+{
+    run_ready(c);
+    flush(c);
+    reap_all(c);
+    flush(c);
+    try_publish(c);
+}
+
+/* One wait in the kernel for at least one completion, up to tmo ns, by a
+ * caller (mutex held on entry and on return, not during).  Returns 0,
+ * -ETIME or -EINTR (a signal; io_uring backend only). */
+static int caller_kernel_wait(struct sl_ctx *c, int64_t tmo)
+{
+    c->kwaiters++;
+    c->cnt.caller_waits++;
+    pthread_mutex_unlock(&c->mu);
+    int r = c->backend ? us_wait(&c->ring, 1, tmo) : us_pool_wait(c->pool, 1, tmo);
+    pthread_mutex_lock(&c->mu);
+    c->kwaiters--;
+    c->last_wait_ns = now_ns();
+    return r;
+}
+
+/* ---- driver thread ------------------------------------------------------ */
+
+/* How long the driver stays with nothing to do before it ends. */
+#define DRIVER_IDLE_NS 100000000
 
 /* Pool calls of cancelled syslets are interrupted until they return. */
 static void interrupt_cancelled(struct sl_ctx *c)
@@ -1341,7 +1440,10 @@ static void *driver_main(void *arg)
             clock_gettime(CLOCK_MONOTONIC, &t);
             t.tv_nsec += DRIVER_IDLE_NS;
             while (t.tv_nsec >= 1000000000) { t.tv_sec++; t.tv_nsec -= 1000000000; }
-            if (pthread_cond_timedwait(&c->dcv, &c->mu, &t) == ETIMEDOUT && !c->stop &&
+            c->driver_idle = 1;
+            int tr = pthread_cond_timedwait(&c->dcv, &c->mu, &t);
+            c->driver_idle = 0;
+            if (tr == ETIMEDOUT && !c->stop &&
                 c->inflight == 0 && c->pubq_n == 0 && !c->ready_head) {
                 c->driver_started = 0;
                 c->driver_exited = 1;
@@ -1356,8 +1458,23 @@ static void *driver_main(void *arg)
             reap_all(c);
             continue;
         }
+        if (!c->stop && !c->cancel_pending && (c->kwaiters || c->last_wait_ns)) {
+            /* Callers wait and reap for themselves: keep out of the kernel
+             * until none has for WAITER_LINGER_NS (dcv still wakes us). */
+            int64_t until = c->last_wait_ns + WAITER_LINGER_NS, now = now_ns();
+            if (c->kwaiters && until < now + WAITER_LINGER_NS)
+                until = now + WAITER_LINGER_NS;
+            if (until > now) {
+                struct timespec t = {until / 1000000000, until % 1000000000};
+                pthread_cond_timedwait(&c->dcv, &c->mu, &t);
+                reap_all(c);
+                continue;
+            }
+            c->last_wait_ns = 0;
+        }
         int64_t tmo = c->stop || c->cancel_pending ? 5000000 : c->pubq_n ? 200000 : 50000000;   /* poll a full ring */
         c->driver_in_kernel = 1;
+        c->cnt.driver_waits++;
         pthread_mutex_unlock(&c->mu);
         if (c->backend)
             us_wait(&c->ring, 1, tmo);
@@ -1519,7 +1636,11 @@ int sl_register(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, uint64_t m
         io_uring_register_iowq_max_workers(&c->ring, vals);
         c->iowq_changed = 0;
     }
-    unsigned pool_max = 4;
+    /* The io_uring backend runs on the pool only what io_uring cannot; the
+     * pool-only backend runs every call that may block there, and the 2007
+     * kernel gave each blocked syslet a thread of its own: enough workers
+     * for a deep queue of blocking reads. */
+    unsigned pool_max = c->backend ? 4 : SL_POOL_UNBOUNDED;
     if (c->bounded) {
         unsigned n = max_threads > 1024 ? 1024 : (unsigned)max_threads;
         if (c->backend && n >= 3) {
@@ -1669,7 +1790,7 @@ static void drive_caller(struct sl_ctx *c, struct syslet **ss, unsigned n, const
 {
     for (;;) {
         flush(c);
-        if (c->backend || !c->driver_started)
+        if (c->backend || !c->driver_started || caller_reaps(c))
             reap_all(c);
         int progressed = 0, waiting_sync = 0;
         for (unsigned i = 0; i < n; i++) {
@@ -1694,8 +1815,15 @@ static void drive_caller(struct sl_ctx *c, struct syslet **ss, unsigned n, const
             continue;
         if (!waiting_sync)
             return;
-        /* Someone needs to block: let the driver reap for us. */
-        if (ensure_driver(c) == 0) {
+        /* Someone needs to block: wait for a completion here and apply
+         * it (next round), or let the driver reap for us. */
+        if (caller_reaps(c)) {
+            flush(c);
+            caller_kernel_wait(c, 20000000);
+            reap_all(c);
+            flush(c);
+            try_publish(c);
+        } else if (ensure_driver(c) == 0) {
             for (unsigned i = 0; i < n; i++) {
                 struct syslet *s = ss[i];
                 if (s && (s->state == ST_URING || s->state == ST_POOL)) {
@@ -1745,7 +1873,8 @@ static int64_t settle(struct sl_ctx *c, struct syslet *s)
     c->cnt.syslets_async++;
     if (s->state == ST_READY)
         queue_ready(c, s);
-    pthread_cond_signal(&c->dcv);
+    else if (c->driver_idle)    /* it has something to wait for now */
+        pthread_cond_signal(&c->dcv);
     return 0;
 }
 
@@ -1831,17 +1960,20 @@ static __attribute__((noinline)) int64_t exec_fast_rest(struct sl_ctx *c, uint64
                                                         const struct sl_unlock *u,
                                                         const uint64_t *o, int64_t r)
 {
-    switch (nowait_outcome(o[1], (const int64_t *)(o + 8), r)) {
+    int direct = r == SL_R_DIRECT;
+    switch (direct ? NW_SHORT : nowait_outcome(o[1], (const int64_t *)(o + 8), r)) {
     case NW_BLOCK:
         return exec_general(c, atom, u, NULL);      /* nothing done */
     case NW_SHORT: {
-        /* Hand over the member read_atom() would have made, begun. */
+        /* Hand over the member read_atom() would have made: begun by a
+         * short read, or known to be of an O_DIRECT fd (not begun). */
         struct member pre;
         member_set(&pre, atom, o, 4);
         memset(pre.args, 0, sizeof pre.args);
         memcpy(pre.args, o + 8, 4 * sizeof *o);
         uring_op(&pre);
-        pre.partial = r;
+        pre.partial = direct ? -1 : r;
+        pre.direct = (uint8_t)direct;
         return exec_general(c, atom, u, &pre);
     }
     }
@@ -1898,7 +2030,8 @@ static inline __attribute__((always_inline)) int64_t exec_one(struct sl_ctx *c, 
         return -EBADF;
     if (__builtin_expect(!fast_begin(c, atom, &f), 0))
         return exec_general(c, atom, u, NULL);
-    return fast_end(&f, nowait_preadv((int)f.fd, &f.iov, (off_t)f.off), u);
+    return fast_end(&f, fd_direct((int)f.fd) ? SL_R_DIRECT
+                                             : nowait_preadv((int)f.fd, &f.iov, (off_t)f.off), u);
 }
 
 int sl_exec_fast_begin(struct sl_ctx *c, uint64_t atom, struct sl_fast *f)
@@ -1940,7 +2073,14 @@ int64_t sl_ring_count(struct sl_ctx *c)
     return n;
 }
 
-int sl_wait(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns)
+/* Waits for min_events unconsumed ring entries (the body of sl_wait and
+ * sl_wait_intr).  A caller that may reap waits in the kernel for
+ * completions and applies them itself; otherwise (max_nr_threads = N, or
+ * nothing in flight that could complete) it sleeps on cv, which every
+ * publish broadcasts.  Either way it looks again at least every 2 ms:
+ * consumers clear slots without telling us, and a blocked producer must see
+ * the space.  intr: a signal during a kernel wait ends it with -EINTR. */
+static int wait_ring(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns, int intr)
 {
     pthread_mutex_lock(&c->mu);
     if (!c->registered) {
@@ -1951,39 +2091,54 @@ int sl_wait(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns)
         pthread_mutex_unlock(&c->mu);
         return 0;
     }
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    if (timeout_ns >= 0) {
-        dl.tv_sec += timeout_ns / 1000000000;
-        dl.tv_nsec += timeout_ns % 1000000000;
-        if (dl.tv_nsec >= 1000000000) { dl.tv_sec++; dl.tv_nsec -= 1000000000; }
-    }
-    int r = 0;
+    int64_t deadline = timeout_ns >= 0 ? now_ns() + timeout_ns : INT64_MAX;
+    int r;
     for (;;) {
-        try_publish(c);
-        if (ring_count_locked(c) >= min_events)
+        if (caller_reaps(c))
+            caller_progress(c);
+        else
+            try_publish(c);
+        if (ring_count_locked(c) >= min_events) {
+            r = 0;
             break;
-        /* Consumers clear slots without telling us: re-check at least every
-         * 2 ms so a blocked producer sees the space. */
-        struct timespec t;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        t.tv_nsec += 2000000;
-        if (t.tv_nsec >= 1000000000) { t.tv_sec++; t.tv_nsec -= 1000000000; }
-        if (timeout_ns >= 0 && (t.tv_sec > dl.tv_sec || (t.tv_sec == dl.tv_sec && t.tv_nsec > dl.tv_nsec)))
-            t = dl;
-        pthread_cond_timedwait(&c->cv, &c->mu, &t);
-        if (timeout_ns >= 0) {
-            struct timespec now;
-            clock_gettime(CLOCK_MONOTONIC, &now);
-            if (now.tv_sec > dl.tv_sec || (now.tv_sec == dl.tv_sec && now.tv_nsec >= dl.tv_nsec)) {
-                try_publish(c);
-                r = ring_count_locked(c) >= min_events ? 0 : -ETIME;
+        }
+        int64_t now = now_ns();
+        if (now >= deadline) {
+            r = -ETIME;
+            break;
+        }
+        int64_t slice = deadline - now < 2000000 ? deadline - now : 2000000;
+        /* Interruptible: in the kernel even with nothing in flight (a
+         * signal, or the kick of a publish, ends it). */
+        if (caller_reaps(c) && ((intr && c->backend) || c->inflight || c->ready_head)) {
+            if (caller_kernel_wait(c, slice) == -EINTR && intr) {
+                caller_progress(c);
+                r = ring_count_locked(c) >= min_events ? 0 : -EINTR;
                 break;
             }
+        } else {
+            int64_t until = now + slice;
+            struct timespec t = {until / 1000000000, until % 1000000000};
+            pthread_cond_timedwait(&c->cv, &c->mu, &t);
         }
     }
     pthread_mutex_unlock(&c->mu);
     return r;
+}
+
+int sl_wait(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns)
+{
+    return wait_ring(c, min_events, timeout_ns, 0);
+}
+
+int sl_wait_intr(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns)
+{
+    pthread_mutex_lock(&c->mu);
+    int ok = c->backend && caller_reaps(c);
+    pthread_mutex_unlock(&c->mu);
+    if (!ok)
+        return -EOPNOTSUPP;
+    return wait_ring(c, min_events, timeout_ns, 1);
 }
 
 unsigned sl_inflight(struct sl_ctx *c)

@@ -25,6 +25,9 @@ struct sl_counters {
     uint64_t published;         /* ring entries written */
     uint64_t pool_batches;      /* hand-offs to the pool (one wake-up each) */
     uint64_t faults;            /* EFAULTs met in user memory */
+    uint64_t direct_reads;      /* reads not tried with RWF_NOWAIT: the fd is O_DIRECT */
+    uint64_t caller_waits;      /* kernel waits for completions by a waiting caller */
+    uint64_t driver_waits;      /* kernel waits for completions by the driver thread */
 };
 
 struct sl_ctx;
@@ -56,10 +59,13 @@ typedef int64_t (*sl_exec_unlocking_fn)(struct sl_ctx *, uint64_t, const struct 
 /* sl_exec in two halves around its one system call, for a caller that
  * issues that call itself (the x86_64 exec entries, retless.h).
  * sl_exec_fast_begin: 1 when the exec is a lone read for the fast path: the
- * caller then issues preadv2(f->fd, &f->iov, 1, f->off, RWF_NOWAIT) and
- * hands its raw result (-errno on failure) to sl_exec_fast_end_unlocking,
- * which returns what sl_exec_unlocking would have (u as there; NULL: no
- * lock to let go).  0: nothing was done; call sl_exec. */
+ * caller then asks fcntl(f->fd, F_GETFL); with O_DIRECT set it hands
+ * SL_R_DIRECT to sl_exec_fast_end_unlocking (such a read would block in
+ * RWF_NOWAIT), else it issues preadv2(f->fd, &f->iov, 1, f->off,
+ * RWF_NOWAIT) and hands over its raw result (-errno on failure).
+ * sl_exec_fast_end_unlocking returns what sl_exec_unlocking would have (u
+ * as there; NULL: no lock to let go).  0: nothing was done; call sl_exec. */
+#define SL_R_DIRECT INT64_MIN   /* no system call returns it */
 struct sl_fast {
     struct iovec iov;
     int64_t fd, off;
@@ -77,6 +83,10 @@ int sl_exec_batch(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_t *
 /* 0 once min unconsumed entries are in the ring, -ETIME after timeout_ns
  * (< 0: no timeout), -EINVAL without a registered ring. */
 int sl_wait(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns);
+/* sl_wait where the waiting thread blocks in io_uring_enter (the io_uring
+ * backend without max_nr_threads = N): a signal ends the wait with -EINTR.
+ * -EOPNOTSUPP at once where it cannot (wait another way). */
+int sl_wait_intr(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns);
 /* Unconsumed (non-NULL) ring slots. */
 int64_t sl_ring_count(struct sl_ctx *c);
 unsigned sl_inflight(struct sl_ctx *c);

@@ -101,8 +101,9 @@ def side_engine():
     os.close(rp2); os.close(wp2)
 
 def settle_counts():
-    # io-wq workers leave after an idle timeout: count the others
-    time.sleep(0.05)
+    # io-wq workers leave after an idle timeout: count the others.  The
+    # driver and pool workers leave after 100 ms idle: a leaked one stays.
+    time.sleep(0.3)
     return fd_count(), sum(1 for n in thread_names().values() if not n.startswith("iou-wrk"))
 
 done = 0

@@ -173,6 +173,7 @@ int us_nop_loop(struct io_uring *ring, unsigned count)
 
 #define US_POST_BATCH 32
 #define US_INTR_SIG (SIGRTMAX - 3)
+#define US_IDLE_NS 100000000      /* a worker idle this long leaves */
 
 static void on_intr(int sig) { (void)sig; }
 
@@ -201,6 +202,8 @@ struct us_pool {
     struct us_job *done_head, *done_tail;
     unsigned ndone;
     unsigned max, nworkers, nidle, nthreads;
+    unsigned ngone;             /* threads[] entries that left when idle, not joined yet */
+    uint8_t *gone;              /* per threads[] entry */
     int stop;
     int kicked;
     int target_fd;
@@ -293,9 +296,16 @@ static void *worker_main(void *arg)
 
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->head && !p->stop) {
+        int idle_out = 0;
+        while (!p->head && !p->stop && !idle_out) {
+            /* A worker with nothing to do for US_IDLE_NS leaves (the next
+             * burst starts workers again): an idle pool keeps no thread. */
+            struct timespec t;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            t.tv_nsec += US_IDLE_NS;
+            while (t.tv_nsec >= 1000000000) { t.tv_sec++; t.tv_nsec -= 1000000000; }
             p->nidle++;
-            pthread_cond_wait(&p->work_cv, &p->mu);
+            idle_out = pthread_cond_timedwait(&p->work_cv, &p->mu, &t) == ETIMEDOUT;
             p->nidle--;
         }
         if (!p->head)
@@ -343,10 +353,37 @@ static void *worker_main(void *arg)
         }
     }
     p->nworkers--;
+    if (!p->stop) {     /* left when idle: the next spawn (or us_pool_free) joins it */
+        for (unsigned i = 0; i < p->nthreads; i++)
+            if (pthread_equal(p->threads[i], pthread_self())) {
+                p->gone[i] = 1;
+                p->ngone++;
+                break;
+            }
+    }
     pthread_mutex_unlock(&p->mu);
     if (have_ring)
         io_uring_queue_exit(&own);
     return NULL;
+}
+
+/* Joins the workers that left when idle and drops them from threads[]
+ * (p->mu held; they no longer need it). */
+static void join_gone_locked(struct us_pool *p)
+{
+    if (!p->ngone)
+        return;
+    unsigned k = 0;
+    for (unsigned i = 0; i < p->nthreads; i++) {
+        if (p->gone[i]) {
+            pthread_join(p->threads[i], NULL);
+            continue;
+        }
+        p->threads[k] = p->threads[i];
+        p->gone[k++] = 0;
+    }
+    p->nthreads = k;
+    p->ngone = 0;
 }
 
 struct us_pool *us_pool_new(unsigned max_workers, int target_ring_fd)
@@ -356,10 +393,10 @@ struct us_pool *us_pool_new(unsigned max_workers, int target_ring_fd)
         return NULL;
     pthread_once(&intr_once, intr_install);
     pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->work_cv, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->work_cv, &ca);
     pthread_cond_init(&p->done_cv, &ca);
     pthread_condattr_destroy(&ca);
     p->max = max_workers ? max_workers : 1;
@@ -383,14 +420,20 @@ struct us_pool *us_pool_new(unsigned max_workers, int target_ring_fd)
 
 static int spawn_locked(struct us_pool *p)
 {
+    join_gone_locked(p);
     if (p->nthreads == p->threads_cap) {
         unsigned cap = p->threads_cap ? p->threads_cap * 2 : 8;
         pthread_t *t = realloc(p->threads, cap * sizeof *t);
         if (!t)
             return -ENOMEM;
         p->threads = t;
+        uint8_t *g = realloc(p->gone, cap);
+        if (!g)
+            return -ENOMEM;
+        p->gone = g;
         p->threads_cap = cap;
     }
+    p->gone[p->nthreads] = 0;
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);   /* workers take no signals */
@@ -581,16 +624,20 @@ void us_pool_interrupt(struct us_pool *p)
 {
     pthread_mutex_lock(&p->mu);
     for (unsigned i = 0; i < p->nthreads; i++)
-        pthread_kill(p->threads[i], US_INTR_SIG);
+        if (!p->gone[i])
+            pthread_kill(p->threads[i], US_INTR_SIG);
     pthread_mutex_unlock(&p->mu);
 }
 
 void us_pool_interrupt_job(struct us_pool *p, struct us_job *j)
 {
-    (void)p;
+    /* Under p->mu: a worker is joined only under it (join_gone_locked,
+     * after it left) or in us_pool_free, so t stays a valid thread. */
+    pthread_mutex_lock(&p->mu);
     pthread_t t = __atomic_load_n(&j->runner_, __ATOMIC_SEQ_CST);
-    if (t)      /* workers are joined only in us_pool_free: t stays valid */
+    if (t)
         pthread_kill(t, US_INTR_SIG);
+    pthread_mutex_unlock(&p->mu);
 }
 
 void us_pool_kick(struct us_pool *p)
@@ -618,15 +665,20 @@ void us_pool_free(struct us_pool *p)
         pthread_mutex_unlock(&p->mu);
         if (!alive)
             break;
-        if (tries > 0)
+        if (tries > 0) {
+            pthread_mutex_lock(&p->mu);
             for (unsigned i = 0; i < n; i++)
-                pthread_kill(p->threads[i], US_INTR_SIG);
+                if (!p->gone[i])
+                    pthread_kill(p->threads[i], US_INTR_SIG);
+            pthread_mutex_unlock(&p->mu);
+        }
         struct timespec ts = {0, 5000000};
         nanosleep(&ts, NULL);
     }
     for (unsigned i = 0; i < n; i++)
         pthread_join(p->threads[i], NULL);
     free(p->threads);
+    free(p->gone);
     if (p->target_fd >= 0)
         close(p->target_fd);      /* the dup taken in us_pool_new */
     pthread_mutex_destroy(&p->mu);
