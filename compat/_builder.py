@@ -355,14 +355,24 @@ class Context:
     def reap(self):
         """Takes every published final atom out of the ring (oldest first)."""
         out = []
-        for _ in range(self.ring_slots):
-            slot = self.ring_addr + 8 * self._consumer
-            v = _core.peek_word(slot) & _M64
-            if not v:
+        n = self.ring_slots
+        while len(out) < n:
+            # The slots from the consumer index to the end of the ring, read
+            # at once; the leading non-NULL ones are taken, then NULLed with
+            # one store (a slot is written by the engine only while NULL).
+            start = self._consumer
+            words = memoryview(_core.peek(self.ring_addr + 8 * start, 8 * (n - start))).cast("Q")
+            k = 0
+            while k < len(words) and words[k]:
+                k += 1
+            if not k:
                 break
-            _core.poke(slot, bytes(8))
-            self._consumer = (self._consumer + 1) % self.ring_slots
-            out.append(self.atom_or_wrap(v))
+            _core.poke(self.ring_addr + 8 * start, bytes(8 * k))
+            get, wrap = self._atoms.get, self.atom_or_wrap
+            out.extend(get(v) or wrap(v) for v in words[:k])
+            self._consumer = (start + k) % n
+            if self._consumer:
+                break       # stopped at a NULL slot before the end
         return out
 
     def wait(self, min_events=1, timeout=None):

@@ -17,12 +17,12 @@
  * makes a fresh one.  The ring registration is not inherited: the child
  * registers again (fork copied the ring memory, so the same head may be used).
  *
- * Signals: with the io_uring backend async_wait blocks in io_uring_enter
- * itself, reaping and publishing the completions it waits for (engine.c,
- * sl_wait_intr); a signal handler interrupts that (whatever SA_RESTART
- * says), so it can return -1/EINTR.  Where the engine cannot wait that way
- * (the pool-only backend, max_nr_threads = N) async_wait blocks in poll()
- * on an eventfd, interrupted the same way.  There the engine wakes waiters
+ * Signals: async_wait blocks in the kernel itself -- io_uring_enter, or
+ * poll() on the pool's eventfd -- reaping and publishing the completions it
+ * waits for (engine.c, sl_wait_intr); a signal handler interrupts that
+ * (whatever SA_RESTART says), so it can return -1/EINTR.  Where the engine
+ * cannot wait that way (max_nr_threads = N) async_wait blocks in poll() on
+ * an eventfd of its own, interrupted the same way.  There the engine wakes waiters
  * through pthread_cond_broadcast on its progress condition; dropin_engine.c
  * compiles engine.c with that call renamed to sl_dropin_cond_broadcast
  * (below), which also writes the eventfds of the threads blocked in
@@ -526,8 +526,8 @@ SYSLET_EXPORT long async_wait(unsigned long min_events)
     }
     if (r != -ETIME)
         return fail(r);
-    /* Must block.  The io_uring backend: this thread waits in the kernel for
-     * the completions and publishes them itself (a signal ends the wait). */
+    /* Must block.  This thread waits in the kernel for the completions and
+     * publishes them itself (a signal ends the wait). */
     r = sl_wait_intr(c, min_events, -1);
     if (r != -EOPNOTSUPP) {
         if (r < 0)
@@ -535,8 +535,9 @@ SYSLET_EXPORT long async_wait(unsigned long min_events)
         errno = saved;
         return 0;
     }
-    /* The pool: arm first, then re-check: a publish after arming writes
-     * our eventfd, so no wake-up is lost; the slice is only a safety net. */
+    /* max_nr_threads = N (only the driver reaps): arm first, then re-check:
+     * a publish after arming writes our eventfd, so no wake-up is lost; the
+     * slice is only a safety net. */
     struct waiter w;
     w.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (w.efd < 0) {

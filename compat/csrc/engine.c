@@ -1319,7 +1319,7 @@ static inline int caller_reaps(const struct sl_ctx *c)
 /* How long after a caller's kernel wait the driver keeps out of the kernel
  * (two threads woken by every CQE would fight over the mutex); a program
  * that stops waiting and only polls the ring is served again after this. */
-#define WAITER_LINGER_NS 1000000
+#define WAITER_LINGER_NS 10000000
 
 /* Wakes the callers waiting in the kernel: something was published (by a
  * thread that reaped their completion first, or from the queue of entries
@@ -1356,14 +1356,15 @@ static void caller_progress(struct sl_ctx *c)
 }
 
 /* One wait in the kernel for at least one completion, up to tmo ns, by a
- * caller (mutex held on entry and on return, not during).  Returns 0,
- * -ETIME or -EINTR (a signal; io_uring backend only). */
+ * caller (mutex held on entry and on return, not during): io_uring_enter
+ * on the context's ring, or poll() on the pool's eventfd.  Returns 0,
+ * -ETIME or -EINTR (a signal). */
 static int caller_kernel_wait(struct sl_ctx *c, int64_t tmo)
 {
     c->kwaiters++;
     c->cnt.caller_waits++;
     pthread_mutex_unlock(&c->mu);
-    int r = c->backend ? us_wait(&c->ring, 1, tmo) : us_pool_wait(c->pool, 1, tmo);
+    int r = c->backend ? us_wait(&c->ring, 1, tmo) : us_pool_wait_fd(c->pool, tmo);
     pthread_mutex_lock(&c->mu);
     c->kwaiters--;
     c->last_wait_ns = now_ns();
@@ -2110,7 +2111,7 @@ static int wait_ring(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns, 
         int64_t slice = deadline - now < 2000000 ? deadline - now : 2000000;
         /* Interruptible: in the kernel even with nothing in flight (a
          * signal, or the kick of a publish, ends it). */
-        if (caller_reaps(c) && ((intr && c->backend) || c->inflight || c->ready_head)) {
+        if (caller_reaps(c) && (intr || c->inflight || c->ready_head)) {
             if (caller_kernel_wait(c, slice) == -EINTR && intr) {
                 caller_progress(c);
                 r = ring_count_locked(c) >= min_events ? 0 : -EINTR;
@@ -2134,7 +2135,7 @@ int sl_wait(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns)
 int sl_wait_intr(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns)
 {
     pthread_mutex_lock(&c->mu);
-    int ok = c->backend && caller_reaps(c);
+    int ok = caller_reaps(c);
     pthread_mutex_unlock(&c->mu);
     if (!ok)
         return -EOPNOTSUPP;

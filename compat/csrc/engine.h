@@ -83,9 +83,10 @@ int sl_exec_batch(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_t *
 /* 0 once min unconsumed entries are in the ring, -ETIME after timeout_ns
  * (< 0: no timeout), -EINVAL without a registered ring. */
 int sl_wait(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns);
-/* sl_wait where the waiting thread blocks in io_uring_enter (the io_uring
- * backend without max_nr_threads = N): a signal ends the wait with -EINTR.
- * -EOPNOTSUPP at once where it cannot (wait another way). */
+/* sl_wait where the waiting thread blocks in the kernel itself (in
+ * io_uring_enter, or poll() on the pool's eventfd) and reaps what it waits
+ * for: a signal ends the wait with -EINTR.  -EOPNOTSUPP at once where it
+ * cannot (max_nr_threads = N: wait another way). */
 int sl_wait_intr(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns);
 /* Unconsumed (non-NULL) ring slots. */
 int64_t sl_ring_count(struct sl_ctx *c);

@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -203,6 +205,8 @@ struct us_pool {
     unsigned ndone;
     unsigned max, nworkers, nidle, nthreads;
     unsigned ngone;             /* threads[] entries that left when idle, not joined yet */
+    int done_efd;               /* us_pool_wait_fd's eventfd (-1 until first used) */
+    unsigned nfdwait;           /* threads in us_pool_wait_fd */
     uint8_t *gone;              /* per threads[] entry */
     int stop;
     int kicked;
@@ -280,6 +284,17 @@ static void post_to_ring(struct io_uring *own, int target, struct us_job **jobs,
     }
 }
 
+/* Makes an eventfd readable (errno untouched; a full counter is readable). */
+static void efd_signal(int fd)
+{
+    int saved = errno;
+    uint64_t one = 1;
+    if (write(fd, &one, sizeof one) < 0) {
+        /* EAGAIN: the counter is saturated, it is readable anyway */
+    }
+    errno = saved;
+}
+
 static void *worker_main(void *arg)
 {
     struct us_pool *p = arg;
@@ -350,6 +365,8 @@ static void *worker_main(void *arg)
             }
             p->ndone += k;
             pthread_cond_broadcast(&p->done_cv);
+            if (p->nfdwait)
+                efd_signal(p->done_efd);
         }
     }
     p->nworkers--;
@@ -401,6 +418,7 @@ struct us_pool *us_pool_new(unsigned max_workers, int target_ring_fd)
     pthread_condattr_destroy(&ca);
     p->max = max_workers ? max_workers : 1;
     p->target_fd = -1;
+    p->done_efd = -1;
     if (target_ring_fd >= 0) {
         /* Own a reference to the target ring file: its fd number can then
          * never be reused for another file while workers post into it. */
@@ -645,7 +663,47 @@ void us_pool_kick(struct us_pool *p)
     pthread_mutex_lock(&p->mu);
     p->kicked = 1;
     pthread_cond_broadcast(&p->done_cv);
+    if (p->nfdwait)
+        efd_signal(p->done_efd);
     pthread_mutex_unlock(&p->mu);
+}
+
+int us_pool_wait_fd(struct us_pool *p, int64_t timeout_ns)
+{
+    pthread_mutex_lock(&p->mu);
+    if (p->ndone || p->kicked) {
+        p->kicked = 0;
+        pthread_mutex_unlock(&p->mu);
+        return 0;
+    }
+    if (p->done_efd < 0) {
+        p->done_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (p->done_efd < 0) {
+            int e = errno;
+            pthread_mutex_unlock(&p->mu);
+            return -e;
+        }
+    }
+    int fd = p->done_efd;
+    p->nfdwait++;       /* from now on every completion writes fd */
+    pthread_mutex_unlock(&p->mu);
+    struct pollfd pf = {fd, POLLIN, 0};
+    int ms = timeout_ns < 0 ? -1 : (int)((timeout_ns + 999999) / 1000000);
+    int saved = errno;
+    int n = poll(&pf, 1, ms);
+    int r = n > 0 ? 0 : n == 0 ? -ETIME : -errno;
+    if (n > 0) {
+        uint64_t v;
+        if (read(fd, &v, sizeof v) < 0) {
+            /* EAGAIN: another waiter drained it */
+        }
+    }
+    errno = saved;
+    pthread_mutex_lock(&p->mu);
+    p->nfdwait--;
+    p->kicked = 0;
+    pthread_mutex_unlock(&p->mu);
+    return r;
 }
 
 void us_pool_free(struct us_pool *p)
@@ -679,6 +737,8 @@ void us_pool_free(struct us_pool *p)
         pthread_join(p->threads[i], NULL);
     free(p->threads);
     free(p->gone);
+    if (p->done_efd >= 0)
+        close(p->done_efd);
     if (p->target_fd >= 0)
         close(p->target_fd);      /* the dup taken in us_pool_new */
     pthread_mutex_destroy(&p->mu);

@@ -123,8 +123,14 @@ int us_pool_set_max(struct us_pool *p, unsigned max_workers);
 void us_pool_interrupt(struct us_pool *p);
 /* Interrupts the system call of one job if a worker is running it now. */
 void us_pool_interrupt_job(struct us_pool *p, struct us_job *j);
-/* Makes a us_pool_wait() in progress (or the next one) return at once. */
+/* Makes a us_pool_wait() or us_pool_wait_fd() in progress (or the next
+ * one) return at once. */
 void us_pool_kick(struct us_pool *p);
+/* Waits up to timeout_ns (< 0: no limit) for a completion to reap (or a
+ * kick) in poll() on an eventfd of the pool's, so that a signal handler
+ * ends the wait: 0, -ETIME, or -EINTR.  The eventfd is made at the first
+ * call and lives as long as the pool. */
+int us_pool_wait_fd(struct us_pool *p, int64_t timeout_ns);
 /* Stops accepting jobs, lets the workers run every queued job, interrupts
  * calls blocked in the kernel (us_pool_interrupt, repeated every 5 ms for up
  * to 5 s), joins the workers, closes the target-ring dup and frees the pool. */
