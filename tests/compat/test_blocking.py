@@ -1,0 +1,416 @@
+"""Would it block?  The decision for every kind of file a lone read meets
+(docs/decisions.md D23), and who waits for what went async (D24).
+
+Nothing here is timed: each test reads the engine's counters of the path an
+atom took -- ``atoms_nowait`` (tried with RWF_NOWAIT in the caller and
+settled there), ``direct_reads`` (not tried: the fd is O_DIRECT),
+``atoms_uring`` / ``atoms_pool`` (off the caller's thread) -- and the data
+or result the atom produced.  Files that must really block live on the
+checkout's own file system (``diskdir``), not in a tmpfs.
+
+Every test runs on both engine backends (``engine_executor``)."""
+import ctypes
+import fcntl
+import mmap
+import os
+import pty
+import shutil
+import signal
+import socket
+import struct
+import tempfile
+import threading
+
+import pytest
+
+import compat
+from syslet_testlib import ENGINES, LatePipe, pattern, skip_unless_io_uring
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BS = 4096
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+@pytest.fixture(scope="module")
+def diskdir():
+    """A directory on the checkout's file system (O_DIRECT reads there go to
+    the disk and block), removed afterwards."""
+    d = tempfile.mkdtemp(prefix=".blocking-", dir=ROOT)
+    yield d
+    shutil.rmtree(d)
+
+
+@pytest.fixture(scope="module")
+def diskfile(diskdir):
+    """(path, data): 1 MiB of pattern, on disk (fsync'ed)."""
+    data = pattern(1 << 20, seed=3)
+    path = os.path.join(diskdir, "data.bin")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path, data
+
+
+def drop_cache(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def run(ctx, chain, timeout=10.0):
+    """Runs a chain to its end: (final atom, went_async)."""
+    r = ctx.exec(chain)
+    if r is not None:
+        return r, False
+    got = ctx.wait(1, timeout)
+    assert len(got) == 1, got
+    return got[0], True
+
+
+def path_counts(ctx):
+    c = ctx.counters()
+    return {k: c[k] for k in ("atoms_nowait", "direct_reads", "atoms_uring", "atoms_pool",
+                              "atoms_inline")}
+
+
+def off_thread(executor):
+    """The counter of the executor's off-caller path."""
+    return "atoms_uring" if executor == "io_uring" else "atoms_pool"
+
+
+@pytest.fixture
+def ectx(engine_executor):
+    with compat.Context(backend=engine_executor, ring_slots=16) as c:
+        yield c
+
+
+# ---- regular files and O_DIRECT --------------------------------------------------------
+
+@pytest.mark.parametrize("call", ["pread64", "read"])
+def test_an_o_direct_read_is_never_tried_in_the_caller(ectx, engine_executor, diskfile, call):
+    path, data = diskfile
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        buf = ectx.buffer(BS, align=BS)
+        ch = ectx.chain()
+        if call == "pread64":
+            a = ch.pread64(fd, buf, BS, 8 * BS, ret=True)
+        else:
+            os.lseek(fd, 8 * BS, os.SEEK_SET)
+            a = ch.read(fd, buf, BS, ret=True)
+        final, _ = run(ectx, ch)
+        assert final.addr == a.addr and a.result == BS
+        assert buf.read() == data[8 * BS:9 * BS]
+        assert path_counts(ectx) == {"atoms_nowait": 0, "direct_reads": 1,
+                                     off_thread(engine_executor): 1, "atoms_inline": 0,
+                                     ("atoms_pool" if engine_executor == "io_uring"
+                                      else "atoms_uring"): 0}
+    finally:
+        os.close(fd)
+
+
+def test_o_direct_reads_through_the_raw_api(raw_api, diskfile):
+    """compat.async_exec (the builtin's own entry, D22) takes the same
+    decision: O_DIRECT is asked before the RWF_NOWAIT read is issued."""
+    path, data = diskfile
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    mem = mmap.mmap(-1, 2 * BS)
+    try:
+        base = ctypes.addressof(ctypes.c_char.from_buffer(mem))
+        cells = (ctypes.c_uint64 * 5)(fd, base, BS, 3 * BS, 0)
+        atom = compat.syslet_uatom()
+        atom.nr = compat.NR["pread64"]
+        atom.ret_ptr = ctypes.addressof(cells) + 32
+        for i in range(4):
+            atom.arg_ptr[i] = ctypes.addressof(cells) + 8 * i
+        ring = (ctypes.c_uint64 * 4)()
+        head = compat.async_head_user(ctypes.addressof(ring), ctypes.sizeof(ring),
+                                      (1 << 64) - 1)
+        before = raw_api.counters()
+        compat.async_register(ctypes.addressof(head), ctypes.sizeof(head))
+        try:
+            r = compat.async_exec(ctypes.addressof(atom))
+            if r == 0:
+                compat.async_wait(1)
+                assert ring[0] == ctypes.addressof(atom)
+            else:
+                assert r == ctypes.addressof(atom)
+        finally:
+            compat.async_unregister(ctypes.addressof(head), ctypes.sizeof(head))
+        after = raw_api.counters()
+        assert cells[4] == BS and mem[:BS] == data[3 * BS:4 * BS]
+        assert after["direct_reads"] - before["direct_reads"] == 1
+        assert after["atoms_nowait"] == before["atoms_nowait"]
+    finally:
+        del base
+        mem.close()
+        os.close(fd)
+
+
+def test_an_o_direct_write_runs_off_the_callers_thread(ectx, engine_executor, diskdir):
+    path = os.path.join(diskdir, "w.bin")
+    with open(path, "wb") as f:
+        f.write(bytes(4 * BS))
+    fd = os.open(path, os.O_RDWR | os.O_DIRECT)
+    try:
+        buf = ectx.buffer(BS, align=BS)
+        payload = pattern(BS, seed=9)
+        buf.write(payload)
+        ch = ectx.chain()
+        a = ch.pwrite64(fd, buf, BS, 2 * BS, ret=True)
+        b = ch.fdatasync(fd, ret=True)
+        final, _ = run(ectx, ch)
+        assert final.addr == b.addr and (a.result, b.result) == (BS, 0)
+        with open(path, "rb") as f:
+            f.seek(2 * BS)
+            assert f.read(BS) == payload
+        c = path_counts(ectx)
+        assert c["atoms_inline"] == 0 and c[off_thread(engine_executor)] == 2, c
+    finally:
+        os.close(fd)
+
+
+def test_a_cached_buffered_read_completes_in_the_caller(ectx, diskfile):
+    path, data = diskfile
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.pread(fd, BS, 5 * BS)        # in the page cache now
+        buf = ectx.buffer(BS)
+        ch = ectx.chain()
+        a = ch.pread64(fd, buf, BS, 5 * BS, ret=True)
+        final, went_async = run(ectx, ch)
+        assert (final.addr, a.result, went_async) == (a.addr, BS, False)
+        assert buf.read() == data[5 * BS:6 * BS]
+        c = path_counts(ectx)
+        assert (c["atoms_nowait"], c["direct_reads"]) == (1, 0), c
+    finally:
+        os.close(fd)
+
+
+def test_an_uncached_buffered_read_goes_off_the_callers_thread(ectx, engine_executor, diskfile):
+    """RWF_NOWAIT answers EAGAIN for a page that is not in the cache (after
+    starting its readahead): the read itself runs on io_uring or the pool."""
+    path, data = diskfile
+    drop_cache(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        buf = ectx.buffer(BS)
+        ch = ectx.chain()
+        a = ch.pread64(fd, buf, BS, 200 * BS, ret=True)
+        final, _ = run(ectx, ch)
+        assert (final.addr, a.result) == (a.addr, BS)
+        assert buf.read() == data[200 * BS:201 * BS]
+        c = path_counts(ectx)
+        assert (c["atoms_nowait"], c["direct_reads"], c[off_thread(engine_executor)]) == (0, 0, 1), c
+    finally:
+        os.close(fd)
+
+
+# ---- pollable files: empty (goes async) and with data (stays in the caller) ----------
+
+def _socketpair(kind):
+    a, b = socket.socketpair(socket.AF_UNIX, kind)
+    return a, b
+
+
+class Kind:
+    """An fd to read from, a way to make `n` bytes readable, and cleanup."""
+
+    def __init__(self, name):
+        self.name = name
+        self.keep = []
+        if name == "pipe":
+            self.r, self.w = os.pipe()
+            self.n = 5
+            self.fill = lambda: os.write(self.w, b"hello")
+        elif name in ("stream socket", "datagram socket"):
+            a, b = _socketpair(socket.SOCK_STREAM if name == "stream socket" else socket.SOCK_DGRAM)
+            self.keep = [a, b]
+            self.r = a.fileno()
+            self.n = 5
+            self.fill = lambda: b.send(b"hello")
+        elif name == "eventfd":
+            self.r = os.eventfd(0)
+            self.n = 8
+            self.fill = lambda: os.eventfd_write(self.r, 3)
+        elif name == "pty":
+            m, s = pty.openpty()
+            self.keep_fds = [s]
+            self.r = m
+            self.n = 0      # whatever the line discipline hands over
+            self.fill = lambda: os.write(s, b"hello\n")
+        elif name == "timerfd":
+            libc.timerfd_create.restype = ctypes.c_int
+            self.r = libc.timerfd_create(1, 0)      # CLOCK_MONOTONIC
+            assert self.r >= 0
+            self.n = 8
+
+            def arm():
+                spec = struct.pack("qqqq", 0, 0, 0, 1000)      # fires in 1 us
+                libc.timerfd_settime(self.r, 0, ctypes.c_char_p(spec), None)
+            self.fill = arm
+        else:
+            raise ValueError(name)
+
+    def close(self):
+        for s in self.keep:
+            s.close()
+        if not self.keep:
+            os.close(self.r)
+        if self.name == "pipe":
+            os.close(self.w)
+        for fd in getattr(self, "keep_fds", []):
+            os.close(fd)
+
+
+KINDS = ["pipe", "stream socket", "datagram socket", "eventfd", "timerfd", "pty"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_empty_pollable_file_goes_async_and_completes_when_written(ectx, engine_executor, kind):
+    k = Kind(kind)
+    try:
+        buf = ectx.buffer(64)
+        ch = ectx.chain()
+        a = ch.read(k.r, buf, 64, ret=ectx.var(-99))
+        assert ectx.exec(ch) is None            # went async: nothing to read yet
+        assert a.result == -99
+        c = path_counts(ectx)
+        assert c["atoms_nowait"] == 0 and c["atoms_inline"] == 0, c
+        threading.Timer(0.05, k.fill).start()
+        got = ectx.wait(1, timeout=10)
+        assert [x.addr for x in got] == [a.addr]
+        assert a.result > 0 and (k.n == 0 or a.result == k.n), a.result
+        assert path_counts(ectx)[off_thread(engine_executor)] == 1
+    finally:
+        k.close()
+
+
+@pytest.mark.parametrize("kind", ["pipe", "stream socket", "datagram socket", "eventfd"])
+def test_a_pollable_file_with_data_is_read_in_the_caller(ectx, kind):
+    k = Kind(kind)
+    try:
+        k.fill()
+        buf = ectx.buffer(64)
+        ch = ectx.chain()
+        a = ch.read(k.r, buf, 64, ret=True)
+        final, went_async = run(ectx, ch)
+        assert (final.addr, a.result, went_async) == (a.addr, k.n, False)
+        c = path_counts(ectx)
+        assert (c["atoms_nowait"], c["atoms_uring"], c["atoms_pool"]) == (1, 0, 0), c
+    finally:
+        k.close()
+
+
+@pytest.mark.parametrize("name", ["/dev/zero", "/proc/self/stat"])
+def test_files_that_never_wait_give_their_data(ectx, name):
+    """/dev/zero answers RWF_NOWAIT at once (in the caller); procfs refuses
+    RWF_NOWAIT (EOPNOTSUPP), so the read goes off the caller's thread --
+    either way the data is the native read's."""
+    fd = os.open(name, os.O_RDONLY)
+    try:
+        buf = ectx.buffer(64)
+        buf.write(b"\xff" * 64)
+        ch = ectx.chain()
+        a = ch.read(fd, buf, 64, ret=True)
+        final, _ = run(ectx, ch)
+        assert final.addr == a.addr and a.result > 0
+        if name == "/dev/zero":
+            assert buf.read() == bytes(64)
+            assert path_counts(ectx)["atoms_nowait"] == 1
+        else:
+            assert buf.read(a.result).split()[0] == str(os.getpid()).encode()
+            assert path_counts(ectx)["atoms_nowait"] == 0
+    finally:
+        os.close(fd)
+
+
+# ---- who waits ---------------------------------------------------------------------------
+
+def test_a_waiting_caller_reaps_its_own_completion(ectx):
+    """Context.wait waits in the kernel itself (io_uring_enter, or poll() on
+    the pool's eventfd) and publishes what it reaps (D24)."""
+    lp = LatePipe()
+    try:
+        buf = ectx.buffer(8)
+        ch = ectx.chain()
+        a = ch.read(lp.r, buf, 8, ret=True)
+        assert ectx.exec(ch) is None
+        lp.later(b"abcdefgh", 0.1)
+        got = ectx.wait(1, timeout=10)
+        assert [x.addr for x in got] == [a.addr] and buf.read() == b"abcdefgh"
+        assert ectx.counters()["caller_waits"] >= 1
+    finally:
+        lp.close()
+
+
+def test_a_sync_atom_in_flight_is_reaped_by_its_caller(ectx, engine_executor, diskfile):
+    """SYSLET_SYNC on an O_DIRECT read: the syslet completes synchronously.
+    With io_uring the read is submitted and the caller waits for its CQE
+    itself; the pool-only backend runs it in the caller (SYSLET_SYNC asks
+    for exactly that; no RWF_NOWAIT attempt either way)."""
+    path, data = diskfile
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        buf = ectx.buffer(BS, align=BS)
+        ch = ectx.chain()
+        a = ch.pread64(fd, buf, BS, 17 * BS, ret=True, flags=compat.SYSLET_SYNC)
+        final, went_async = run(ectx, ch)
+        assert (final.addr, a.result, went_async) == (a.addr, BS, False)
+        assert buf.read() == data[17 * BS:18 * BS]
+        c = ectx.counters()
+        assert c["atoms_nowait"] == 0
+        if engine_executor == "io_uring":
+            assert (c["direct_reads"], c["atoms_uring"], c["atoms_inline"]) == (1, 1, 0), c
+        else:
+            assert (c["atoms_inline"], c["atoms_pool"]) == (1, 0), c
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("backend", ENGINES)
+def test_many_o_direct_reads_in_flight_all_arrive_once(backend, diskfile):
+    """32 O_DIRECT reads in flight, resubmitted as they complete: every one
+    is published exactly once with the right data."""
+    if backend == "io_uring":
+        skip_unless_io_uring()
+    path, data = diskfile
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        with compat.Context(backend=backend, ring_slots=64) as ctx:
+            units = []
+            for i in range(32):
+                off = ctx.var(i * BS)
+                buf = ctx.buffer(BS, align=BS)
+                ch = ctx.chain()
+                ch.pread64(fd, buf, BS, off, ret=True)
+                units.append((ch, off, buf))
+            index = {u[0].head.addr: u for u in units}
+            seen = 0
+            pending = 0
+            for ch, _, _ in units:
+                if ctx.exec(ch) is None:
+                    pending += 1
+                else:
+                    seen += 1
+            rounds = 0
+            while pending and rounds < 1000:
+                rounds += 1
+                for atom in ctx.wait(1, timeout=10):
+                    pending -= 1
+                    ch, off, buf = index[atom.addr]
+                    o = off.value
+                    assert atom.result == BS and buf.read() == data[o:o + BS]
+                    seen += 1
+            assert pending == 0 and seen == 32
+            c = ctx.counters()
+            assert c["direct_reads"] == 32 and c["atoms_nowait"] == 0
+            assert c["syslets_async"] == c["published"]
+    finally:
+        os.close(fd)
