@@ -28,7 +28,7 @@ help:
 	@echo "make test   - install what is missing, build .venv, run tests (io_uring + threadpool), build docs"
 	@echo "make deps   - system packages only (liburing-dev gcc python3-dev python3-venv)"
 	@echo "make venv   - (re)build .venv and the cffi modules when sources change"
-	@echo "make bench  - run the benchmarks"
+	@echo "make bench  - run the benchmarks (installs fio and matplotlib if missing)"
 	@echo "make docs   - Sphinx HTML into docs/_build/html (warnings are errors)"
 	@echo "make fuzz-long - 1M random chains per backend (docs/reliability.md)"
 	@echo "make leak-long - 1M mixed syslets per backend, fds/threads/RSS flat"
@@ -64,6 +64,7 @@ demo: deps venv
 	fi
 
 bench: deps venv
+	@VPY='$(VPY)' bash scripts/bench-deps.sh
 	$(VPY) bench/bench_shim.py
 	@if [ -f bench/bench_compat.py ]; then \
 		echo "+ $(VPY) bench/bench_compat.py"; $(VPY) bench/bench_compat.py; \
@@ -71,6 +72,7 @@ bench: deps venv
 	@if [ -f bench/bench_dropin.py ]; then \
 		echo "+ $(VPY) bench/bench_dropin.py"; $(VPY) bench/bench_dropin.py; \
 	fi
+	$(VPY) bench/bench_blocking.py
 
 # Long reliability runs (docs/reliability.md): the bounded versions are in `make test`.
 fuzz-long: deps venv

@@ -17,7 +17,7 @@ of one pread64/pwrite64 atom, flags 0, the ring polled, ``async_wait`` only
 when short -- run under ``LD_PRELOAD`` of libsyslet, every block checked
 (``--light-verify``: three words of each, enough for a wrong or torn block;
 fio checks nothing);
-or, for the Python row, ``Context.exec_many`` over 32 one-atom chains.  The
+or, for the Python row, 32 one-atom chains of a ``compat.Context``.  The
 baseline is Debian's ``fio`` (io_uring, libaio or psync engine) on the same
 file, the same block size, queue depth and number of I/Os (``number_ios``),
 random offsets with repeats (``norandommap``) as ours.
@@ -34,8 +34,8 @@ Rows (target in brackets):
   [>= 0.9];
 * ``pool-d32``: the pool-only backend (``URING_SHIM_BACKEND=threadpool``),
   O_DIRECT reads, depth 32, against fio psync with 32 threads [>= 0.8];
-* ``python-d32``: ``compat.Context`` with 32 O_DIRECT reads in flight
-  (``exec_many`` of the chains reaped by ``Context.wait``) against fio
+* ``python-d32``: ``compat.Context`` with 32 O_DIRECT reads in flight (one
+  ``Context.exec`` per chain that ``Context.wait`` reaped) against fio
   io_uring at depth 32 [>= 0.7].
 
 It also draws IOPS against queue depth (the drop-in; fio io_uring, libaio;
@@ -116,7 +116,8 @@ def fio(path, engine, depth, ios, rw="randread", direct=1, jobs=1):
 def python_worker(path, depth, ios):
     """The Python row's workload, in a process of its own: `depth` one-atom
     pread64 chains of an O_DIRECT fd in flight through compat.Context,
-    resubmitted with one exec_many per wait.  Prints reads/s."""
+    each resubmitted with Context.exec as soon as Context.wait reaped it.
+    Prints reads/s."""
     import time
     sys.path.insert(0, ROOT)
     import compat
@@ -136,18 +137,19 @@ def python_worker(path, depth, ios):
         todo = list(range(depth))
         t0 = time.monotonic()
         while done < ios:
-            todo = todo[:ios - issued]
-            while todo:
-                for i in todo:
-                    offs[i].value = rnd.randrange(nblocks) * BS
-                issued += len(todo)
-                again = []
-                for i, r in zip(todo, ctx.exec_many([chains[i] for i in todo])):
-                    if r is not None:   # completed at once (or failed)
-                        bad += not (isinstance(r, compat.Atom) and r.result == BS)
-                        done += 1
-                        again.append(i)
-                todo = again[:ios - issued]
+            # Each free chain is resubmitted as soon as it is reaped (one
+            # Context.exec each): the device gets work back at once rather
+            # than after a whole batch is prepared (measured: 1.27x the rate
+            # of one exec_many over all 32).
+            while todo and issued < ios:
+                i = todo.pop()
+                offs[i].value = rnd.randrange(nblocks) * BS
+                issued += 1
+                r = ctx.exec(chains[i])
+                if r is not None:       # completed at once (or failed)
+                    bad += not (isinstance(r, compat.Atom) and r.result == BS)
+                    done += 1
+                    todo.append(i)
             if issued > done:
                 for a in ctx.wait(1):
                     bad += a.result != BS

@@ -46,7 +46,6 @@
 #define SL_PARALLEL_READS 1
 #endif
 #define SL_YIELD_ATOMS 1024     /* inline atoms an async syslet runs per turn */
-#define SL_POOL_UNBOUNDED 64    /* pool-only backend, max_nr_threads -1: workers */
 #define UD_POOL 0xff
 
 enum { K_URING = 1, K_INLINE, K_POOL, K_REFUSED, K_UMEM };
@@ -1182,6 +1181,14 @@ static void flush(struct sl_ctx *c)
     }
 }
 
+/* A syslet still in its caller can move on: wake that caller, wherever it
+ * waits (on cv, or in the kernel if another thread reaped its completion). */
+static void caller_can_go_on(struct sl_ctx *c)
+{
+    pthread_cond_broadcast(&c->cv);
+    kick_waiters(c);
+}
+
 /* One CQE (or pool completion) for syslet s. */
 static void on_completion(struct sl_ctx *c, uint64_t ud, int32_t res)
 {
@@ -1206,7 +1213,7 @@ static void on_completion(struct sl_ctx *c, uint64_t ud, int32_t res)
         if (!s->in_caller)
             advance(c, s);
         else
-            pthread_cond_broadcast(&c->cv);
+            caller_can_go_on(c);
         return;
     }
     if (s->state != ST_URING || idx >= s->nseg)
@@ -1228,7 +1235,7 @@ static void on_completion(struct sl_ctx *c, uint64_t ud, int32_t res)
         if (!s->in_caller)
             advance(c, s);
         else
-            pthread_cond_broadcast(&c->cv);
+            caller_can_go_on(c);
         return;
     }
     for (unsigned i = 0; i < s->nseg; i++) {
@@ -1253,7 +1260,7 @@ static void on_completion(struct sl_ctx *c, uint64_t ud, int32_t res)
     if (!s->in_caller)
         advance(c, s);
     else
-        pthread_cond_broadcast(&c->cv);
+        caller_can_go_on(c);
 }
 
 static unsigned reap_all(struct sl_ctx *c)
@@ -1603,6 +1610,15 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
 
 int sl_ctx_backend(struct sl_ctx *c) { return c->backend; }
 
+/* Pool workers of the pool-only backend without max_nr_threads: 8 per
+ * CPU, 8 to 256 (measured, D25). */
+static unsigned pool_unbounded(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    n = n < 1 ? 8 : 8 * n;
+    return n > 256 ? 256 : (unsigned)n;
+}
+
 int sl_register(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, uint64_t max_threads)
 {
     if (ring_bytes == 0 || ring_bytes % 8)
@@ -1638,10 +1654,11 @@ int sl_register(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, uint64_t m
         c->iowq_changed = 0;
     }
     /* The io_uring backend runs on the pool only what io_uring cannot; the
-     * pool-only backend runs every call that may block there, and the 2007
-     * kernel gave each blocked syslet a thread of its own: enough workers
-     * for a deep queue of blocking reads. */
-    unsigned pool_max = c->backend ? 4 : SL_POOL_UNBOUNDED;
+     * pool-only backend runs every call that may block there: workers for
+     * a deep queue of blocking reads, but fewer than the calls in flight,
+     * so that a worker finds the next call queued when its call returns
+     * instead of sleeping until it is woken for it (docs/decisions.md D25). */
+    unsigned pool_max = c->backend ? 4 : pool_unbounded();
     if (c->bounded) {
         unsigned n = max_threads > 1024 ? 1024 : (unsigned)max_threads;
         if (c->backend && n >= 3) {

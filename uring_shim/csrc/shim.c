@@ -206,6 +206,7 @@ struct us_pool {
     unsigned max, nworkers, nidle, nthreads;
     unsigned ngone;             /* threads[] entries that left when idle, not joined yet */
     int done_efd;               /* us_pool_wait_fd's eventfd (-1 until first used) */
+    int no_efd;                 /* none could be made: us_pool_wait_fd waits on done_cv */
     unsigned nfdwait;           /* threads in us_pool_wait_fd */
     uint8_t *gone;              /* per threads[] entry */
     int stop;
@@ -365,8 +366,15 @@ static void *worker_main(void *arg)
             }
             p->ndone += k;
             pthread_cond_broadcast(&p->done_cv);
-            if (p->nfdwait)
-                efd_signal(p->done_efd);
+            if (p->nfdwait) {
+                /* Written without the mutex (a system call under it would
+                 * keep the other workers and the reaper waiting); the fd
+                 * lives until us_pool_free, after every worker ended. */
+                int efd = p->done_efd;
+                pthread_mutex_unlock(&p->mu);
+                efd_signal(efd);
+                pthread_mutex_lock(&p->mu);
+            }
         }
     }
     p->nworkers--;
@@ -419,6 +427,16 @@ struct us_pool *us_pool_new(unsigned max_workers, int target_ring_fd)
     p->max = max_workers ? max_workers : 1;
     p->target_fd = -1;
     p->done_efd = -1;
+    if (target_ring_fd < 0) {
+        /* Completions stay in the pool: us_pool_wait_fd's eventfd, made now
+         * so that the pool's descriptors never change while it lives.
+         * Without a free fd (RLIMIT_NOFILE) the pool still works: its
+         * waits are then the condition's (not ended by signals). */
+        int saved = errno;
+        p->done_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        p->no_efd = p->done_efd < 0;
+        errno = saved;
+    }
     if (target_ring_fd >= 0) {
         /* Own a reference to the target ring file: its fd number can then
          * never be reused for another file while workers post into it. */
@@ -676,13 +694,15 @@ int us_pool_wait_fd(struct us_pool *p, int64_t timeout_ns)
         pthread_mutex_unlock(&p->mu);
         return 0;
     }
-    if (p->done_efd < 0) {
+    if (p->done_efd < 0 && !p->no_efd) {
+        int saved = errno;
         p->done_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (p->done_efd < 0) {
-            int e = errno;
-            pthread_mutex_unlock(&p->mu);
-            return -e;
-        }
+        p->no_efd = p->done_efd < 0;
+        errno = saved;
+    }
+    if (p->no_efd) {
+        pthread_mutex_unlock(&p->mu);
+        return us_pool_wait(p, 1, timeout_ns);
     }
     int fd = p->done_efd;
     p->nfdwait++;       /* from now on every completion writes fd */

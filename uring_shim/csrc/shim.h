@@ -128,8 +128,10 @@ void us_pool_interrupt_job(struct us_pool *p, struct us_job *j);
 void us_pool_kick(struct us_pool *p);
 /* Waits up to timeout_ns (< 0: no limit) for a completion to reap (or a
  * kick) in poll() on an eventfd of the pool's, so that a signal handler
- * ends the wait: 0, -ETIME, or -EINTR.  The eventfd is made at the first
- * call and lives as long as the pool. */
+ * ends the wait: 0, -ETIME, or -EINTR.  A pool without a target ring makes
+ * that eventfd in us_pool_new; one with a target ring at the first call.
+ * It lives as long as the pool.  Where no eventfd could be made
+ * (RLIMIT_NOFILE) it waits as us_pool_wait(p, 1, timeout_ns) does. */
 int us_pool_wait_fd(struct us_pool *p, int64_t timeout_ns);
 /* Stops accepting jobs, lets the workers run every queued job, interrupts
  * calls blocked in the kernel (us_pool_interrupt, repeated every 5 ms for up
