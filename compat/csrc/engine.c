@@ -46,6 +46,7 @@
 #define SL_PARALLEL_READS 1
 #endif
 #define SL_YIELD_ATOMS 1024     /* inline atoms an async syslet runs per turn */
+#define SL_FDK_SLOTS 4096       /* descriptors whose O_DIRECT state is cached */
 #define UD_POOL 0xff
 
 enum { K_URING = 1, K_INLINE, K_POOL, K_REFUSED, K_UMEM };
@@ -128,6 +129,9 @@ struct sl_ctx {
      * synchronous syslet of one inline RWF_NOWAIT atom. */
     uint64_t fast_hits, fast_faults;
     unsigned gen;               /* fork generation it was made in */
+    /* fds < SL_FDK_SLOTS known not to be O_DIRECT (FDK_BUFFERED), read and
+     * written without the mutex (single bytes): D23 */
+    uint8_t fdk[SL_FDK_SLOTS];
 };
 
 const char *sl_version(void) { return SL_VERSION; }
@@ -626,10 +630,13 @@ static void finish(struct sl_ctx *c, struct syslet *s)
 
 /* ---- executing one atom natively -------------------------------------- */
 
+static inline void fdk_note(struct sl_ctx *c, const struct member *m, int64_t r);
+
 /* Stores r through m's ret_ptr and picks the successor.  Returns 0 to go on,
  * 1 when the syslet ended. */
 static int complete_atom(struct sl_ctx *c, struct syslet *s, const struct member *m, int64_t r)
 {
+    fdk_note(c, m, r);
     s->natoms++;
     s->final = m->atom;
     s->final_flags = m->flags;
@@ -691,7 +698,7 @@ static inline ssize_t nowait_preadv(int fd, const struct iovec *iov, off_t off)
  * device (~60 us here) instead of failing with EAGAIN (docs/decisions.md
  * D23).  One fcntl(F_GETFL), errno untouched; a bad fd answers no (the read
  * itself then reports it). */
-static inline int fd_direct(int fd)
+static __attribute__((noinline)) int fd_direct(int fd)
 {
 #if defined(__x86_64__)
     long fl = sl_sys6(SYS_fcntl, fd, F_GETFL, 0, 0, 0, 0);
@@ -701,6 +708,80 @@ static inline int fd_direct(int fd)
     errno = saved;
 #endif
     return fl >= 0 && (fl & O_DIRECT);
+}
+
+/* The O_DIRECT state of the descriptors the fast path reads, so that a
+ * cached read costs no fcntl (D23).  Only "not O_DIRECT" is remembered
+ * (FDK_BUFFERED); O_DIRECT is asked again every time, which costs nothing
+ * next to the device wait of such a read.  An entry is forgotten when an
+ * atom closes, duplicates onto, opens at or changes the flags of that
+ * descriptor, and when a read through it took long (a descriptor number
+ * reused for an O_DIRECT file behind the engine's back: that read waited
+ * for the device once, the next is asked again). */
+enum { FDK_UNKNOWN = 0, FDK_BUFFERED = 1 };
+
+static inline int fd_may_nowait(struct sl_ctx *c, int64_t fd)
+{
+    if ((uint64_t)fd < SL_FDK_SLOTS &&
+        __atomic_load_n(&c->fdk[fd], __ATOMIC_RELAXED) == FDK_BUFFERED)
+        return 1;
+    if (fd_direct((int)fd))
+        return 0;
+    if ((uint64_t)fd < SL_FDK_SLOTS)
+        __atomic_store_n(&c->fdk[fd], FDK_BUFFERED, __ATOMIC_RELAXED);
+    return 1;
+}
+
+static inline void fdk_forget(struct sl_ctx *c, int64_t fd)
+{
+    if ((uint64_t)fd < SL_FDK_SLOTS)
+        __atomic_store_n(&c->fdk[fd], FDK_UNKNOWN, __ATOMIC_RELAXED);
+}
+
+/* A monotonic tick count for the slow-read check: the TSC on x86_64, else
+ * nanoseconds.  SL_SLOW_TICKS is far above a cached 4 KiB read (~1 us) and
+ * below any device read. */
+static inline uint64_t sl_ticks(void)
+{
+#if defined(__x86_64__)
+    return __builtin_ia32_rdtsc();
+#else
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+#endif
+}
+#if defined(__x86_64__)
+#define SL_SLOW_TICKS 40000     /* cycles: 10-20 us at 2-4 GHz */
+#else
+#define SL_SLOW_TICKS 10000     /* ns */
+#endif
+
+/* What an atom did to the descriptor table (result r): forget the entries
+ * it may have given another file or other flags. */
+static inline void fdk_note(struct sl_ctx *c, const struct member *m, int64_t r)
+{
+    switch (m->nr) {
+    case 3:                             /* close */
+        fdk_forget(c, m->args[0]);
+        break;
+    case 33: case 292:                  /* dup2, dup3 */
+        fdk_forget(c, m->args[1]);
+        /* fall through: the result is that descriptor */
+    case 2: case 85: case 257: case 437: case 32:  /* open, creat, openat, openat2, dup */
+        if (r >= 0)
+            fdk_forget(c, r);
+        break;
+    case 72:                            /* fcntl: F_SETFL, F_DUPFD* */
+        fdk_forget(c, m->args[0]);
+        if (r >= 0 && m->args[1] != F_SETFL)
+            fdk_forget(c, r);
+        break;
+    case 436:                           /* close_range */
+        for (uint64_t fd = (uint64_t)m->args[0]; fd < SL_FDK_SLOTS && fd <= (uint64_t)m->args[1]; fd++)
+            fdk_forget(c, (int64_t)fd);
+        break;
+    }
 }
 
 /* A NOWAIT read of fd returned r bytes, fewer than asked: is that the
@@ -753,11 +834,16 @@ static int nowait_read(uint64_t nr, const int64_t *a, int64_t *res, int64_t *par
 
 static int try_nowait_read(struct sl_ctx *c, struct member *m, int64_t *res)
 {
-    if (m->args[2] != 0 && (m->direct || fd_direct((int)m->args[0]))) {
+    if (m->args[2] != 0 && (m->direct || !fd_may_nowait(c, m->args[0]))) {
         c->cnt.direct_reads++;      /* it would block: io_uring or the pool */
+        m->direct = 1;
         return 0;
     }
-    return nowait_read(m->nr, m->args, res, &m->partial);
+    uint64_t t0 = sl_ticks();
+    int done = nowait_read(m->nr, m->args, res, &m->partial);
+    if (sl_ticks() - t0 > SL_SLOW_TICKS)
+        fdk_forget(c, m->args[0]);  /* ask again next time */
+    return done;
 }
 
 /* Pool-only backend: run in place what io_uring itself completes inline,
@@ -1978,20 +2064,17 @@ static __attribute__((noinline)) int64_t exec_fast_rest(struct sl_ctx *c, uint64
                                                         const struct sl_unlock *u,
                                                         const uint64_t *o, int64_t r)
 {
-    int direct = r == SL_R_DIRECT;
-    switch (direct ? NW_SHORT : nowait_outcome(o[1], (const int64_t *)(o + 8), r)) {
+    switch (nowait_outcome(o[1], (const int64_t *)(o + 8), r)) {
     case NW_BLOCK:
         return exec_general(c, atom, u, NULL);      /* nothing done */
     case NW_SHORT: {
-        /* Hand over the member read_atom() would have made: begun by a
-         * short read, or known to be of an O_DIRECT fd (not begun). */
+        /* Hand over the member read_atom() would have made, begun. */
         struct member pre;
         member_set(&pre, atom, o, 4);
         memset(pre.args, 0, sizeof pre.args);
         memcpy(pre.args, o + 8, 4 * sizeof *o);
         uring_op(&pre);
-        pre.partial = direct ? -1 : r;
-        pre.direct = (uint8_t)direct;
+        pre.partial = r;
         return exec_general(c, atom, u, &pre);
     }
     }
@@ -2029,12 +2112,17 @@ static inline __attribute__((always_inline)) int fast_begin(struct sl_ctx *c, ui
     f->iov.iov_base = (void *)(uintptr_t)a[1];
     f->iov.iov_len = (size_t)a[2];
     f->off = h[1] == 0 ? -1 : a[3];
+    if (__builtin_expect(!fd_may_nowait(c, a[0]), 0))
+        return 0;       /* O_DIRECT: the general path sends it off (D23) */
+    f->t0 = sl_ticks();
     return 1;
 }
 
 static inline __attribute__((always_inline)) int64_t fast_end(const struct sl_fast *f, int64_t r,
                                                               const struct sl_unlock *u)
 {
+    if (__builtin_expect(sl_ticks() - f->t0 > SL_SLOW_TICKS, 0))
+        fdk_forget(f->ctx, f->fd);      /* slow: ask about O_DIRECT again next time */
     if (__builtin_expect(r != (int64_t)f->iov.iov_len, 0))
         return exec_fast_rest(f->ctx, f->atom, u, f->o, r);
     return fast_done(f->ctx, f->atom, f->o[2], r);
@@ -2048,8 +2136,7 @@ static inline __attribute__((always_inline)) int64_t exec_one(struct sl_ctx *c, 
         return -EBADF;
     if (__builtin_expect(!fast_begin(c, atom, &f), 0))
         return exec_general(c, atom, u, NULL);
-    return fast_end(&f, fd_direct((int)f.fd) ? SL_R_DIRECT
-                                             : nowait_preadv((int)f.fd, &f.iov, (off_t)f.off), u);
+    return fast_end(&f, nowait_preadv((int)f.fd, &f.iov, (off_t)f.off), u);
 }
 
 int sl_exec_fast_begin(struct sl_ctx *c, uint64_t atom, struct sl_fast *f)

@@ -58,20 +58,19 @@ int64_t sl_exec_unlocking(struct sl_ctx *c, uint64_t atom, const struct sl_unloc
 typedef int64_t (*sl_exec_unlocking_fn)(struct sl_ctx *, uint64_t, const struct sl_unlock *);
 /* sl_exec in two halves around its one system call, for a caller that
  * issues that call itself (the x86_64 exec entries, retless.h).
- * sl_exec_fast_begin: 1 when the exec is a lone read for the fast path: the
- * caller then asks fcntl(f->fd, F_GETFL); with O_DIRECT set it hands
- * SL_R_DIRECT to sl_exec_fast_end_unlocking (such a read would block in
- * RWF_NOWAIT), else it issues preadv2(f->fd, &f->iov, 1, f->off,
- * RWF_NOWAIT) and hands over its raw result (-errno on failure).
- * sl_exec_fast_end_unlocking returns what sl_exec_unlocking would have (u
- * as there; NULL: no lock to let go).  0: nothing was done; call sl_exec. */
-#define SL_R_DIRECT INT64_MIN   /* no system call returns it */
+ * sl_exec_fast_begin: 1 when the exec is a lone read for the fast path (not
+ * of an O_DIRECT fd, which would block in it: docs/decisions.md D23): the
+ * caller then issues preadv2(f->fd, &f->iov, 1, f->off, RWF_NOWAIT) and
+ * hands its raw result (-errno on failure) to sl_exec_fast_end_unlocking,
+ * which returns what sl_exec_unlocking would have (u as there; NULL: no
+ * lock to let go).  0: nothing was done; call sl_exec. */
 struct sl_fast {
     struct iovec iov;
     int64_t fd, off;
     uint64_t atom;
     struct sl_ctx *ctx;
     uint64_t o[12];
+    uint64_t t0;        /* sl_ticks() before the read (D23's slow-read check) */
 };
 int sl_exec_fast_begin(struct sl_ctx *c, uint64_t atom, struct sl_fast *f);
 int64_t sl_exec_fast_end_unlocking(const struct sl_fast *f, int64_t r, const struct sl_unlock *u);

@@ -9,14 +9,12 @@
  *
  * SL_RETLESS_ENTRY(name, begin, end, slow) defines a hidden function
  * `name(a, b)` (two integer or pointer arguments, an integer or pointer
- * result) that keeps a 168-byte frame -- a struct sl_fast f at 0, a at 144,
- * b at 152 -- and does
+ * result) that keeps a 168-byte frame -- a struct sl_fast f at 0, a at 152,
+ * b at 160 -- and does
  *
  *     if a shadow stack is active      -> slow(a, b)   (rdssp reads 0 without)
- *     if (!begin(a, b, &f))            -> slow(a, b)
- *     if fcntl(f.fd, F_GETFL) has O_DIRECT: r = SL_R_DIRECT (engine.h)
- *                                            (RWF_NOWAIT would block: D23)
- *     else r = preadv2(f.fd, f.iov, 1, f.off, RWF_NOWAIT)    the raw result
+ *     if (!begin(a, b, &f))            -> slow(a, b)   (also an O_DIRECT fd: D23)
+ *     r = preadv2(f.fd, f.iov, 1, f.off, RWF_NOWAIT)    the raw result
  *     return end(a, &f, r), by pop + jmp
  *
  * `slow` is reached by a jump, with a function's entry state, and returns
@@ -26,19 +24,16 @@
 #ifndef SYSLET_RETLESS_H
 #define SYSLET_RETLESS_H
 #if defined(__x86_64__)
-#include <fcntl.h>
 #include <stddef.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 
 #include "engine.h"
 
-_Static_assert(sizeof(struct sl_fast) == 144 && offsetof(struct sl_fast, iov) == 0 &&
+_Static_assert(sizeof(struct sl_fast) == 152 && offsetof(struct sl_fast, iov) == 0 &&
                offsetof(struct sl_fast, fd) == 16 && offsetof(struct sl_fast, off) == 24,
                "SL_RETLESS_ENTRY's frame offsets");
-_Static_assert(SYS_preadv2 == 327 && RWF_NOWAIT == 8 && SYS_fcntl == 72 && F_GETFL == 3 &&
-               O_DIRECT == 0x4000 && SL_R_DIRECT == (int64_t)0x8000000000000000ULL,
-               "SL_RETLESS_ENTRY's constants");
+_Static_assert(SYS_preadv2 == 327 && RWF_NOWAIT == 8, "SL_RETLESS_ENTRY's constants");
 
 #define SL_RETLESS_ENTRY(name, begin, end, slow)                                       \
     __asm__(".text\n"                                                                  \
@@ -52,23 +47,12 @@ _Static_assert(SYS_preadv2 == 327 && RWF_NOWAIT == 8 && SYS_fcntl == 72 && F_GET
             "    jnz " #slow "\n"                                                      \
             "    subq $168, %rsp\n"                                                    \
             "    .cfi_adjust_cfa_offset 168\n"                                         \
-            "    movq %rdi, 144(%rsp)\n"                                               \
-            "    movq %rsi, 152(%rsp)\n"                                               \
+            "    movq %rdi, 152(%rsp)\n"                                               \
+            "    movq %rsi, 160(%rsp)\n"                                               \
             "    movq %rsp, %rdx\n"                                                    \
             "    call " #begin "\n"                                                    \
             "    testl %eax, %eax\n"                                                   \
             "    jz 2f\n"                                                              \
-            "    movq 16(%rsp), %rdi\n"          /* fd */                              \
-            "    movl $3, %esi\n"                /* F_GETFL */                         \
-            "    movl $72, %eax\n"               /* fcntl */                           \
-            "    syscall\n"                                                            \
-            "    testq %rax, %rax\n"             /* an error: the read reports it */   \
-            "    js 3f\n"                                                              \
-            "    testl $0x4000, %eax\n"          /* O_DIRECT: r = SL_R_DIRECT */       \
-            "    jz 3f\n"                                                              \
-            "    movabsq $0x8000000000000000, %rax\n"                                  \
-            "    jmp 4f\n"                                                             \
-            "3:\n"                                                                     \
             "    movq 16(%rsp), %rdi\n"          /* fd */                              \
             "    movq %rsp, %rsi\n"              /* iov */                             \
             "    movl $1, %edx\n"                                                      \
@@ -77,8 +61,7 @@ _Static_assert(SYS_preadv2 == 327 && RWF_NOWAIT == 8 && SYS_fcntl == 72 && F_GET
             "    movl $8, %r9d\n"                /* RWF_NOWAIT */                      \
             "    movl $327, %eax\n"              /* preadv2 */                         \
             "    syscall\n"                                                            \
-            "4:\n"                                                                     \
-            "    movq 144(%rsp), %rdi\n"                                               \
+            "    movq 152(%rsp), %rdi\n"                                               \
             "    movq %rsp, %rsi\n"                                                    \
             "    movq %rax, %rdx\n"                                                    \
             "    call " #end "\n"                                                      \
@@ -91,8 +74,8 @@ _Static_assert(SYS_preadv2 == 327 && RWF_NOWAIT == 8 && SYS_fcntl == 72 && F_GET
             "    jmp *%rcx\n"                                                          \
             "2:\n"                                                                     \
             "    .cfi_restore_state\n"                                                 \
-            "    movq 144(%rsp), %rdi\n"                                               \
-            "    movq 152(%rsp), %rsi\n"                                               \
+            "    movq 152(%rsp), %rdi\n"                                               \
+            "    movq 160(%rsp), %rsi\n"                                               \
             "    addq $168, %rsp\n"                                                    \
             "    .cfi_adjust_cfa_offset -168\n"                                        \
             "    jmp " #slow "\n"                                                      \

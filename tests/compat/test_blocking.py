@@ -414,3 +414,85 @@ def test_many_o_direct_reads_in_flight_all_arrive_once(backend, diskfile):
             assert c["syslets_async"] == c["published"]
     finally:
         os.close(fd)
+
+
+# ---- the engine's memory of which descriptors are not O_DIRECT ---------------------------
+
+def _read_chain(ctx, fd, off):
+    buf = ctx.buffer(BS, align=BS)
+    ch = ctx.chain()
+    a = ch.pread64(fd, buf, BS, off, ret=True)
+    return ch, a, buf
+
+
+def _reuse_as_direct(path, fd):
+    """Opens path O_DIRECT onto descriptor number fd (closed by the caller)."""
+    nfd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    if nfd != fd:
+        os.dup2(nfd, fd)
+        os.close(nfd)
+    fl = fcntl.fcntl(fd, fcntl.F_GETFL)
+    assert fl & os.O_DIRECT
+
+
+@pytest.mark.parametrize("how", ["close atom", "dup2 atom", "fcntl atom"])
+def test_a_descriptor_changed_by_an_atom_is_asked_again(ectx, diskfile, how):
+    """The engine remembers which descriptors are not O_DIRECT (so a cached
+    read costs no fcntl); an atom that closes, duplicates onto or changes
+    the flags of a descriptor makes it forget that one: the next read of an
+    O_DIRECT file there is not tried in the caller."""
+    path, data = diskfile
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.pread(fd, BS, 0)
+        ch, a, _ = _read_chain(ectx, fd, 0)
+        run(ectx, ch)
+        assert path_counts(ectx)["atoms_nowait"] == 1      # remembered: not O_DIRECT
+        if how == "close atom":
+            ch = ectx.chain()
+            ch.close(fd, ret=True)
+            run(ectx, ch)
+            _reuse_as_direct(path, fd)
+        elif how == "dup2 atom":
+            dfd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+            ch = ectx.chain()
+            ch.dup2(dfd, fd, ret=True)
+            run(ectx, ch)
+            os.close(dfd)
+        else:
+            ch = ectx.chain()
+            ch.fcntl(fd, fcntl.F_SETFL, os.O_RDONLY | os.O_DIRECT, ret=True)
+            run(ectx, ch)
+        assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
+        ch, a, buf = _read_chain(ectx, fd, 9 * BS)
+        final, _ = run(ectx, ch)
+        assert (final.addr, a.result) == (a.addr, BS) and buf.read() == data[9 * BS:10 * BS]
+        c = path_counts(ectx)
+        assert (c["atoms_nowait"], c["direct_reads"]) == (1, 1), c
+    finally:
+        os.close(fd)
+
+
+def test_a_descriptor_reused_behind_the_engines_back_costs_one_read(ectx, diskfile):
+    """os.close + os.open outside any syslet: the engine cannot see it.  The
+    first read of the O_DIRECT file that reused the number may still be
+    tried in the caller (it waits for the device once); the engine notices
+    the slow read and asks again, so the next ones go off the caller's
+    thread."""
+    path, data = diskfile
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.pread(fd, BS, 0)
+        ch, a, _ = _read_chain(ectx, fd, 0)
+        run(ectx, ch)
+        assert path_counts(ectx)["atoms_nowait"] == 1
+        os.close(fd)
+        _reuse_as_direct(path, fd)
+        for i in range(3):
+            ch, a, buf = _read_chain(ectx, fd, (40 + i) * BS)
+            final, _ = run(ectx, ch)
+            assert a.result == BS and buf.read() == data[(40 + i) * BS:(41 + i) * BS]
+        c = path_counts(ectx)
+        assert c["atoms_nowait"] <= 2 and c["direct_reads"] >= 2, c
+    finally:
+        os.close(fd)
