@@ -92,7 +92,6 @@ int us_pool_submit_packed(struct us_pool *p, struct us_job *jobs, unsigned n,
                           uint64_t ud_base);
 unsigned us_pool_reap64(struct us_pool *p, uint64_t *uds, int64_t *res, unsigned max);
 int us_pool_wait(struct us_pool *p, unsigned min, int64_t timeout_ns);
-int us_pool_wait_fd(struct us_pool *p, int64_t timeout_ns);
 unsigned us_pool_workers(struct us_pool *p);
 unsigned us_pool_pending(struct us_pool *p);
 int us_pool_set_max(struct us_pool *p, unsigned max_workers);

@@ -1450,14 +1450,16 @@ static void caller_progress(struct sl_ctx *c)
 
 /* One wait in the kernel for at least one completion, up to tmo ns, by a
  * caller (mutex held on entry and on return, not during): io_uring_enter
- * on the context's ring, or poll() on the pool's eventfd.  Returns 0,
- * -ETIME or -EINTR (a signal). */
-static int caller_kernel_wait(struct sl_ctx *c, int64_t tmo)
+ * on the context's ring, or ppoll() on the pool's eventfd, with the signal
+ * mask *sigmask during the wait (NULL: the thread's).  Returns 0, -ETIME
+ * or -EINTR (a signal). */
+static int caller_kernel_wait(struct sl_ctx *c, int64_t tmo, const sigset_t *sigmask)
 {
     c->kwaiters++;
     c->cnt.caller_waits++;
     pthread_mutex_unlock(&c->mu);
-    int r = c->backend ? us_wait(&c->ring, 1, tmo) : us_pool_wait_fd(c->pool, tmo);
+    int r = c->backend ? us_wait_sigmask(&c->ring, 1, tmo, sigmask)
+                       : us_pool_wait_fd(c->pool, tmo, sigmask);
     pthread_mutex_lock(&c->mu);
     c->kwaiters--;
     c->last_wait_ns = now_ns();
@@ -1923,7 +1925,7 @@ static void drive_caller(struct sl_ctx *c, struct syslet **ss, unsigned n, const
          * it (next round), or let the driver reap for us. */
         if (caller_reaps(c)) {
             flush(c);
-            caller_kernel_wait(c, 20000000);
+            caller_kernel_wait(c, 20000000, NULL);
             reap_all(c);
             flush(c);
             try_publish(c);
@@ -2062,19 +2064,22 @@ static inline __attribute__((always_inline)) int64_t fast_done(struct sl_ctx *c,
  * call's arity are 0: fast_begin declined anything else). */
 static __attribute__((noinline)) int64_t exec_fast_rest(struct sl_ctx *c, uint64_t atom,
                                                         const struct sl_unlock *u,
-                                                        const uint64_t *o, int64_t r)
+                                                        const uint64_t *o, int64_t r,
+                                                        int direct)
 {
-    switch (nowait_outcome(o[1], (const int64_t *)(o + 8), r)) {
+    switch (direct ? NW_SHORT : nowait_outcome(o[1], (const int64_t *)(o + 8), r)) {
     case NW_BLOCK:
         return exec_general(c, atom, u, NULL);      /* nothing done */
     case NW_SHORT: {
-        /* Hand over the member read_atom() would have made, begun. */
+        /* Hand over the member read_atom() would have made: begun by a
+         * short read, or known to be of an O_DIRECT fd (not begun). */
         struct member pre;
         member_set(&pre, atom, o, 4);
         memset(pre.args, 0, sizeof pre.args);
         memcpy(pre.args, o + 8, 4 * sizeof *o);
         uring_op(&pre);
-        pre.partial = r;
+        pre.partial = direct ? -1 : r;
+        pre.direct = (uint8_t)direct;
         return exec_general(c, atom, u, &pre);
     }
     }
@@ -2112,8 +2117,11 @@ static inline __attribute__((always_inline)) int fast_begin(struct sl_ctx *c, ui
     f->iov.iov_base = (void *)(uintptr_t)a[1];
     f->iov.iov_len = (size_t)a[2];
     f->off = h[1] == 0 ? -1 : a[3];
-    if (__builtin_expect(!fd_may_nowait(c, a[0]), 0))
-        return 0;       /* O_DIRECT: the general path sends it off (D23) */
+    f->direct = 0;
+    if (__builtin_expect(!fd_may_nowait(c, a[0]), 0)) {
+        f->direct = 1;  /* O_DIRECT: no read here (D23); fast_end sends it off */
+        f->fd = -1;
+    }
     f->t0 = sl_ticks();
     return 1;
 }
@@ -2123,8 +2131,8 @@ static inline __attribute__((always_inline)) int64_t fast_end(const struct sl_fa
 {
     if (__builtin_expect(sl_ticks() - f->t0 > SL_SLOW_TICKS, 0))
         fdk_forget(f->ctx, f->fd);      /* slow: ask about O_DIRECT again next time */
-    if (__builtin_expect(r != (int64_t)f->iov.iov_len, 0))
-        return exec_fast_rest(f->ctx, f->atom, u, f->o, r);
+    if (__builtin_expect(r != (int64_t)f->iov.iov_len || f->direct, 0))
+        return exec_fast_rest(f->ctx, f->atom, u, f->o, r, (int)f->direct);
     return fast_done(f->ctx, f->atom, f->o[2], r);
 }
 
@@ -2136,7 +2144,7 @@ static inline __attribute__((always_inline)) int64_t exec_one(struct sl_ctx *c, 
         return -EBADF;
     if (__builtin_expect(!fast_begin(c, atom, &f), 0))
         return exec_general(c, atom, u, NULL);
-    return fast_end(&f, nowait_preadv((int)f.fd, &f.iov, (off_t)f.off), u);
+    return fast_end(&f, f.direct ? -EBADF : nowait_preadv((int)f.fd, &f.iov, (off_t)f.off), u);
 }
 
 int sl_exec_fast_begin(struct sl_ctx *c, uint64_t atom, struct sl_fast *f)
@@ -2187,14 +2195,28 @@ int64_t sl_ring_count(struct sl_ctx *c)
  * the space.  intr: a signal during a kernel wait ends it with -EINTR. */
 static int wait_ring(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns, int intr)
 {
-    pthread_mutex_lock(&c->mu);
-    if (!c->registered) {
-        pthread_mutex_unlock(&c->mu);
-        return -EINVAL;
+    /* intr: signals are blocked but during the kernel waits, which take
+     * the caller's mask back atomically (as ppoll does): a handled signal
+     * then always ends a wait with EINTR, and never slips in between two
+     * waits unnoticed.  The guard's signals stay open. */
+    sigset_t old, *wmask = NULL;
+    if (intr) {
+        sigset_t all;
+        sigfillset(&all);
+        sigdelset(&all, SIGSEGV);
+        sigdelset(&all, SIGBUS);
+        sigdelset(&all, SIGILL);
+        sigdelset(&all, SIGFPE);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        wmask = &old;
     }
-    if (min_events == 0) {
+    pthread_mutex_lock(&c->mu);
+    if (!c->registered || min_events == 0) {
+        int e = c->registered ? 0 : -EINVAL;
         pthread_mutex_unlock(&c->mu);
-        return 0;
+        if (intr)
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+        return e;
     }
     int64_t deadline = timeout_ns >= 0 ? now_ns() + timeout_ns : INT64_MAX;
     int r;
@@ -2216,7 +2238,7 @@ static int wait_ring(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns, 
         /* Interruptible: in the kernel even with nothing in flight (a
          * signal, or the kick of a publish, ends it). */
         if (caller_reaps(c) && (intr || c->inflight || c->ready_head)) {
-            if (caller_kernel_wait(c, slice) == -EINTR && intr) {
+            if (caller_kernel_wait(c, slice, wmask) == -EINTR && intr) {
                 caller_progress(c);
                 r = ring_count_locked(c) >= min_events ? 0 : -EINTR;
                 break;
@@ -2228,6 +2250,8 @@ static int wait_ring(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns, 
         }
     }
     pthread_mutex_unlock(&c->mu);
+    if (intr)
+        pthread_sigmask(SIG_SETMASK, &old, NULL);   /* a pending handler runs now */
     return r;
 }
 

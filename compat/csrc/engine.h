@@ -58,12 +58,15 @@ int64_t sl_exec_unlocking(struct sl_ctx *c, uint64_t atom, const struct sl_unloc
 typedef int64_t (*sl_exec_unlocking_fn)(struct sl_ctx *, uint64_t, const struct sl_unlock *);
 /* sl_exec in two halves around its one system call, for a caller that
  * issues that call itself (the x86_64 exec entries, retless.h).
- * sl_exec_fast_begin: 1 when the exec is a lone read for the fast path (not
- * of an O_DIRECT fd, which would block in it: docs/decisions.md D23): the
+ * sl_exec_fast_begin: 1 when the exec is a lone read for the fast path: the
  * caller then issues preadv2(f->fd, &f->iov, 1, f->off, RWF_NOWAIT) and
  * hands its raw result (-errno on failure) to sl_exec_fast_end_unlocking,
  * which returns what sl_exec_unlocking would have (u as there; NULL: no
- * lock to let go).  0: nothing was done; call sl_exec. */
+ * lock to let go).  0: nothing was done; call sl_exec.  A read of an
+ * O_DIRECT fd, which would block in RWF_NOWAIT (docs/decisions.md D23),
+ * comes back with f->fd = -1 (the caller's preadv2 then fails at once with
+ * EBADF) and f->direct set: the second half sends it off the caller's
+ * thread. */
 struct sl_fast {
     struct iovec iov;
     int64_t fd, off;
@@ -71,6 +74,7 @@ struct sl_fast {
     struct sl_ctx *ctx;
     uint64_t o[12];
     uint64_t t0;        /* sl_ticks() before the read (D23's slow-read check) */
+    uint64_t direct;    /* 1: O_DIRECT, not to be read here */
 };
 int sl_exec_fast_begin(struct sl_ctx *c, uint64_t atom, struct sl_fast *f);
 int64_t sl_exec_fast_end_unlocking(const struct sl_fast *f, int64_t r, const struct sl_unlock *u);

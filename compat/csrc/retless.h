@@ -9,11 +9,11 @@
  *
  * SL_RETLESS_ENTRY(name, begin, end, slow) defines a hidden function
  * `name(a, b)` (two integer or pointer arguments, an integer or pointer
- * result) that keeps a 168-byte frame -- a struct sl_fast f at 0, a at 152,
- * b at 160 -- and does
+ * result) that keeps a 184-byte frame -- a struct sl_fast f at 0, a at 160,
+ * b at 168 -- and does
  *
  *     if a shadow stack is active      -> slow(a, b)   (rdssp reads 0 without)
- *     if (!begin(a, b, &f))            -> slow(a, b)   (also an O_DIRECT fd: D23)
+ *     if (!begin(a, b, &f))            -> slow(a, b)
  *     r = preadv2(f.fd, f.iov, 1, f.off, RWF_NOWAIT)    the raw result
  *     return end(a, &f, r), by pop + jmp
  *
@@ -30,7 +30,7 @@
 
 #include "engine.h"
 
-_Static_assert(sizeof(struct sl_fast) == 152 && offsetof(struct sl_fast, iov) == 0 &&
+_Static_assert(sizeof(struct sl_fast) == 160 && offsetof(struct sl_fast, iov) == 0 &&
                offsetof(struct sl_fast, fd) == 16 && offsetof(struct sl_fast, off) == 24,
                "SL_RETLESS_ENTRY's frame offsets");
 _Static_assert(SYS_preadv2 == 327 && RWF_NOWAIT == 8, "SL_RETLESS_ENTRY's constants");
@@ -45,10 +45,10 @@ _Static_assert(SYS_preadv2 == 327 && RWF_NOWAIT == 8, "SL_RETLESS_ENTRY's consta
             "    rdsspq %rax\n"                                                        \
             "    testq %rax, %rax\n"                                                   \
             "    jnz " #slow "\n"                                                      \
-            "    subq $168, %rsp\n"                                                    \
-            "    .cfi_adjust_cfa_offset 168\n"                                         \
-            "    movq %rdi, 152(%rsp)\n"                                               \
-            "    movq %rsi, 160(%rsp)\n"                                               \
+            "    subq $184, %rsp\n"                                                    \
+            "    .cfi_adjust_cfa_offset 184\n"                                         \
+            "    movq %rdi, 160(%rsp)\n"                                               \
+            "    movq %rsi, 168(%rsp)\n"                                               \
             "    movq %rsp, %rdx\n"                                                    \
             "    call " #begin "\n"                                                    \
             "    testl %eax, %eax\n"                                                   \
@@ -61,23 +61,23 @@ _Static_assert(SYS_preadv2 == 327 && RWF_NOWAIT == 8, "SL_RETLESS_ENTRY's consta
             "    movl $8, %r9d\n"                /* RWF_NOWAIT */                      \
             "    movl $327, %eax\n"              /* preadv2 */                         \
             "    syscall\n"                                                            \
-            "    movq 152(%rsp), %rdi\n"                                               \
+            "    movq 160(%rsp), %rdi\n"                                               \
             "    movq %rsp, %rsi\n"                                                    \
             "    movq %rax, %rdx\n"                                                    \
             "    call " #end "\n"                                                      \
             "    .cfi_remember_state\n"                                                \
-            "    addq $168, %rsp\n"                                                    \
-            "    .cfi_adjust_cfa_offset -168\n"                                        \
+            "    addq $184, %rsp\n"                                                    \
+            "    .cfi_adjust_cfa_offset -184\n"                                        \
             "    popq %rcx\n"                                                          \
             "    .cfi_adjust_cfa_offset -8\n"                                          \
             "    .cfi_register %rip, %rcx\n"                                           \
             "    jmp *%rcx\n"                                                          \
             "2:\n"                                                                     \
             "    .cfi_restore_state\n"                                                 \
-            "    movq 152(%rsp), %rdi\n"                                               \
-            "    movq 160(%rsp), %rsi\n"                                               \
-            "    addq $168, %rsp\n"                                                    \
-            "    .cfi_adjust_cfa_offset -168\n"                                        \
+            "    movq 160(%rsp), %rdi\n"                                               \
+            "    movq 168(%rsp), %rsi\n"                                               \
+            "    addq $184, %rsp\n"                                                    \
+            "    .cfi_adjust_cfa_offset -184\n"                                        \
             "    jmp " #slow "\n"                                                      \
             "    .cfi_endproc\n"                                                       \
             ".size " #name ", .-" #name "\n")

@@ -113,20 +113,23 @@ unsigned us_unprep(struct io_uring *ring)
 
 unsigned us_cq_ready(struct io_uring *ring) { return io_uring_cq_ready(ring); }
 
-int us_wait(struct io_uring *ring, unsigned min, int64_t timeout_ns)
+int us_wait_sigmask(struct io_uring *ring, unsigned min, int64_t timeout_ns,
+                    const sigset_t *sigmask)
 {
     if (min == 0 || io_uring_cq_ready(ring) >= min)
         return 0;
     unsigned flags = IORING_ENTER_GETEVENTS;
     struct __kernel_timespec ts;
     struct io_uring_getevents_arg arg;
-    void *argp = NULL;
+    void *argp = (void *)sigmask;
     size_t argsz = _NSIG / 8;
     if (timeout_ns >= 0) {
         memset(&arg, 0, sizeof arg);
         ts.tv_sec = timeout_ns / 1000000000;
         ts.tv_nsec = timeout_ns % 1000000000;
         arg.ts = (uint64_t)(uintptr_t)&ts;
+        arg.sigmask = (uint64_t)(uintptr_t)sigmask;
+        arg.sigmask_sz = _NSIG / 8;
         argp = &arg;
         argsz = sizeof arg;
         flags |= IORING_ENTER_EXT_ARG;
@@ -135,6 +138,11 @@ int us_wait(struct io_uring *ring, unsigned min, int64_t timeout_ns)
     if (r < 0)
         return -errno;
     return 0;
+}
+
+int us_wait(struct io_uring *ring, unsigned min, int64_t timeout_ns)
+{
+    return us_wait_sigmask(ring, min, timeout_ns, NULL);
 }
 
 int us_probe(struct io_uring *ring, uint8_t *supported, unsigned n)
@@ -686,7 +694,7 @@ void us_pool_kick(struct us_pool *p)
     pthread_mutex_unlock(&p->mu);
 }
 
-int us_pool_wait_fd(struct us_pool *p, int64_t timeout_ns)
+int us_pool_wait_fd(struct us_pool *p, int64_t timeout_ns, const sigset_t *sigmask)
 {
     pthread_mutex_lock(&p->mu);
     if (p->ndone || p->kicked) {
@@ -708,9 +716,9 @@ int us_pool_wait_fd(struct us_pool *p, int64_t timeout_ns)
     p->nfdwait++;       /* from now on every completion writes fd */
     pthread_mutex_unlock(&p->mu);
     struct pollfd pf = {fd, POLLIN, 0};
-    int ms = timeout_ns < 0 ? -1 : (int)((timeout_ns + 999999) / 1000000);
+    struct timespec ts = {timeout_ns / 1000000000, timeout_ns % 1000000000};
     int saved = errno;
-    int n = poll(&pf, 1, ms);
+    int n = ppoll(&pf, 1, timeout_ns < 0 ? NULL : &ts, sigmask);
     int r = n > 0 ? 0 : n == 0 ? -ETIME : -errno;
     if (n > 0) {
         uint64_t v;

@@ -11,6 +11,7 @@
 #define URING_SHIM_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <liburing.h>
 
@@ -71,6 +72,11 @@ unsigned us_unprep(struct io_uring *ring);
 /* Waits until at least min CQEs are ready, or timeout_ns passes (<0: no
  * timeout).  0, -ETIME, -EINTR or another -errno.  Never loops on EINTR. */
 int us_wait(struct io_uring *ring, unsigned min, int64_t timeout_ns);
+/* us_wait with the thread's signal mask replaced by *sigmask (NULL: kept)
+ * for the wait only, as ppoll does: a caller that blocks its signals around
+ * it sees a handled signal only as -EINTR from the wait, never between. */
+int us_wait_sigmask(struct io_uring *ring, unsigned min, int64_t timeout_ns,
+                    const sigset_t *sigmask);
 /* Fills supported[0..n) with 1/0 per opcode; returns last_op+1 or -errno. */
 int us_probe(struct io_uring *ring, uint8_t *supported, unsigned n);
 /* NOP round trips done in C (benchmark reference). */
@@ -127,12 +133,13 @@ void us_pool_interrupt_job(struct us_pool *p, struct us_job *j);
  * one) return at once. */
 void us_pool_kick(struct us_pool *p);
 /* Waits up to timeout_ns (< 0: no limit) for a completion to reap (or a
- * kick) in poll() on an eventfd of the pool's, so that a signal handler
- * ends the wait: 0, -ETIME, or -EINTR.  A pool without a target ring makes
+ * kick) in ppoll() on an eventfd of the pool's (with *sigmask for the wait
+ * when not NULL), so that a signal handler ends the wait: 0, -ETIME, or
+ * -EINTR.  A pool without a target ring makes
  * that eventfd in us_pool_new; one with a target ring at the first call.
  * It lives as long as the pool.  Where no eventfd could be made
  * (RLIMIT_NOFILE) it waits as us_pool_wait(p, 1, timeout_ns) does. */
-int us_pool_wait_fd(struct us_pool *p, int64_t timeout_ns);
+int us_pool_wait_fd(struct us_pool *p, int64_t timeout_ns, const sigset_t *sigmask);
 /* Stops accepting jobs, lets the workers run every queued job, interrupts
  * calls blocked in the kernel (us_pool_interrupt, repeated every 5 ms for up
  * to 5 s), joins the workers, closes the target-ring dup and frees the pool. */
