@@ -132,6 +132,7 @@ struct sl_ctx {
     /* fds < SL_FDK_SLOTS known not to be O_DIRECT (FDK_BUFFERED), read and
      * written without the mutex (single bytes): D23 */
     uint8_t fdk[SL_FDK_SLOTS];
+    unsigned fdk_direct_uses;   /* FDK_DIRECT lookups (SL_FDK_RECHECK) */
 };
 
 const char *sl_version(void) { return SL_VERSION; }
@@ -711,25 +712,31 @@ static __attribute__((noinline)) int fd_direct(int fd)
 }
 
 /* The O_DIRECT state of the descriptors the fast path reads, so that a
- * cached read costs no fcntl (D23).  Only "not O_DIRECT" is remembered
- * (FDK_BUFFERED); O_DIRECT is asked again every time, which costs nothing
- * next to the device wait of such a read.  An entry is forgotten when an
+ * read costs no fcntl (D23).  "Not O_DIRECT" (FDK_BUFFERED) is trusted;
+ * "O_DIRECT" (FDK_DIRECT) only errs towards sending a read off the
+ * caller's thread, and is asked again every SL_FDK_RECHECK uses (a number
+ * reused for a buffered file reads through io_uring or the pool, exactly,
+ * until then).  An entry is forgotten when an
  * atom closes, duplicates onto, opens at or changes the flags of that
  * descriptor, and when a read through it took long (a descriptor number
  * reused for an O_DIRECT file behind the engine's back: that read waited
  * for the device once, the next is asked again). */
-enum { FDK_UNKNOWN = 0, FDK_BUFFERED = 1 };
+enum { FDK_UNKNOWN = 0, FDK_BUFFERED = 1, FDK_DIRECT = 2 };
+#define SL_FDK_RECHECK 256      /* an O_DIRECT entry is asked again this often */
 
 static inline int fd_may_nowait(struct sl_ctx *c, int64_t fd)
 {
-    if ((uint64_t)fd < SL_FDK_SLOTS &&
-        __atomic_load_n(&c->fdk[fd], __ATOMIC_RELAXED) == FDK_BUFFERED)
+    int k = (uint64_t)fd < SL_FDK_SLOTS ? __atomic_load_n(&c->fdk[fd], __ATOMIC_RELAXED)
+                                        : FDK_UNKNOWN;
+    if (k == FDK_BUFFERED)
         return 1;
-    if (fd_direct((int)fd))
+    if (k == FDK_DIRECT &&
+        __atomic_add_fetch(&c->fdk_direct_uses, 1, __ATOMIC_RELAXED) % SL_FDK_RECHECK)
         return 0;
+    int d = fd_direct((int)fd);
     if ((uint64_t)fd < SL_FDK_SLOTS)
-        __atomic_store_n(&c->fdk[fd], FDK_BUFFERED, __ATOMIC_RELAXED);
-    return 1;
+        __atomic_store_n(&c->fdk[fd], d ? FDK_DIRECT : FDK_BUFFERED, __ATOMIC_RELAXED);
+    return !d;
 }
 
 static inline void fdk_forget(struct sl_ctx *c, int64_t fd)

@@ -64,9 +64,9 @@ typedef int64_t (*sl_exec_unlocking_fn)(struct sl_ctx *, uint64_t, const struct 
  * which returns what sl_exec_unlocking would have (u as there; NULL: no
  * lock to let go).  0: nothing was done; call sl_exec.  A read of an
  * O_DIRECT fd, which would block in RWF_NOWAIT (docs/decisions.md D23),
- * comes back with f->fd = -1 (the caller's preadv2 then fails at once with
- * EBADF) and f->direct set: the second half sends it off the caller's
- * thread. */
+ * comes back with f->direct set (and f->fd = -1): the caller issues no
+ * read and hands over any result; the second half sends it off the
+ * caller's thread. */
 struct sl_fast {
     struct iovec iov;
     int64_t fd, off;

@@ -14,7 +14,8 @@
  *
  *     if a shadow stack is active      -> slow(a, b)   (rdssp reads 0 without)
  *     if (!begin(a, b, &f))            -> slow(a, b)
- *     r = preadv2(f.fd, f.iov, 1, f.off, RWF_NOWAIT)    the raw result
+ *     r = f.direct ? -EBADF             (an O_DIRECT fd: not read here, D23)
+ *                  : preadv2(f.fd, f.iov, 1, f.off, RWF_NOWAIT)    the raw result
  *     return end(a, &f, r), by pop + jmp
  *
  * `slow` is reached by a jump, with a function's entry state, and returns
@@ -31,7 +32,8 @@
 #include "engine.h"
 
 _Static_assert(sizeof(struct sl_fast) == 160 && offsetof(struct sl_fast, iov) == 0 &&
-               offsetof(struct sl_fast, fd) == 16 && offsetof(struct sl_fast, off) == 24,
+               offsetof(struct sl_fast, fd) == 16 && offsetof(struct sl_fast, off) == 24 &&
+               offsetof(struct sl_fast, direct) == 152,
                "SL_RETLESS_ENTRY's frame offsets");
 _Static_assert(SYS_preadv2 == 327 && RWF_NOWAIT == 8, "SL_RETLESS_ENTRY's constants");
 
@@ -53,6 +55,9 @@ _Static_assert(SYS_preadv2 == 327 && RWF_NOWAIT == 8, "SL_RETLESS_ENTRY's consta
             "    call " #begin "\n"                                                    \
             "    testl %eax, %eax\n"                                                   \
             "    jz 2f\n"                                                              \
+            "    movq $-9, %rax\n"               /* f.direct: no read (-EBADF) */      \
+            "    cmpq $0, 152(%rsp)\n"                                                 \
+            "    jnz 3f\n"                                                             \
             "    movq 16(%rsp), %rdi\n"          /* fd */                              \
             "    movq %rsp, %rsi\n"              /* iov */                             \
             "    movl $1, %edx\n"                                                      \
@@ -61,6 +66,7 @@ _Static_assert(SYS_preadv2 == 327 && RWF_NOWAIT == 8, "SL_RETLESS_ENTRY's consta
             "    movl $8, %r9d\n"                /* RWF_NOWAIT */                      \
             "    movl $327, %eax\n"              /* preadv2 */                         \
             "    syscall\n"                                                            \
+            "3:\n"                                                                     \
             "    movq 160(%rsp), %rdi\n"                                               \
             "    movq %rsp, %rsi\n"                                                    \
             "    movq %rax, %rdx\n"                                                    \
