@@ -4,6 +4,7 @@ struct sl_counters {
     uint64_t atoms_pool; uint64_t atoms_nowait; uint64_t segments; uint64_t enters;
     uint64_t overstops; uint64_t ring_full_waits; uint64_t published; uint64_t pool_batches;
     uint64_t faults; uint64_t direct_reads; uint64_t caller_waits; uint64_t driver_waits;
+    uint64_t cold_reads;
 };
 struct sl_ctx;
 struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err);

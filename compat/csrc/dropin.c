@@ -281,14 +281,15 @@ static void print_counters(void)
             "libsyslet: pid %d counters: sync=%llu async=%llu uring=%llu inline=%llu "
             "pool=%llu nowait=%llu segments=%llu enters=%llu published=%llu "
             "ring_full_waits=%llu faults=%llu direct_reads=%llu caller_waits=%llu "
-            "driver_waits=%llu\n", (int)getpid(),
+            "driver_waits=%llu cold_reads=%llu\n", (int)getpid(),
             (unsigned long long)k.syslets_sync, (unsigned long long)k.syslets_async,
             (unsigned long long)k.atoms_uring, (unsigned long long)k.atoms_inline,
             (unsigned long long)k.atoms_pool, (unsigned long long)k.atoms_nowait,
             (unsigned long long)k.segments, (unsigned long long)k.enters,
             (unsigned long long)k.published, (unsigned long long)k.ring_full_waits,
             (unsigned long long)k.faults, (unsigned long long)k.direct_reads,
-            (unsigned long long)k.caller_waits, (unsigned long long)k.driver_waits);
+            (unsigned long long)k.caller_waits, (unsigned long long)k.driver_waits,
+            (unsigned long long)k.cold_reads);
 }
 
 static __attribute__((noinline)) struct sl_ctx *ctx_slow(void)
@@ -519,22 +520,22 @@ SYSLET_EXPORT long async_wait(unsigned long min_events)
     if (!c)
         return fail(-EINVAL);
     int saved = errno;
-    int r = sl_wait(c, min_events, 0);
-    if (r == 0) {
-        errno = saved;
-        return 0;
-    }
-    if (r != -ETIME)
-        return fail(r);
-    /* Must block.  This thread waits in the kernel for the completions and
-     * publishes them itself (a signal ends the wait). */
-    r = sl_wait_intr(c, min_events, -1);
+    /* This thread waits in the kernel for the completions and publishes
+     * them itself (a signal ends the wait). */
+    int r = sl_wait_intr(c, min_events, -1);
     if (r != -EOPNOTSUPP) {
         if (r < 0)
             return fail(r);
         errno = saved;
         return 0;
     }
+    r = sl_wait(c, min_events, 0);
+    if (r == 0) {
+        errno = saved;
+        return 0;
+    }
+    if (r != -ETIME)
+        return fail(r);
     /* max_nr_threads = N (only the driver reaps): arm first, then re-check:
      * a publish after arming writes our eventfd, so no wake-up is lost; the
      * slice is only a safety net. */

@@ -59,7 +59,7 @@ struct member {
     int64_t result;
     int64_t partial;        /* bytes done by a NOWAIT attempt, -1 none */
     uint8_t op, sqe_flags, transfer, done;
-    uint8_t direct;         /* its fd is known to be O_DIRECT: no NOWAIT attempt */
+    uint8_t direct;         /* not tried with RWF_NOWAIT: FDK_DIRECT (O_DIRECT) or FDK_COLD */
 };
 
 struct syslet {
@@ -721,22 +721,45 @@ static __attribute__((noinline)) int fd_direct(int fd)
  * descriptor, and when a read through it took long (a descriptor number
  * reused for an O_DIRECT file behind the engine's back: that read waited
  * for the device once, the next is asked again). */
-enum { FDK_UNKNOWN = 0, FDK_BUFFERED = 1, FDK_DIRECT = 2 };
+enum { FDK_UNKNOWN = 0, FDK_BUFFERED = 1, FDK_DIRECT = 2, FDK_COLD = 3 };
 #define SL_FDK_RECHECK 256      /* an O_DIRECT entry is asked again this often */
 
-static inline int fd_may_nowait(struct sl_ctx *c, int64_t fd)
+static inline void fdk_set(struct sl_ctx *c, int64_t fd, int k)
+{
+    if ((uint64_t)fd < SL_FDK_SLOTS)
+        __atomic_store_n(&c->fdk[fd], (uint8_t)k, __ATOMIC_RELAXED);
+}
+
+/* Where a lone read of fd goes first: FDK_BUFFERED, an RWF_NOWAIT try in
+ * the caller; FDK_DIRECT, off the caller's thread (it would block);
+ * FDK_COLD, straight to io_uring (the last try on fd missed the page cache:
+ * io_uring's own non-blocking attempt in the submitter starts the same
+ * readahead, so the try would be a second system call for nothing; a read
+ * that then completes during the submit turns the fd back to BUFFERED).
+ * COLD only where the caller submits to io_uring itself. */
+static inline int fd_kind(struct sl_ctx *c, int64_t fd)
 {
     int k = (uint64_t)fd < SL_FDK_SLOTS ? __atomic_load_n(&c->fdk[fd], __ATOMIC_RELAXED)
                                         : FDK_UNKNOWN;
     if (k == FDK_BUFFERED)
-        return 1;
+        return k;
+    if (k == FDK_COLD)
+        return c->uring_exec && !c->bounded ? k : FDK_BUFFERED;
     if (k == FDK_DIRECT &&
         __atomic_add_fetch(&c->fdk_direct_uses, 1, __ATOMIC_RELAXED) % SL_FDK_RECHECK)
-        return 0;
-    int d = fd_direct((int)fd);
-    if ((uint64_t)fd < SL_FDK_SLOTS)
-        __atomic_store_n(&c->fdk[fd], d ? FDK_DIRECT : FDK_BUFFERED, __ATOMIC_RELAXED);
-    return !d;
+        return k;
+    k = fd_direct((int)fd) ? FDK_DIRECT : FDK_BUFFERED;
+    fdk_set(c, fd, k);
+    return k;
+}
+
+/* The RWF_NOWAIT try of a read of fd answered r: an EAGAIN of a file the
+ * engine knows as buffered marks it COLD. */
+static inline void fdk_tried(struct sl_ctx *c, int64_t fd, int64_t r)
+{
+    if (r == -EAGAIN && (uint64_t)fd < SL_FDK_SLOTS &&
+        __atomic_load_n(&c->fdk[fd], __ATOMIC_RELAXED) == FDK_BUFFERED)
+        fdk_set(c, fd, FDK_COLD);
 }
 
 static inline void fdk_forget(struct sl_ctx *c, int64_t fd)
@@ -822,12 +845,14 @@ static int nowait_outcome(uint64_t nr, const int64_t *a, int64_t r)
 /* RWF_NOWAIT attempt of a read (nr 0) or pread64 (17) with arguments a.
  * Returns 1 when it settled the atom (*res), else 0; a short read that must
  * go on sets *partial to the bytes it transferred. */
-static int nowait_read(uint64_t nr, const int64_t *a, int64_t *res, int64_t *partial)
+static int nowait_read(uint64_t nr, const int64_t *a, int64_t *res, int64_t *partial,
+                       int64_t *raw)
 {
     struct iovec iov = {(void *)(uintptr_t)a[1], (size_t)a[2]};
     if (a[2] == 0)
         return 0;
     ssize_t r = nowait_preadv((int)a[0], &iov, nr == 0 ? -1 : (off_t)a[3]);
+    *raw = r;
     switch (nowait_outcome(nr, a, r)) {
     case NW_DONE:
         *res = r;
@@ -841,15 +866,24 @@ static int nowait_read(uint64_t nr, const int64_t *a, int64_t *res, int64_t *par
 
 static int try_nowait_read(struct sl_ctx *c, struct member *m, int64_t *res)
 {
-    if (m->args[2] != 0 && (m->direct || !fd_may_nowait(c, m->args[0]))) {
-        c->cnt.direct_reads++;      /* it would block: io_uring or the pool */
-        m->direct = 1;
+    if (m->args[2] == 0)
+        return 0;
+    int k = m->direct ? m->direct : fd_kind(c, m->args[0]);
+    if (k != FDK_BUFFERED) {
+        m->direct = (uint8_t)k;
+        if (k == FDK_DIRECT)
+            c->cnt.direct_reads++;  /* it would block: io_uring or the pool */
+        else
+            c->cnt.cold_reads++;    /* io_uring tries it without blocking */
         return 0;
     }
     uint64_t t0 = sl_ticks();
-    int done = nowait_read(m->nr, m->args, res, &m->partial);
+    int64_t raw = 0;
+    int done = nowait_read(m->nr, m->args, res, &m->partial, &raw);
     if (sl_ticks() - t0 > SL_SLOW_TICKS)
         fdk_forget(c, m->args[0]);  /* ask again next time */
+    else if (!done)
+        fdk_tried(c, m->args[0], raw);
     return done;
 }
 
@@ -1341,6 +1375,8 @@ static void on_completion(struct sl_ctx *c, uint64_t ud, int32_t res)
         }
         if (m->partial >= 0)
             r = r < 0 ? m->partial : m->partial + r;
+        if (m->direct == FDK_COLD && s->in_caller && r >= 0)
+            fdk_set(c, m->args[0], FDK_BUFFERED);   /* it was cached after all */
         c->cnt.atoms_uring++;
         int ended = complete_atom(c, s, m, r);
         if (ended) {
@@ -2074,12 +2110,14 @@ static __attribute__((noinline)) int64_t exec_fast_rest(struct sl_ctx *c, uint64
                                                         const uint64_t *o, int64_t r,
                                                         int direct)
 {
+    if (!direct)
+        fdk_tried(c, (int64_t)o[8], r);
     switch (direct ? NW_SHORT : nowait_outcome(o[1], (const int64_t *)(o + 8), r)) {
     case NW_BLOCK:
         return exec_general(c, atom, u, NULL);      /* nothing done */
     case NW_SHORT: {
         /* Hand over the member read_atom() would have made: begun by a
-         * short read, or known to be of an O_DIRECT fd (not begun). */
+         * short read, or not tried (an O_DIRECT or cold fd). */
         struct member pre;
         member_set(&pre, atom, o, 4);
         memset(pre.args, 0, sizeof pre.args);
@@ -2125,8 +2163,9 @@ static inline __attribute__((always_inline)) int fast_begin(struct sl_ctx *c, ui
     f->iov.iov_len = (size_t)a[2];
     f->off = h[1] == 0 ? -1 : a[3];
     f->direct = 0;
-    if (__builtin_expect(!fd_may_nowait(c, a[0]), 0)) {
-        f->direct = 1;  /* O_DIRECT: no read here (D23); fast_end sends it off */
+    int k = fd_kind(c, a[0]);
+    if (__builtin_expect(k != FDK_BUFFERED, 0)) {
+        f->direct = (uint64_t)k;    /* O_DIRECT or cold: no read here (D23) */
         f->fd = -1;
     }
     f->t0 = sl_ticks();
@@ -2202,27 +2241,16 @@ int64_t sl_ring_count(struct sl_ctx *c)
  * the space.  intr: a signal during a kernel wait ends it with -EINTR. */
 static int wait_ring(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns, int intr)
 {
-    /* intr: signals are blocked but during the kernel waits, which take
-     * the caller's mask back atomically (as ppoll does): a handled signal
-     * then always ends a wait with EINTR, and never slips in between two
-     * waits unnoticed.  The guard's signals stay open. */
-    sigset_t old, *wmask = NULL;
-    if (intr) {
-        sigset_t all;
-        sigfillset(&all);
-        sigdelset(&all, SIGSEGV);
-        sigdelset(&all, SIGBUS);
-        sigdelset(&all, SIGILL);
-        sigdelset(&all, SIGFPE);
-        pthread_sigmask(SIG_BLOCK, &all, &old);
-        wmask = &old;
-    }
+    /* intr: from the first kernel wait on, signals are blocked but during
+     * the kernel waits, which take the caller's mask back atomically (as
+     * ppoll does): a handled signal then always ends a wait with EINTR, and
+     * never slips in between two waits unnoticed.  The guard's signals stay
+     * open.  (A wait the first look satisfies costs no mask change.) */
+    sigset_t old, *wmask = NULL;       /* set before the first kernel wait */
     pthread_mutex_lock(&c->mu);
     if (!c->registered || min_events == 0) {
         int e = c->registered ? 0 : -EINVAL;
         pthread_mutex_unlock(&c->mu);
-        if (intr)
-            pthread_sigmask(SIG_SETMASK, &old, NULL);
         return e;
     }
     int64_t deadline = timeout_ns >= 0 ? now_ns() + timeout_ns : INT64_MAX;
@@ -2245,6 +2273,16 @@ static int wait_ring(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns, 
         /* Interruptible: in the kernel even with nothing in flight (a
          * signal, or the kick of a publish, ends it). */
         if (caller_reaps(c) && (intr || c->inflight || c->ready_head)) {
+            if (intr && !wmask) {
+                sigset_t all;
+                sigfillset(&all);
+                sigdelset(&all, SIGSEGV);
+                sigdelset(&all, SIGBUS);
+                sigdelset(&all, SIGILL);
+                sigdelset(&all, SIGFPE);
+                pthread_sigmask(SIG_BLOCK, &all, &old);
+                wmask = &old;
+            }
             if (caller_kernel_wait(c, slice, wmask) == -EINTR && intr) {
                 caller_progress(c);
                 r = ring_count_locked(c) >= min_events ? 0 : -EINTR;
@@ -2257,7 +2295,7 @@ static int wait_ring(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns, 
         }
     }
     pthread_mutex_unlock(&c->mu);
-    if (intr)
+    if (wmask)
         pthread_sigmask(SIG_SETMASK, &old, NULL);   /* a pending handler runs now */
     return r;
 }

@@ -28,6 +28,7 @@ struct sl_counters {
     uint64_t direct_reads;      /* reads not tried with RWF_NOWAIT: the fd is O_DIRECT */
     uint64_t caller_waits;      /* kernel waits for completions by a waiting caller */
     uint64_t driver_waits;      /* kernel waits for completions by the driver thread */
+    uint64_t cold_reads;        /* reads sent to io_uring untried: their fd's last try missed the cache */
 };
 
 struct sl_ctx;

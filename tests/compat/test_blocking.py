@@ -496,3 +496,36 @@ def test_a_descriptor_reused_behind_the_engines_back_costs_one_read(ectx, diskfi
         assert c["atoms_nowait"] <= 2 and c["direct_reads"] >= 2, c
     finally:
         os.close(fd)
+
+
+def test_a_cold_descriptor_skips_the_try_until_a_read_hits_the_cache(ectx, engine_executor,
+                                                                     diskfile):
+    """After a read of fd missed the page cache (RWF_NOWAIT: EAGAIN), the
+    next read of fd goes to io_uring untried (``cold_reads``): io_uring's own
+    non-blocking attempt does what the try would.  A read that then completes
+    during the submit (it was cached) makes fd a try-first fd again.  The
+    pool-only backend keeps trying (a pool hop costs more than a try)."""
+    path, data = diskfile
+    drop_cache(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        ch, a, buf = _read_chain(ectx, fd, 120 * BS)
+        run(ectx, ch)                               # a miss
+        assert a.result == BS and buf.read() == data[120 * BS:121 * BS]
+        os.pread(fd, BS, 121 * BS)                  # this page is cached now
+        ch, a, buf = _read_chain(ectx, fd, 121 * BS)
+        final, went_async = run(ectx, ch)
+        assert a.result == BS and buf.read() == data[121 * BS:122 * BS]
+        c = path_counts(ectx)
+        cold = ectx.counters()["cold_reads"]
+        if engine_executor == "io_uring":
+            # untried, through io_uring, completed during the submit
+            assert (cold, c["atoms_nowait"], c["atoms_uring"], went_async) == (1, 0, 2, False), c
+        else:
+            assert (cold, c["atoms_nowait"]) == (0, 1), c
+        ch, a, buf = _read_chain(ectx, fd, 121 * BS)    # tried again: a hit
+        run(ectx, ch)
+        c = path_counts(ectx)
+        assert c["atoms_nowait"] == 1 + (engine_executor != "io_uring"), c
+    finally:
+        os.close(fd)
