@@ -20,6 +20,7 @@ import socket
 import struct
 import tempfile
 import threading
+import time
 
 import pytest
 
@@ -54,11 +55,37 @@ def diskfile(diskdir):
     return path, data
 
 
-def drop_cache(path):
+def resident(fd, page):
+    """Is page `page` of fd in the page cache?  (mincore of a mapping that
+    is never touched: mapping it reads nothing.)"""
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    addr = libc.mmap(None, BS, 1, 1, fd, page * BS)        # PROT_READ, MAP_SHARED
+    assert addr not in (None, ctypes.c_void_p(-1).value)
+    try:
+        vec = (ctypes.c_ubyte * 1)()
+        assert libc.mincore(addr, BS, vec) == 0
+        return bool(vec[0] & 1)
+    finally:
+        libc.munmap(addr, BS)
+
+
+def drop_cache(path, *pages):
+    """Drops the file from the page cache; checks that `pages` are gone.
+    (POSIX_FADV_DONTNEED skips pages still held in another CPU's LRU batch:
+    asked again until they are out.)"""
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        for _ in range(200):
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            if not any(resident(fd, p) for p in pages):
+                return
+            time.sleep(0.01)
+        pytest.fail(f"pages {pages} of {path} stay in the page cache")
     finally:
         os.close(fd)
 
@@ -197,7 +224,7 @@ def test_an_uncached_buffered_read_goes_off_the_callers_thread(ectx, engine_exec
     """RWF_NOWAIT answers EAGAIN for a page that is not in the cache (after
     starting its readahead): the read itself runs on io_uring or the pool."""
     path, data = diskfile
-    drop_cache(path)
+    drop_cache(path, 200)
     fd = os.open(path, os.O_RDONLY)
     try:
         buf = ectx.buffer(BS)
@@ -506,7 +533,7 @@ def test_a_cold_descriptor_skips_the_try_until_a_read_hits_the_cache(ectx, engin
     during the submit (it was cached) makes fd a try-first fd again.  The
     pool-only backend keeps trying (a pool hop costs more than a try)."""
     path, data = diskfile
-    drop_cache(path)
+    drop_cache(path, 120)
     fd = os.open(path, os.O_RDONLY)
     try:
         ch, a, buf = _read_chain(ectx, fd, 120 * BS)
