@@ -928,6 +928,19 @@ static int try_cached_native(const struct member *m, int64_t *res)
 
 /* ---- planning and advancing ------------------------------------------- */
 
+/* Prepares a NOP whose CQE only wakes whoever waits in the ring (its
+ * user_data matches no syslet).  1, or 0 when the SQ is full. */
+static int queue_wake_nop(struct sl_ctx *c)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
+    if (!sqe)
+        return 0;
+    io_uring_prep_nop(sqe);
+    sqe->user_data = (uint64_t)-1;
+    c->sqes_pending++;
+    return 1;
+}
+
 /* The driver may be blocked in the kernel: make it look at the context. */
 static void wake_driver(struct sl_ctx *c)
 {
@@ -935,12 +948,7 @@ static void wake_driver(struct sl_ctx *c)
     if (!c->driver_in_kernel)
         return;
     if (c->backend) {
-        struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
-        if (sqe) {
-            io_uring_prep_nop(sqe);
-            sqe->user_data = (uint64_t)-1;
-            c->sqes_pending++;
-        }
+        queue_wake_nop(c);
     } else {
         us_pool_kick(c->pool);
     }
@@ -1439,6 +1447,18 @@ static int64_t now_ns(void)
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
+/* Every signal but those the guard's trap needs: a thread that touches
+ * user memory with SIGSEGV or SIGBUS blocked would be killed instead of
+ * reaching the trap (and SIGILL, SIGFPE are not to be blocked either). */
+static void all_but_guard_signals(sigset_t *s)
+{
+    sigfillset(s);
+    sigdelset(s, SIGSEGV);
+    sigdelset(s, SIGBUS);
+    sigdelset(s, SIGILL);
+    sigdelset(s, SIGFPE);
+}
+
 /* ---- callers that wait reap for themselves ------------------------------- */
 
 /* A caller that must wait for completions (async_wait, a SYSLET_SYNC atom
@@ -1465,10 +1485,7 @@ static void kick_waiters(struct sl_ctx *c)
     if (!c->kwaiters)
         return;
     if (c->backend) {
-        struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
-        if (sqe) {
-            io_uring_prep_nop(sqe);
-            sqe->user_data = (uint64_t)-1;
+        if (queue_wake_nop(c)) {    /* submitted now (the SQEs only: no pool hand-off) */
             c->cnt.enters++;
             while (io_uring_submit(&c->ring) == -EINTR)
                 ;
@@ -1638,13 +1655,7 @@ static int ensure_driver(struct sl_ctx *c)
         c->driver_exited = 0;
     }
     sigset_t all, old;
-    sigfillset(&all);
-    /* The driver touches user memory through the guard: a blocked SIGSEGV
-     * or SIGBUS would kill the process instead of reaching the trap. */
-    sigdelset(&all, SIGSEGV);
-    sigdelset(&all, SIGBUS);
-    sigdelset(&all, SIGILL);
-    sigdelset(&all, SIGFPE);
+    all_but_guard_signals(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int r = pthread_create(&c->driver, NULL, driver_main, c);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -2275,11 +2286,7 @@ static int wait_ring(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns, 
         if (caller_reaps(c) && (intr || c->inflight || c->ready_head)) {
             if (intr && !wmask) {
                 sigset_t all;
-                sigfillset(&all);
-                sigdelset(&all, SIGSEGV);
-                sigdelset(&all, SIGBUS);
-                sigdelset(&all, SIGILL);
-                sigdelset(&all, SIGFPE);
+                all_but_guard_signals(&all);
                 pthread_sigmask(SIG_BLOCK, &all, &old);
                 wmask = &old;
             }

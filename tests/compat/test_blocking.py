@@ -462,6 +462,17 @@ def _reuse_as_direct(path, fd):
     assert fl & os.O_DIRECT
 
 
+def _remembered_buffered_fd(ctx, path):
+    """A buffered fd on path, read once through ctx so that the engine
+    remembers it as not O_DIRECT (checked)."""
+    fd = os.open(path, os.O_RDONLY)
+    os.pread(fd, BS, 0)
+    ch, _, _ = _read_chain(ctx, fd, 0)
+    run(ctx, ch)
+    assert path_counts(ctx)["atoms_nowait"] == 1      # remembered: not O_DIRECT
+    return fd
+
+
 @pytest.mark.parametrize("how", ["close atom", "dup2 atom", "fcntl atom"])
 def test_a_descriptor_changed_by_an_atom_is_asked_again(ectx, diskfile, how):
     """The engine remembers which descriptors are not O_DIRECT (so a cached
@@ -469,12 +480,8 @@ def test_a_descriptor_changed_by_an_atom_is_asked_again(ectx, diskfile, how):
     the flags of a descriptor makes it forget that one: the next read of an
     O_DIRECT file there is not tried in the caller."""
     path, data = diskfile
-    fd = os.open(path, os.O_RDONLY)
+    fd = _remembered_buffered_fd(ectx, path)
     try:
-        os.pread(fd, BS, 0)
-        ch, a, _ = _read_chain(ectx, fd, 0)
-        run(ectx, ch)
-        assert path_counts(ectx)["atoms_nowait"] == 1      # remembered: not O_DIRECT
         if how == "close atom":
             ch = ectx.chain()
             ch.close(fd, ret=True)
@@ -507,12 +514,8 @@ def test_a_descriptor_reused_behind_the_engines_back_costs_one_read(ectx, diskfi
     the slow read and asks again, so the next ones go off the caller's
     thread."""
     path, data = diskfile
-    fd = os.open(path, os.O_RDONLY)
+    fd = _remembered_buffered_fd(ectx, path)
     try:
-        os.pread(fd, BS, 0)
-        ch, a, _ = _read_chain(ectx, fd, 0)
-        run(ectx, ch)
-        assert path_counts(ectx)["atoms_nowait"] == 1
         os.close(fd)
         _reuse_as_direct(path, fd)
         for i in range(3):
