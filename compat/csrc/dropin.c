@@ -18,7 +18,7 @@
  * registers again (fork copied the ring memory, so the same head may be used).
  *
  * Signals: async_wait blocks in the kernel itself -- io_uring_enter, or
- * poll() on the pool's eventfd -- reaping and publishing the completions it
+ * ppoll() on the pool's eventfd -- reaping and publishing the completions it
  * waits for (engine.c, sl_wait_intr); a signal handler interrupts that
  * (whatever SA_RESTART says), so it can return -1/EINTR.  Where the engine
  * cannot wait that way (max_nr_threads = N) async_wait blocks in poll() on

@@ -129,8 +129,8 @@ struct sl_ctx {
      * synchronous syslet of one inline RWF_NOWAIT atom. */
     uint64_t fast_hits, fast_faults;
     unsigned gen;               /* fork generation it was made in */
-    /* fds < SL_FDK_SLOTS known not to be O_DIRECT (FDK_BUFFERED), read and
-     * written without the mutex (single bytes): D23 */
+    /* FDK_* of fds < SL_FDK_SLOTS: where a lone read goes first (D23);
+     * single bytes, read and written without the mutex */
     uint8_t fdk[SL_FDK_SLOTS];
     unsigned fdk_direct_uses;   /* FDK_DIRECT lookups (SL_FDK_RECHECK) */
 };
@@ -764,8 +764,7 @@ static inline void fdk_tried(struct sl_ctx *c, int64_t fd, int64_t r)
 
 static inline void fdk_forget(struct sl_ctx *c, int64_t fd)
 {
-    if ((uint64_t)fd < SL_FDK_SLOTS)
-        __atomic_store_n(&c->fdk[fd], FDK_UNKNOWN, __ATOMIC_RELAXED);
+    fdk_set(c, fd, FDK_UNKNOWN);
 }
 
 /* A monotonic tick count for the slow-read check: the TSC on x86_64, else
@@ -1447,6 +1446,14 @@ static int64_t now_ns(void)
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
+/* The CLOCK_MONOTONIC time ns (from now_ns) as an absolute timeout for
+ * the context's condition variables. */
+static struct timespec ts_at(int64_t ns)
+{
+    struct timespec t = {ns / 1000000000, ns % 1000000000};
+    return t;
+}
+
 /* Every signal but those the guard's trap needs: a thread that touches
  * user memory with SIGSEGV or SIGBUS blocked would be killed instead of
  * reaching the trap (and SIGILL, SIGFPE are not to be blocked either). */
@@ -1621,7 +1628,7 @@ static void *driver_main(void *arg)
             if (c->kwaiters && until < now + WAITER_LINGER_NS)
                 until = now + WAITER_LINGER_NS;
             if (until > now) {
-                struct timespec t = {until / 1000000000, until % 1000000000};
+                struct timespec t = ts_at(until);
                 pthread_cond_timedwait(&c->dcv, &c->mu, &t);
                 reap_all(c);
                 continue;
@@ -1978,11 +1985,8 @@ static void drive_caller(struct sl_ctx *c, struct syslet **ss, unsigned n, const
         /* Someone needs to block: wait for a completion here and apply
          * it (next round), or let the driver reap for us. */
         if (caller_reaps(c)) {
-            flush(c);
+            flush(c);       /* what the last reap prepared */
             caller_kernel_wait(c, 20000000, NULL);
-            reap_all(c);
-            flush(c);
-            try_publish(c);
         } else if (ensure_driver(c) == 0) {
             for (unsigned i = 0; i < n; i++) {
                 struct syslet *s = ss[i];
@@ -2296,8 +2300,7 @@ static int wait_ring(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns, 
                 break;
             }
         } else {
-            int64_t until = now + slice;
-            struct timespec t = {until / 1000000000, until % 1000000000};
+            struct timespec t = ts_at(now + slice);
             pthread_cond_timedwait(&c->cv, &c->mu, &t);
         }
     }
