@@ -17,7 +17,7 @@ PYTEST_ARGS  ?= -q
 # Anything that changes what `pip install -e` builds: packaging metadata and
 # the cffi build scripts, cdefs and C sources of both packages.
 BUILD_INPUTS := pyproject.toml setup.py \
-	$(wildcard */_build.py */_build_*.py */_cdef.h */csrc/*.c */csrc/*.h */csrc/*.map */include/*.h)
+	$(wildcard */_build.py */_build_*.py */_cdef.h */csrc/*.c */csrc/*.h */csrc/*/*.c */csrc/*/*.h */csrc/*.map */include/*.h)
 
 .PHONY: all deps venv test demo bench docs clean help fuzz-long leak-long
 
