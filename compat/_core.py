@@ -49,6 +49,17 @@ _exec.set_fast_path(int(ffi.cast("uintptr_t", ffi.addressof(lib, "sl_exec_fast_b
 #: answer with -EBADF (cffi takes no None for a pointer argument).
 CLOSED = ffi.cast("struct sl_ctx *", 0)
 
+#: v7's "the call went async" (a Linux errno number too: ERFKILL).
+ESYSLETPENDING = 132
+
+_ABI_NAMES = {"v1": 1, "v5": 5, "v6": 6, "v7": 7}
+
+
+def env_abi():
+    """The personality ``SYSLET_COMPAT_ABI`` names (1, 5, 6, 7), 0 when unset."""
+    v = os.environ.get("SYSLET_COMPAT_ABI", "")
+    return _ABI_NAMES.get(v, 0)
+
 
 def _oserror(neg, what):
     e = -neg
@@ -121,6 +132,7 @@ class Engine:
         cancel = self._cancel
         self._c = ffi.gc(c, lambda p: lib.sl_ctx_free(p, cancel[0]))
         self.backend = "io_uring" if lib.sl_ctx_backend(self._c) else "threadpool"
+        lib.sl_set_env_abi(self._c, env_abi())
         self._pid = os.getpid()
         self._gen = _fork_gen
         self._lock = threading.Lock()
@@ -206,6 +218,66 @@ class Engine:
                 raise _oserror(r, "async_wait")
             if left <= 0:
                 return False
+
+    # -- the later personalities (compat.v5, v6, v7) ---------------------------
+    def exec_head(self, abi, atom_addr, ahu_addr):
+        """v5/v6 ``async_exec``: personality ``abi`` (5 or 6), the head named
+        in the call.  The final atom's address, or 0 when it went async (its
+        completion then goes to that head's ring).  Raises OSError."""
+        r = self._call(lib.sl_exec_head, abi, atom_addr, ahu_addr, ffi.NULL)
+        if r < 0:
+            raise _oserror(r, "async_exec")
+        return r
+
+    def _wait_slices(self, what, fn, *args, timeout=None):
+        # Waits in slices so Python signal handlers run between them (an
+        # exception they raise propagates), as Engine.wait does.
+        import time
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            slice_ns = _WAIT_SLICE_NS
+            if deadline is not None:
+                slice_ns = int(max(0.0, min(deadline - time.monotonic(), 0.05)) * 1e9)
+            r = self._call(fn, *args, slice_ns, 0)
+            if r == 0:
+                return True
+            if r != -errno.ETIME:
+                raise _oserror(r, what)
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def wait_head(self, abi, min_events, user_ring_idx, ahu_addr, timeout=None):
+        """v5/v6 ``async_wait``: True once ``min_events`` consecutive entries
+        start at ``user_ring_idx`` in the head's ring (False after
+        ``timeout`` seconds).  Raises OSError: EFAULT, EINVAL."""
+        return self._wait_slices("async_wait", lib.sl_wait_head, abi, min_events,
+                                 user_ring_idx, ahu_addr, timeout=timeout)
+
+    def async_thread(self, event_addr, ahu_addr):
+        """v5/v6 ``async_thread``: parks the calling thread until a signal
+        (the GIL released); raises OSError(EINTR) then, EFAULT for an
+        unreadable head."""
+        r = self._call(lib.sl_async_thread, event_addr, ahu_addr)
+        raise _oserror(r, "async_thread")
+
+    def indirect(self, regs_addr, params_addr, paramslen, flags):
+        """v7 ``indirect``: the call's result (32 bits, sign-extended).
+        Raises OSError(ESYSLETPENDING) when it went async, OSError(errno)
+        for -4095..-1."""
+        r = self._call(lib.sl_indirect, regs_addr, params_addr, paramslen,
+                       flags & 0xFFFFFFFFFFFFFFFF, ffi.NULL)
+        if r == -ESYSLETPENDING:
+            raise OSError(ESYSLETPENDING, "ESYSLETPENDING: the call went async", "indirect")
+        if -4095 <= r < 0:
+            raise _oserror(r, "indirect")
+        return r
+
+    def ring_wait(self, ring_addr, idx, timeout=None):
+        """v7 ``syslet_ring_wait``: True once the ring's ``kernel_head``
+        differs from ``idx`` (False after ``timeout`` seconds).  Raises
+        OSError(EFAULT)."""
+        return self._wait_slices("syslet_ring_wait", lib.sl_ring_wait, ring_addr,
+                                 idx & 0xFFFFFFFF, timeout=timeout)
 
     def unregister(self, ring_addr, ring_bytes, timeout=None):
         """Drains every in-flight syslet (published) then forgets the ring."""

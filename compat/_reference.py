@@ -13,7 +13,7 @@ from . import _core
 from ._abi import (ATOM_SIZE, REFUSED, SYSLET_ASYNC, SYSLET_FLAGS_ALL, SYSLET_SKIP_TO_NEXT_ON_STOP,
                    SYSLET_STOP_ON_NEGATIVE, SYSLET_STOP_ON_NON_POSITIVE, SYSLET_STOP_ON_NONZERO,
                    SYSLET_STOP_ON_ZERO, SYSLET_SYNC)
-from ._abi import __NR_umem_add as NR_UMEM_ADD
+from ._abi import UMEM_NUMBERS
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -170,7 +170,7 @@ class Reference:
             if r is None:
                 if flags & ~SYSLET_FLAGS_ALL:
                     r = -errno.EINVAL
-                elif nr == NR_UMEM_ADD:
+                elif nr in UMEM_NUMBERS:
                     try:
                         r = _signed(_core.umem_add(args[0], args[1]))
                     except OSError:

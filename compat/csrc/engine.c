@@ -21,6 +21,7 @@
  *   engine/exec.c       the general exec path and batches
  *   engine/fastpath.c   the exec fast path
  *   engine/wait.c       waiting for ring entries
+ *   engine/later.c      the calls of personalities v5, v6, v7
  */
 #include "engine/internal.h"
 #include "engine/sysclass.c"
@@ -34,3 +35,4 @@
 #include "engine/exec.c"
 #include "engine/fastpath.c"
 #include "engine/wait.c"
+#include "engine/later.c"

@@ -1,4 +1,4 @@
-/* compat engine: the syslet v1 hot path in C (atom reading through guarded
+/* compat engine: the syslet hot path in C, every personality (atom reading through guarded
  * accessors, planning into linked io_uring segments, submit/peek, result
  * stores, stop tests, the completion driver and ring publishing).
  * Built on uring_shim's C API (shim.h) and liburing. */
@@ -113,5 +113,32 @@ int sl_guard_install(void);
 int sl_guard_check(void);
 
 const char *sl_version(void);
+
+/* ---- the later personalities (LATER_ABIS.md; docs/compat.md) ------------ */
+enum { SL_ABI_V1 = 1, SL_ABI_V5 = 5, SL_ABI_V6 = 6, SL_ABI_V7 = 7 };
+
+/* SYSLET_COMPAT_ABI's personality (0 unset): under v7, indirect refuses
+ * 286 and 287 (the drop-in's historical numbers of its own calls). */
+void sl_set_env_abi(struct sl_ctx *c, int abi);
+/* v5/v6 async_exec(atom, ahu): the final atom (> 0), 0 (went async: its
+ * completion goes to the head's ring), or -errno (checked in the order:
+ * -EFAULT head, -EINVAL ring or new_thread_stack, -EFAULT atom, v1's). */
+int64_t sl_exec_head(struct sl_ctx *c, int abi, uint64_t atom, uint64_t ahu,
+                     const struct sl_unlock *u);
+/* v5/v6 async_wait: 0 once min_events consecutive entries start at
+ * user_ring_idx; -EFAULT, -EINVAL, -ETIME (timeout_ns >= 0), -EINTR
+ * (intr: a signal whose handler lacks SA_RESTART). */
+int sl_wait_head(struct sl_ctx *c, int abi, uint64_t min_events, uint64_t user_ring_idx,
+                 uint64_t ahu, int64_t timeout_ns, int intr);
+/* v5/v6 async_thread: -EFAULT (unreadable head), else parks the caller
+ * until a handled signal: -EINTR. */
+int sl_async_thread(struct sl_ctx *c, uint64_t event, uint64_t ahu);
+/* v7 indirect: the call's 32-bit result sign-extended (>= 0, or -errno),
+ * -ESYSLETPENDING (132) when it went async with a ring. */
+int64_t sl_indirect(struct sl_ctx *c, uint64_t regs, uint64_t params, uint64_t paramslen,
+                    uint64_t flags, const struct sl_unlock *u);
+/* v7 syslet_ring_wait: 0 once the ring's kernel_head differs from idx;
+ * -EFAULT, -ETIME, -EINTR as sl_wait_head. */
+int sl_ring_wait(struct sl_ctx *c, uint64_t ring, uint64_t idx, int64_t timeout_ns, int intr);
 
 #endif

@@ -399,24 +399,24 @@ int g_probe_write(uint64_t addr)
 }
 
 /* g_read_atom's guarded-region form: atoms within 80 bytes of the top of
- * user space, and other architectures. */
+ * user space, other architectures, and the 80-byte atoms of personality v6
+ * (nh = 3 header words, w[1..3]; w[0] is then 0). */
 static __attribute__((noinline)) int g_read_atom_guarded(uint64_t addr, uint64_t *w,
-                                                         int64_t *args, int whole)
+                                                         int64_t *args, int whole, unsigned nh)
 {
     volatile int stage = -1;
     GUARD_BEGIN(stage < 0 ? -EFAULT : 1);
     const volatile uint64_t *a = (const volatile uint64_t *)(uintptr_t)addr;
-    w[0] = a[0];
-    w[1] = a[1];
-    w[2] = a[2];
-    w[3] = a[3];
+    w[0] = 0;
+    for (unsigned h = 0; h < nh; h++)
+        w[4 - nh + h] = a[h];
     int k = 0;
     while (k < 6) {
-        if (!whole && !g_plausible(addr + 32 + 8 * (uint64_t)k, 8)) {
+        if (!whole && !g_plausible(addr + 8 * nh + 8 * (uint64_t)k, 8)) {
             GUARD_END();
             return -EFAULT;
         }
-        uint64_t cell = a[4 + k];
+        uint64_t cell = a[nh + k];
         w[4 + k++] = cell;
         if (!cell)
             break;
@@ -435,6 +435,18 @@ static __attribute__((noinline)) int g_read_atom_guarded(uint64_t addr, uint64_t
     }
     GUARD_END();
     return 0;
+}
+
+/* g_read_atom for personality v6's 80-byte atoms: flags and nr share the
+ * first word (w[1]: flags in the low, nr in the high half), ret_ptr w[2],
+ * next w[3], arg_ptr[] at offset 24 (w[4..9]). */
+int g_read_atom80(uint64_t addr, uint64_t *w, int64_t *args)
+{
+    if (!g_plausible(addr, 24))
+        return -EFAULT;
+    memset(w + 4, 0, 7 * sizeof *w);
+    memset(args, 0, 6 * sizeof *args);
+    return g_read_atom_guarded(addr, w, args, g_plausible(addr, 72), 3);
 }
 
 /* Reads an atom and the words its arg_ptr cells point to, up to the first
@@ -459,7 +471,7 @@ int g_read_atom(uint64_t addr, uint64_t *w, int64_t *args)
         return sl_fx_args(args, w + 4, (unsigned)n);
     }
 #endif
-    return g_read_atom_guarded(addr, w, args, whole);
+    return g_read_atom_guarded(addr, w, args, whole, 4);
 }
 
 #if !defined(__x86_64__)

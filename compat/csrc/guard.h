@@ -17,6 +17,7 @@ int g_cas_release(uint64_t addr, uint64_t expect, uint64_t val, int *swapped);
 int g_strnlen(uint64_t addr, uint64_t max, uint64_t *len);
 int g_probe_write(uint64_t addr);
 int g_read_atom(uint64_t addr, uint64_t *w, int64_t *args);
+int g_read_atom80(uint64_t addr, uint64_t *w, int64_t *args);
 
 /* g_read_atom4: the exec fast path's read of a read/pread64 atom.  o[0..3]
  * its header words, o[4..7] its first four arg_ptr words, o[8..11] the

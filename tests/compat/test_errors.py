@@ -197,7 +197,33 @@ def test_refused_calls_are_einval_and_harmless(raw, name):
     assert list(ring) == [0, 0]             # the inner head was never registered
 
 
-@pytest.mark.parametrize("nr", [999, 1005, 5000, 0x3FFFFFFF, 0x40000000 + 39, (1 << 32) + 39,
+@pytest.mark.parametrize("nr", [1000, 1001, 1005, 1010, 1011, 1013, 1020, 1030, 1031, 1039])
+def test_project_numbers_are_refused(raw, nr):
+    """The project's range 1000-1039 never reaches the kernel: inside an atom
+    every number but umem_add's is refused (LATER_ABIS.md section 1)."""
+    a = raw.atoms(2)
+    ret = raw.cell(SENTINEL)
+    cnt = raw.cell(0)
+    set_atom(a[0], nr, (raw.cell(3),), ret=ret, next=a[1])
+    set_atom(a[1], NR["umem_add"], (raw.cell(addr(cnt)), raw.cell(1)))
+    assert raw.run(a[0]) == addr(a[1])
+    assert ret.value == -errno.EINVAL
+    assert cnt.value == 1
+
+
+@pytest.mark.parametrize("nr", [1004, 1012, 1022])
+def test_every_umem_number_adds(raw, nr):
+    """1004, 1012 and 1022 (umem_add of v1, v5, v6) add in every atom."""
+    a = raw.atoms(1)
+    ret = raw.cell(SENTINEL)
+    cnt = raw.cell(40)
+    set_atom(a[0], nr, (raw.cell(addr(cnt)), raw.cell(2)), ret=ret)
+    assert raw.run(a[0]) == addr(a[0])
+    assert cnt.value == 42
+    assert ret.value == 42
+
+
+@pytest.mark.parametrize("nr", [999, 1040, 5000, 0x3FFFFFFF, 0x40000000 + 39, (1 << 32) + 39,
                                 (1 << 32) + 231, (1 << 32) + 57, (1 << 63) + 60, (1 << 64) - 1])
 def test_unknown_numbers_are_enosys(raw, nr):
     """Numbers the kernel would truncate to a real call (low 32 bits, or the

@@ -14,8 +14,6 @@ static int64_t raw_syscall(uint64_t nr, const int64_t *a)
     return r == -1 ? -(int64_t)errno : (int64_t)r;
 }
 
-/* Reads the atom at addr and its argument words.  0, or -EFAULT for an
- * unreadable atom, or 1 for an unreadable argument pointer (atom readable). */
 /* The member of the atom at addr, not begun: w[0..3] its header words,
  * w[4..4+ncells) its first argument cells (the rest 0); args are the
  * caller's. */
@@ -34,13 +32,32 @@ static void member_set(struct member *m, uint64_t addr, const uint64_t *w, unsig
     m->sqe_flags = 0;
     m->op = 0;
     m->transfer = 0;
+    m->abi = SL_ABI_V1;
 }
 
-static int read_atom(uint64_t addr, struct member *m)
+static inline unsigned atom_size(unsigned abi)
+{
+    return abi == SL_ABI_V6 ? ATOM80_SIZE : ATOM_SIZE;
+}
+
+/* Reads the atom at addr in personality abi's layout (v6: 80 bytes, flags
+ * and nr 32 bits each; the others: v1's 88 bytes) and its argument words.
+ * 0, or -EFAULT for an unreadable atom, or 1 for an unreadable argument
+ * pointer (atom readable). */
+static int read_atom(uint64_t addr, struct member *m, unsigned abi)
 {
     uint64_t w[11];
-    int r = g_read_atom(addr, w, m->args);
-    if (r >= 0)
+    int r;
+    if (__builtin_expect(abi == SL_ABI_V6, 0)) {
+        r = g_read_atom80(addr, w, m->args);
+        w[0] = w[1] & 0xffffffffu;
+        w[1] >>= 32;
+    } else {
+        r = g_read_atom(addr, w, m->args);
+    }
+    if (r >= 0) {
         member_set(m, addr, w, 6);
+        m->abi = (uint8_t)abi;
+    }
     return r;
 }

@@ -3,27 +3,29 @@
  * Part of engine.c (one translation unit: see there). */
 
 static struct syslet *start_syslet(struct sl_ctx *c, uint64_t atom, int64_t *err, uint8_t *sync_all,
-                                   const struct member *pre)
+                                   const struct member *pre, const struct sl_tgt *t)
 {
+    unsigned abi = t ? t->abi : SL_ABI_V1;
+    int sync_only = c->sync_only && abi == SL_ABI_V1;
     struct member first;
     int rr = 0;
     if (pre) {          /* the exec fast path read it and began it (a short read) */
         first = *pre;
     } else {
-        if (!c->registered) {
+        if (!c->registered && abi == SL_ABI_V1) {
             *err = -EINVAL;
             return NULL;
         }
         /* The whole first atom must be readable, also when it goes async at
          * once: otherwise EFAULT and nothing runs. */
-        if ((rr = read_atom(atom, &first)) < 0) {
+        if ((rr = read_atom(atom, &first, abi)) < 0) {
             c->cnt.faults++;
             *err = -EFAULT;
             return NULL;
         }
     }
     uint64_t flags = first.flags;
-    *sync_all = (flags & F_SYNC) || c->sync_only;
+    *sync_all = (flags & F_SYNC) || sync_only;
     if ((flags & F_ASYNC) && (flags & F_SYNC)) {
         *err = -EINVAL;
         return NULL;
@@ -38,12 +40,14 @@ static struct syslet *start_syslet(struct sl_ctx *c, uint64_t atom, int64_t *err
         return NULL;
     }
     s->cur = atom;
+    s->abi = (uint8_t)abi;
+    s->head = t ? t->head : 0;
     s->in_caller = 1;
     s->sync_all = *sync_all;
     s->pre = first;
     s->pre.done = (uint8_t)rr;
     s->have_pre = 1;
-    if ((flags & F_ASYNC) && !c->sync_only) {
+    if ((flags & F_ASYNC) && !sync_only) {
         s->have_pre = 0;    /* the driver reads it when it runs it */
         s->in_caller = 0;
         s->async = 1;
@@ -173,7 +177,7 @@ static int64_t settle(struct sl_ctx *c, struct syslet *s)
 }
 
 static int exec_many(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_t *results,
-                     const struct member *pre)
+                     const struct member *pre, const struct sl_tgt *t)
 {
     struct syslet *ss_stack[64];
     uint8_t sync_stack[64] = {0};
@@ -194,7 +198,7 @@ static int exec_many(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_
     for (unsigned i = 0; i < n; i++) {
         int64_t err;
         sync_all[i] = 0;
-        ss[i] = start_syslet(c, atoms[i], &err, &sync_all[i], i == 0 ? pre : NULL);
+        ss[i] = start_syslet(c, atoms[i], &err, &sync_all[i], i == 0 ? pre : NULL, t);
         results[i] = err == 1 ? 0 : err;
     }
     drive_caller(c, ss, n, sync_all);
@@ -211,7 +215,7 @@ int sl_exec_batch(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_t *
 {
     if (!c)
         return -EBADF;
-    return exec_many(c, atoms, n, results, NULL);
+    return exec_many(c, atoms, n, results, NULL, NULL);
 }
 
 /* The general path of one exec (cold: out of line, so the hot path below

@@ -4,7 +4,8 @@
 
 static __attribute__((noinline)) int64_t exec_general(struct sl_ctx *c, uint64_t atom,
                                                       const struct sl_unlock *u,
-                                                      struct member *pre)
+                                                      struct member *pre,
+                                                      const struct sl_tgt *t)
 {
     int64_t r;
     /* The fast path leaves errno alone; the general one may not (locks,
@@ -12,7 +13,7 @@ static __attribute__((noinline)) int64_t exec_general(struct sl_ctx *c, uint64_t
     int saved = errno;
     if (u)
         u->leave(u->arg);
-    int e = exec_many(c, &atom, 1, &r, pre);
+    int e = exec_many(c, &atom, 1, &r, pre, t);
     if (u)
         u->enter(u->arg);
     errno = saved;
@@ -38,13 +39,13 @@ static inline __attribute__((always_inline)) int64_t fast_done(struct sl_ctx *c,
 static __attribute__((noinline)) int64_t exec_fast_rest(struct sl_ctx *c, uint64_t atom,
                                                         const struct sl_unlock *u,
                                                         const uint64_t *o, int64_t r,
-                                                        int direct)
+                                                        int direct, const struct sl_tgt *t)
 {
     if (!direct)
         fdk_tried(c, (int64_t)o[8], r);
     switch (direct ? NW_SHORT : nowait_outcome(o[1], (const int64_t *)(o + 8), r)) {
     case NW_BLOCK:
-        return exec_general(c, atom, u, NULL);      /* nothing done */
+        return exec_general(c, atom, u, NULL, t);   /* nothing done */
     case NW_SHORT: {
         /* Hand over the member read_atom() would have made: begun by a
          * short read, or not tried (an O_DIRECT or cold fd). */
@@ -55,7 +56,8 @@ static __attribute__((noinline)) int64_t exec_fast_rest(struct sl_ctx *c, uint64
         uring_op(&pre);
         pre.partial = direct ? -1 : r;
         pre.direct = (uint8_t)direct;
-        return exec_general(c, atom, u, &pre);
+        pre.abi = (uint8_t)(t ? t->abi : SL_ABI_V1);
+        return exec_general(c, atom, u, &pre, t);
     }
     }
     return fast_done(c, atom, o[2], r);
@@ -73,9 +75,12 @@ static __attribute__((noinline)) int64_t exec_fast_rest(struct sl_ctx *c, uint64
  * fast_begin: 1 with f ready for the preadv2, or 0 -- take the general path
  * (nothing was done).  fast_end: the exec's result, given the call's. */
 static inline __attribute__((always_inline)) int fast_begin(struct sl_ctx *c, uint64_t atom,
-                                                            struct sl_fast *f)
+                                                            struct sl_fast *f, int v1)
 {
-    if (__builtin_expect(!__atomic_load_n(&c->fast_ok, __ATOMIC_RELAXED) || FOREIGN(c), 0))
+    /* v1 needs a registered ring; the later personalities name their head
+     * in every call (v1 is a constant: the test folds away). */
+    if (__builtin_expect(!__atomic_load_n(v1 ? &c->fast_ok : &c->fast_free, __ATOMIC_RELAXED) ||
+                         FOREIGN(c), 0))
         return 0;
     sl_guard_check();
     uint64_t *o = f->o;
@@ -103,12 +108,13 @@ static inline __attribute__((always_inline)) int fast_begin(struct sl_ctx *c, ui
 }
 
 static inline __attribute__((always_inline)) int64_t fast_end(const struct sl_fast *f, int64_t r,
-                                                              const struct sl_unlock *u)
+                                                              const struct sl_unlock *u,
+                                                              const struct sl_tgt *t)
 {
     if (__builtin_expect(sl_ticks() - f->t0 > SL_SLOW_TICKS, 0))
         fdk_forget(f->ctx, f->fd);      /* slow: ask about O_DIRECT again next time */
     if (__builtin_expect(r != (int64_t)f->iov.iov_len || f->direct, 0))
-        return exec_fast_rest(f->ctx, f->atom, u, f->o, r, (int)f->direct);
+        return exec_fast_rest(f->ctx, f->atom, u, f->o, r, (int)f->direct, t);
     return fast_done(f->ctx, f->atom, f->o[2], r);
 }
 
@@ -118,19 +124,19 @@ static inline __attribute__((always_inline)) int64_t exec_one(struct sl_ctx *c, 
     struct sl_fast f;
     if (__builtin_expect(!c, 0))
         return -EBADF;
-    if (__builtin_expect(!fast_begin(c, atom, &f), 0))
-        return exec_general(c, atom, u, NULL);
-    return fast_end(&f, f.direct ? -EBADF : nowait_preadv((int)f.fd, &f.iov, (off_t)f.off), u);
+    if (__builtin_expect(!fast_begin(c, atom, &f, 1), 0))
+        return exec_general(c, atom, u, NULL, NULL);
+    return fast_end(&f, f.direct ? -EBADF : nowait_preadv((int)f.fd, &f.iov, (off_t)f.off), u, NULL);
 }
 
 int sl_exec_fast_begin(struct sl_ctx *c, uint64_t atom, struct sl_fast *f)
 {
-    return c ? fast_begin(c, atom, f) : 0;
+    return c ? fast_begin(c, atom, f, 1) : 0;
 }
 
 int64_t sl_exec_fast_end_unlocking(const struct sl_fast *f, int64_t r, const struct sl_unlock *u)
 {
-    return fast_end(f, r, u);
+    return fast_end(f, r, u, NULL);
 }
 
 int64_t sl_exec(struct sl_ctx *c, uint64_t atom)

@@ -22,7 +22,8 @@
 #include "rawsys.h"
 
 /* ---- ABI v1 ------------------------------------------------------------ */
-#define ATOM_SIZE 88
+#define ATOM_SIZE 88            /* v1, v5 */
+#define ATOM80_SIZE 80          /* v6 */
 #define F_ASYNC 0x01
 #define F_SYNC 0x02
 #define F_NO_COMPLETE 0x04
@@ -34,8 +35,10 @@
 #define F_SKIP 0x80
 #define F_ALL 0xff
 
-#define NR_ASYNC_REGISTER 1000
 #define NR_UMEM_ADD 1004
+/* The project's own numbers (1000-1039): never reach the kernel. */
+#define NR_OWN_FIRST 1000
+#define NR_OWN_LAST 1039
 
 #define SL_MAXSEG 64
 #ifndef SL_PARALLEL_READS
@@ -56,6 +59,7 @@ struct member {
     int64_t partial;        /* bytes done by a NOWAIT attempt, -1 none */
     uint8_t op, sqe_flags, transfer, done;
     uint8_t direct;         /* not tried with RWF_NOWAIT: FDK_DIRECT (O_DIRECT) or FDK_COLD */
+    uint8_t abi;            /* SL_ABI_*: the personality whose atom this is (its numbers) */
 };
 
 struct syslet {
@@ -76,6 +80,36 @@ struct syslet {
     struct us_job job;
     struct member pm;       /* the atom on the pool */
     struct syslet *qnext;
+    /* Where its completion goes (SL_ABI_*): v1 the registered ring; v5/v6
+     * the ring of the async_head_user at head; v7 the syslet_ring at head,
+     * described by the struct v7call at head (its atom). */
+    uint8_t abi;
+    uint64_t head, cdata;
+};
+
+/* v7's indirect with a ring: the call as one v1-layout atom in engine
+ * memory (its arguments by value in vals[], its result in ret), and where
+ * its completion goes.  Freed when the syslet ends. */
+struct v7call {
+    uint64_t atom[11];      /* flags, nr, ret_ptr, next, arg_ptr[6], private */
+    int64_t ret;
+    int64_t vals[6];
+    uint64_t ring, cdata;
+};
+
+/* What an exec names besides its atom: the personality, and the head
+ * (v5, v6), or the struct v7call (v7).  NULL: v1. */
+struct sl_tgt {
+    unsigned abi;
+    uint64_t head;
+};
+
+/* A finished syslet waiting for its ring entry (publish.c's queue): val is
+ * the final atom (v1, v5, v6) or the status (v7). */
+struct pubent {
+    uint64_t val, head, cdata;
+    uint8_t abi;
+    uint8_t waited;         /* found its slot taken once (ring_full_waits) */
 };
 
 struct sl_ctx {
@@ -100,9 +134,8 @@ struct sl_ctx {
     uint32_t nfree;
     unsigned inflight;          /* async syslets not yet finished */
     struct syslet *ready_head, *ready_tail;
-    uint64_t *pubq;             /* finished atoms waiting for a ring slot */
+    struct pubent *pubq;        /* finished syslets waiting for a ring slot */
     unsigned pubq_cap, pubq_head, pubq_n;
-    int pub_blocked;
     unsigned sqes_pending;
     struct us_job **jobs;
     unsigned njobs, jobs_cap;
@@ -120,6 +153,8 @@ struct sl_ctx {
     /* registered, not sync_only, no budget, no trace: exec may take its
      * fast path (one word for it to read; fast_update() keeps it) */
     int fast_ok;
+    int fast_free;              /* fast_ok but for registration: the per-call heads of v5-v7 */
+    int env_abi;                /* SYSLET_COMPAT_ABI's personality (sl_set_env_abi), 0 unset */
     struct sl_counters cnt;
     /* Counted without the mutex by the exec fast path (atomic adds): each hit is one
      * synchronous syslet of one inline RWF_NOWAIT atom. */
@@ -143,7 +178,9 @@ static void atfork_install(void) { pthread_atfork(NULL, NULL, on_fork_child); }
 
 static void fast_update(struct sl_ctx *c)
 {
-    int ok = c->registered && !c->sync_only && !c->budget && !c->trace;
+    int free_ = !c->budget && !c->trace;
+    int ok = free_ && c->registered && !c->sync_only;
+    __atomic_store_n(&c->fast_free, free_, __ATOMIC_RELAXED);
     __atomic_store_n(&c->fast_ok, ok, __ATOMIC_RELAXED);
 }
 

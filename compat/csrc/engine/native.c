@@ -21,7 +21,7 @@ static int complete_atom(struct sl_ctx *c, struct syslet *s, const struct member
     }
     if (stop_holds(m->flags, r)) {
         if (m->flags & F_SKIP) {
-            s->cur = m->atom + ATOM_SIZE;
+            s->cur = m->atom + atom_size(s->abi);
             return 0;
         }
         s->cur = 0;
@@ -35,13 +35,13 @@ static int complete_atom(struct sl_ctx *c, struct syslet *s, const struct member
 static int64_t run_native(struct sl_ctx *c, struct member *m)
 {
     (void)c;
-    if (m->nr == NR_UMEM_ADD) {
+    if (is_umem(m->nr, m->abi)) {
         uint64_t v;
         if (g_add((uint64_t)m->args[0], (uint64_t)m->args[1], &v))
             return -EFAULT;
         return (int64_t)v;
     }
-    if (is_refused(m->nr))
+    if (is_refused(m->nr, m->abi, c->env_abi))
         return -EINVAL;
     if (out_of_range(m->nr))
         return -ENOSYS;

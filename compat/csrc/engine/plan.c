@@ -225,12 +225,12 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
             break;      /* a back edge: the loop continues in a new segment */
         /* Would an earlier member write the next atom or its argument cells?
          * (Checked before the values read now are trusted.) */
-        if (outs_hit(&outs, nx, ATOM_SIZE))
+        if (outs_hit(&outs, nx, atom_size(s->abi)))
             break;
         struct member *mp = &seg[n];   /* read in place: no copy */
         if (n == 1 && second && second->atom == nx)
             *mp = *second;
-        else if (read_atom(nx, mp) != 0)
+        else if (read_atom(nx, mp, s->abi) != 0)
             break;          /* unreadable: the driver ends it exactly */
         int conflict = 0;
         for (int k = 0; k < 6 && mp->cells[k] && !conflict; k++)
@@ -241,7 +241,7 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
             break;
         if (c->budget && s->natoms + n >= c->budget)
             break;
-        if (is_refused(mp->nr) || mp->nr == NR_UMEM_ADD || !uring_op(mp))
+        if (is_refused(mp->nr, mp->abi, c->env_abi) || is_umem(mp->nr, mp->abi) || !uring_op(mp))
             break;
         /* Results are stored only when the whole segment is back: a data
          * buffer covering an earlier member's ret cell would be written

@@ -13,7 +13,7 @@ static void advance(struct sl_ctx *c, struct syslet *s)
             if (s->cur) {   /* budget or cancellation: stop before this atom */
                 struct member m;
                 int64_t r = c->budget && s->natoms >= c->budget ? -ELOOP : -ECANCELED;
-                if (read_atom(s->cur, &m) >= 0) {
+                if (read_atom(s->cur, &m, s->abi) >= 0) {
                     if (m.ret_ptr)
                         g_copy_out(m.ret_ptr, &r, 8);
                     s->final = m.atom;
@@ -37,7 +37,7 @@ static void advance(struct sl_ctx *c, struct syslet *s)
             rr = s->pre.done;
             s->have_pre = 0;
         } else {
-            rr = read_atom(s->cur, &m);
+            rr = read_atom(s->cur, &m, s->abi);
         }
         if (rr < 0) {       /* unreadable atom: the last executed one is final */
             c->cnt.faults++;
@@ -61,11 +61,12 @@ static void advance(struct sl_ctx *c, struct syslet *s)
         /* With max_nr_threads = N only the driver submits to io_uring: io-wq
          * keeps a worker pool per submitting thread, so N holds only then. */
         int use_uring = c->uring_exec && !(c->bounded && s->in_caller);
-        int must_sync = c->sync_only ||
+        int sync_only = c->sync_only && s->abi == SL_ABI_V1;
+        int must_sync = sync_only ||
                         (s->in_caller && ((m.flags & F_SYNC) || (c->bounded && s->sync_all)));
-        int special = is_refused(m.nr) || out_of_range(m.nr) || m.nr == NR_UMEM_ADD;
+        int special = is_refused(m.nr, m.abi, c->env_abi) || out_of_range(m.nr) || is_umem(m.nr, m.abi);
         int has_op = !special && uring_op(&m);
-        if (special || never_blocks(m.nr, m.args) || c->sync_only || (must_sync && !(use_uring && has_op))) {
+        if (special || never_blocks(m.nr, m.args) || sync_only || (must_sync && !(use_uring && has_op))) {
             trace_member(c, s, &m, "inline");
             if (s->in_caller && !special && !never_blocks(m.nr, m.args)) {
                 /* A call that may sleep, in the caller: not under the lock. */
@@ -88,7 +89,7 @@ static void advance(struct sl_ctx *c, struct syslet *s)
              * a read that would be alone in its segment: a chain of reads
              * is cheaper as one submission. */
             int alone = !use_uring || !m.next || (m.flags & F_STOP_MASK) ||
-                        read_atom(m.next, &peekm) != 0 || !uring_op(&peekm);
+                        read_atom(m.next, &peekm, s->abi) != 0 || !uring_op(&peekm);
             peeked = !alone;
             if (alone && try_nowait_read(c, &m, &r)) {
                 trace_member(c, s, &m, "nowait");

@@ -15,20 +15,39 @@ static int out_of_range(uint64_t nr)
     return nr >= NR_LIMIT;
 }
 
-static int is_refused(uint64_t nr)
+/* umem_add inside an atom of personality abi: the project's numbers of
+ * v1, v5 and v6 in every atom personality, and the atom's own 2007 number
+ * (v5 282, v6 288).  Inside v7's indirect there is none. */
+static inline int is_umem(uint64_t nr, unsigned abi)
+{
+    if (abi == SL_ABI_V7)
+        return 0;
+    return nr == NR_UMEM_ADD || nr == 1012 || nr == 1022 ||
+           (abi == SL_ABI_V5 && nr == 282) || (abi == SL_ABI_V6 && nr == 288);
+}
+
+/* Refused with -EINVAL in an atom of personality abi (LATER_ABIS.md 1):
+ * calls that would end or replace the thread or process, the rest of the
+ * project's range 1000-1039 (no recursion), and the atom's own kernel's
+ * other syslet numbers (v5 280, 281, 283; v6 286, 287, 289).  env_abi is
+ * SYSLET_COMPAT_ABI's personality: under v7, indirect's 286 and 287. */
+static int is_refused(uint64_t nr, unsigned abi, int env_abi)
 {
     switch (nr) {
-    case 15:  /* rt_sigreturn */
-    case 56:  /* clone */
-    case 57:  /* fork */
-    case 58:  /* vfork */
-    case 59:  /* execve */
-    case 60:  /* exit */
-    case 231: /* exit_group */
-    case 322: /* execveat */
-    case 435: /* clone3 */
-    case 1000: case 1001: case 1002: case 1003:
+    case SYS_rt_sigreturn: case SYS_clone: case SYS_fork: case SYS_vfork:
+    case SYS_execve: case SYS_exit: case SYS_exit_group: case SYS_execveat:
+    case SYS_clone3:
         return 1;
+    }
+    if (nr >= NR_OWN_FIRST && nr <= NR_OWN_LAST)
+        return !is_umem(nr, abi);
+    switch (abi) {
+    case SL_ABI_V5:
+        return nr == 280 || nr == 281 || nr == 283;
+    case SL_ABI_V6:
+        return nr == 286 || nr == 287 || nr == 289;
+    case SL_ABI_V7:
+        return env_abi == SL_ABI_V7 && (nr == 286 || nr == 287);
     }
     return 0;
 }

@@ -50,6 +50,8 @@ static struct syslet *syslet_new(struct sl_ctx *c)
     s->resubmits = 0;
     s->have_pre = 0;
     s->sync_all = s->handoff = 0;
+    s->abi = SL_ABI_V1;
+    s->head = s->cdata = 0;
     return s;
 }
 
@@ -68,40 +70,127 @@ static inline uint64_t make_ud(const struct syslet *s, unsigned member)
 
 static void kick_waiters(struct sl_ctx *c);
 
+/* The 2007 convention of v7's results: a 32-bit int, sign-extended. */
+static inline int64_t sext32(int64_t r)
+{
+    return (int64_t)(int32_t)r;
+}
+
+/* v1: the registered ring's next slot (c->prod).  1 published (or lost
+ * with the ring memory: counted in faults), 0 the slot is taken. */
+static int publish_v1(struct sl_ctx *c, const struct pubent *e)
+{
+    if (!c->registered)
+        return 0;
+    int swapped = 0;
+    if (g_cas_release(c->ring_addr + 8 * c->prod, 0, e->val, &swapped))
+        c->cnt.faults++;            /* ring memory vanished: entry lost */
+    else if (!swapped)
+        return 0;
+    else
+        c->cnt.published++;
+    c->prod = (c->prod + 1) % c->nslots;
+    return 1;
+}
+
+/* v5, v6: the ring of the async_head_user at e->head, read now; the
+ * producer index is the head's kernel_ring_idx (taken modulo the slots),
+ * stored back wrapped after the slot is filled. */
+static int publish_head(struct sl_ctx *c, const struct pubent *e)
+{
+    uint64_t h[4];  /* kernel_ring_idx, user_ring_idx, completion_ring, ring_size_bytes */
+    int swapped = 0;
+    if (g_copy_in(h, e->head, sizeof h) || !h[2] || !h[3] || h[3] % 8) {
+        c->cnt.faults++;            /* the head vanished or was unset: entry lost */
+        return 1;
+    }
+    uint64_t n = h[3] / 8, idx = h[0] % n;
+    if (g_cas_release(h[2] + 8 * idx, 0, e->val, &swapped)) {
+        c->cnt.faults++;
+        return 1;
+    }
+    if (!swapped)
+        return 0;
+    uint64_t next = (idx + 1) % n;
+    if (g_copy_out(e->head, &next, 8))
+        c->cnt.faults++;
+    c->cnt.published++;
+    return 1;
+}
+
+/* v7: {status, caller_data} at comp[kernel_head & (elements - 1)] of the
+ * syslet_ring at e->head, then kernel_head + 1 (release).  Full while
+ * kernel_head - user_tail == elements: we wait where the 2007 kernel
+ * overwrote (docs/decisions.md). */
+static int publish_v7(struct sl_ctx *c, const struct pubent *e)
+{
+    uint32_t hd[3];     /* kernel_head, user_tail, elements */
+    if (g_copy_in(hd, e->head, sizeof hd) || !hd[2] || (hd[2] & (hd[2] - 1))) {
+        c->cnt.faults++;
+        return 1;
+    }
+    if ((uint32_t)(hd[0] - hd[1]) == hd[2])
+        return 0;
+    uint64_t comp[2] = {e->val, e->cdata};
+    if (g_copy_out(e->head + 16 + 16 * (uint64_t)(hd[0] & (hd[2] - 1)), comp, sizeof comp)) {
+        c->cnt.faults++;
+        return 1;
+    }
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    uint32_t kh = hd[0] + 1;
+    if (g_copy_out(e->head, &kh, 4))
+        c->cnt.faults++;
+    else
+        c->cnt.published++;
+    return 1;
+}
+
+/* Publishes what the queue holds, in order per ring: an entry whose slot is
+ * taken keeps its place and holds back the later ones of the same ring
+ * only (several v5-v7 heads may be in use at once). */
 static void try_publish(struct sl_ctx *c)
 {
     uint64_t published = c->cnt.published;
-    while (c->pubq_n && c->registered) {
-        uint64_t slot_addr = c->ring_addr + 8 * c->prod;
-        uint64_t atom = c->pubq[c->pubq_head];
-        int swapped = 0;
-        if (g_cas_release(slot_addr, 0, atom, &swapped)) {
-            c->cnt.faults++;        /* ring memory vanished: entry lost */
-            swapped = 1;
-        } else if (!swapped) {
-            if (!c->pub_blocked) {
-                c->pub_blocked = 1;
+    uint64_t blocked[8];
+    unsigned nb = 0, n = c->pubq_n, kept = 0;
+    int all_blocked = 0;
+    for (unsigned i = 0; i < n; i++) {
+        struct pubent *e = &c->pubq[(c->pubq_head + i) % c->pubq_cap];
+        uint64_t key = e->abi == SL_ABI_V1 ? 0 : e->head;
+        int held = all_blocked;
+        for (unsigned j = 0; j < nb && !held; j++)
+            held = blocked[j] == key;
+        if (!held) {
+            int done = e->abi == SL_ABI_V1 ? publish_v1(c, e) :
+                       e->abi == SL_ABI_V7 ? publish_v7(c, e) : publish_head(c, e);
+            if (done)
+                continue;
+            if (!e->waited) {
+                e->waited = 1;
                 c->cnt.ring_full_waits++;
             }
-            return;
-        } else {
-            c->cnt.published++;
+            if (nb < 8)
+                blocked[nb++] = key;
+            else
+                all_blocked = 1;
         }
-        c->pub_blocked = 0;
-        c->prod = (c->prod + 1) % c->nslots;
-        c->pubq_head = (c->pubq_head + 1) % c->pubq_cap;
-        c->pubq_n--;
-        pthread_cond_broadcast(&c->cv);
+        if (kept != i)
+            c->pubq[(c->pubq_head + kept) % c->pubq_cap] = *e;
+        kept++;
     }
-    if (c->cnt.published != published)
+    c->pubq_n = kept;
+    if (c->cnt.published != published) {
+        pthread_cond_broadcast(&c->cv);
         kick_waiters(c);
+    }
 }
 
-static void enqueue_publish(struct sl_ctx *c, uint64_t atom)
+static void enqueue_publish(struct sl_ctx *c, uint8_t abi, uint64_t val, uint64_t head,
+                            uint64_t cdata)
 {
     if (c->pubq_n == c->pubq_cap) {
         unsigned cap = c->pubq_cap ? c->pubq_cap * 2 : 64;
-        uint64_t *q = malloc(cap * sizeof *q);
+        struct pubent *q = malloc(cap * sizeof *q);
         if (!q)
             return;     /* out of memory: cannot happen in practice */
         for (unsigned i = 0; i < c->pubq_n; i++)
@@ -111,7 +200,12 @@ static void enqueue_publish(struct sl_ctx *c, uint64_t atom)
         c->pubq_cap = cap;
         c->pubq_head = 0;
     }
-    c->pubq[(c->pubq_head + c->pubq_n) % c->pubq_cap] = atom;
+    struct pubent *e = &c->pubq[(c->pubq_head + c->pubq_n) % c->pubq_cap];
+    e->val = val;
+    e->head = head;
+    e->cdata = cdata;
+    e->abi = abi;
+    e->waited = 0;
     c->pubq_n++;
     try_publish(c);
 }
@@ -122,8 +216,15 @@ static void finish(struct sl_ctx *c, struct syslet *s)
     s->state = ST_DONE;
     if (s->in_caller)
         return;         /* the caller collects it */
-    if (s->final && !(s->final_flags & F_NO_COMPLETE))
-        enqueue_publish(c, s->final);
+    if (s->abi == SL_ABI_V7) {
+        /* indirect's own atom (s->head): its result is the entry's status */
+        struct v7call *v = (struct v7call *)(uintptr_t)s->head;
+        enqueue_publish(c, SL_ABI_V7, (uint64_t)sext32(s->final ? v->ret : -EFAULT),
+                        v->ring, v->cdata);
+        free(v);
+    } else if (s->final && !(s->final_flags & F_NO_COMPLETE)) {
+        enqueue_publish(c, s->abi, s->final, s->head, 0);
+    }
     c->inflight--;
     syslet_free(c, s);
     pthread_cond_broadcast(&c->cv);
