@@ -112,6 +112,28 @@ static syscall_fn next_syscall(void)
 /* ---- policy: backend and trace, decided once per process ------------------- */
 
 static int g_backend = 1;           /* 1 io_uring (+pool), 0 pool only */
+static int g_env_abi;               /* SYSLET_COMPAT_ABI: SL_ABI_*, 0 unset */
+
+/* SYSLET_COMPAT_ABI, read when the library is loaded: which historical
+ * system call numbers syscall() serves (LATER_ABIS.md 1).  Any value but
+ * v1, v5, v6, v7 (or none) stops the program here: a legacy binary must
+ * never run its syslet calls as the unrelated calls those numbers are now. */
+__attribute__((constructor)) static void env_abi_at_load(void)
+{
+    const char *v = getenv("SYSLET_COMPAT_ABI");
+    if (!v)
+        return;
+    static const char *const names[] = {"v1", "v5", "v6", "v7"};
+    static const int abis[] = {SL_ABI_V1, SL_ABI_V5, SL_ABI_V6, SL_ABI_V7};
+    for (unsigned i = 0; i < 4; i++)
+        if (strcmp(v, names[i]) == 0) {
+            g_env_abi = abis[i];
+            return;
+        }
+    fprintf(stderr, "libsyslet: SYSLET_COMPAT_ABI=%s is not valid (valid: v1, v5, v6, v7, "
+            "or unset)\n", v);
+    _exit(2);
+}
 static int g_trace;
 static const char *g_policy_src = "c";
 static int g_policy_done;
@@ -310,6 +332,7 @@ static __attribute__((noinline)) struct sl_ctx *ctx_slow(void)
         }
         if (g_trace)
             sl_set_trace(c, 1);
+        sl_set_env_abi(c, g_env_abi);
         if (g_debug) {
             static int atexit_done;
             fprintf(stderr, "libsyslet: pid %d context: backend=%s (asked %s) policy=%s\n",
@@ -607,13 +630,109 @@ SYSLET_EXPORT unsigned long umem_add(unsigned long *uptr, unsigned long inc)
     return (unsigned long)v;
 }
 
+/* ---- personalities v5, v6 (a head per call) and v7 (indirect) --------------- */
+
+static long exec_head(int abi, uint64_t atom, uint64_t ahu)
+{
+    int saved = errno;
+    struct sl_ctx *c = ctx();
+    if (!c)
+        return -1;
+    int64_t r = sl_exec_head(c, abi, atom, ahu, NULL);
+    if (r < 0)
+        return fail((int)r);
+    errno = saved;
+    return (long)r;
+}
+
+static long wait_head(int abi, unsigned long min_events, unsigned long user_ring_idx, uint64_t ahu)
+{
+    int saved = errno;
+    struct sl_ctx *c = ctx();
+    if (!c)
+        return -1;
+    int r = sl_wait_head(c, abi, min_events, user_ring_idx, ahu, -1, 1);
+    if (r < 0)
+        return fail(r);
+    errno = saved;
+    return 0;
+}
+
+static long async_thread_any(uint64_t event, uint64_t ahu)
+{
+    struct sl_ctx *c = ctx();
+    if (!c)
+        return -1;
+    return fail(sl_async_thread(c, event, ahu));
+}
+
+SYSLET_EXPORT long async_exec_v5(void *atom, void *ahu)
+{
+    return exec_head(SL_ABI_V5, (uint64_t)(uintptr_t)atom, (uint64_t)(uintptr_t)ahu);
+}
+
+SYSLET_EXPORT long async_wait_v5(unsigned long min_events, unsigned long user_ring_idx, void *ahu)
+{
+    return wait_head(SL_ABI_V5, min_events, user_ring_idx, (uint64_t)(uintptr_t)ahu);
+}
+
+SYSLET_EXPORT long async_thread_v5(void *event, void *ahu)
+{
+    return async_thread_any((uint64_t)(uintptr_t)event, (uint64_t)(uintptr_t)ahu);
+}
+
+SYSLET_EXPORT long async_exec_v6(void *atom, void *ahu)
+{
+    return exec_head(SL_ABI_V6, (uint64_t)(uintptr_t)atom, (uint64_t)(uintptr_t)ahu);
+}
+
+SYSLET_EXPORT long async_wait_v6(unsigned long min_events, unsigned long user_ring_idx, void *ahu)
+{
+    return wait_head(SL_ABI_V6, min_events, user_ring_idx, (uint64_t)(uintptr_t)ahu);
+}
+
+SYSLET_EXPORT long async_thread_v6(void *event, void *ahu)
+{
+    return async_thread_any((uint64_t)(uintptr_t)event, (uint64_t)(uintptr_t)ahu);
+}
+
+SYSLET_EXPORT long syslet_indirect(void *regs, void *params, unsigned long paramslen,
+                                   unsigned long flags)
+{
+    int saved = errno;
+    struct sl_ctx *c = ctx();
+    if (!c)
+        return -1;
+    int64_t r = sl_indirect(c, (uint64_t)(uintptr_t)regs, (uint64_t)(uintptr_t)params,
+                            paramslen, flags, NULL);
+    if (r < 0 && r >= -4095)
+        return fail((int)r);
+    errno = saved;
+    return (long)r;
+}
+
+SYSLET_EXPORT long syslet_ring_wait(void *ring, unsigned long idx)
+{
+    int saved = errno;
+    struct sl_ctx *c = ctx();
+    if (!c)
+        return -1;
+    int r = sl_ring_wait(c, (uint64_t)(uintptr_t)ring, idx, -1, 1);
+    if (r < 0)
+        return fail(r);
+    errno = saved;
+    return 0;
+}
+
 SYSLET_EXPORT int syslet_compat_backend(void)
 {
     struct sl_ctx *c = ctx();
     return c ? sl_ctx_backend(c) : -1;
 }
 
-/* The 2007 calling convention.  Numbers 1000-1004 are served here; every
+/* The 2007 calling convention.  The project's numbers are served here (v1
+ * 1000-1004, v5 1010-1013, v6 1020-1023, v7 1030-1031) and, under
+ * SYSLET_COMPAT_ABI, its personality's 2007 x86_64 numbers; every
  * other number goes, with all six argument registers, to the next
  * syscall() (libc's), so LD_PRELOAD changes nothing else. */
 static inline long syslet_syscall6(long nr, long a0, long a1, long a2, long a3, long a4,
@@ -629,8 +748,34 @@ static inline long syslet_syscall6(long nr, long a0, long a1, long a2, long a3, 
     case __NR_async_unregister:
         return async_unregister((struct async_head_user *)a0, (unsigned long)a1);
     case __NR_umem_add:
+    case 1012:      /* v5 */
+    case 1022:      /* v6 */
         return (long)umem_add((unsigned long *)a0, (unsigned long)a1);
+    case 1010: return async_exec_v5((void *)a0, (void *)a1);
+    case 1011: return async_wait_v5((unsigned long)a0, (unsigned long)a1, (void *)a2);
+    case 1013: return async_thread_v5((void *)a0, (void *)a1);
+    case 1020: return async_exec_v6((void *)a0, (void *)a1);
+    case 1021: return async_wait_v6((unsigned long)a0, (unsigned long)a1, (void *)a2);
+    case 1023: return async_thread_v6((void *)a0, (void *)a1);
+    case 1030: return syslet_indirect((void *)a0, (void *)a1, (unsigned long)a2, (unsigned long)a3);
+    case 1031: return syslet_ring_wait((void *)a0, (unsigned long)a1);
     }
+    /* The 2007 x86_64 numbers, only under SYSLET_COMPAT_ABI (they are
+     * unrelated real calls today). */
+    if (__builtin_expect(g_env_abi > SL_ABI_V1, 0) && nr >= 280 && nr <= 289)
+        switch (g_env_abi * 1000 + nr) {
+        case 5280: return async_exec_v5((void *)a0, (void *)a1);
+        case 5281: return async_wait_v5((unsigned long)a0, (unsigned long)a1, (void *)a2);
+        case 5282: return (long)umem_add((unsigned long *)a0, (unsigned long)a1);
+        case 5283: return async_thread_v5((void *)a0, (void *)a1);
+        case 6286: return async_exec_v6((void *)a0, (void *)a1);
+        case 6287: return async_wait_v6((unsigned long)a0, (unsigned long)a1, (void *)a2);
+        case 6288: return (long)umem_add((unsigned long *)a0, (unsigned long)a1);
+        case 6289: return async_thread_v6((void *)a0, (void *)a1);
+        case 7286: return syslet_indirect((void *)a0, (void *)a1, (unsigned long)a2,
+                                          (unsigned long)a3);
+        case 7287: return syslet_ring_wait((void *)a0, (unsigned long)a1);
+        }
     return next_syscall()(nr, a0, a1, a2, a3, a4, a5);
 }
 
