@@ -1,19 +1,33 @@
-"""The reference interpreter: SYSLET_SPEC.md section 2 executed literally,
-strictly sequentially, with plain system calls in the calling thread.
+"""The reference interpreter: the specifications executed literally, strictly
+sequentially, with plain system calls in the calling thread.
 
-It is the oracle the engines are tested against.  It never goes async, so it
-never publishes ring entries (spec section 3: a syslet that completes without
-blocking publishes nothing).  User memory is read and written only through the
-guarded accessors, so wild pointers give EFAULT, never a crash.
+It is the oracle the engines are tested against, for every personality:
+
+* v1 (SYSLET_SPEC.md): :meth:`Reference.register`, :meth:`~Reference.exec`,
+  :meth:`~Reference.wait`, :meth:`~Reference.unregister`;
+* v5 and v6 (LATER_ABIS.md sections 2 and 3): :meth:`~Reference.exec_head`,
+  :meth:`~Reference.wait_head`, :meth:`~Reference.async_thread`, with the
+  88-byte (v5) or 80-byte (v6) atoms and each kernel's own numbers inside
+  atoms;
+* v7 (LATER_ABIS.md section 4): :meth:`~Reference.indirect` and
+  :meth:`~Reference.ring_wait`.
+
+It never goes async, so it never publishes ring entries (a syslet that
+completes without blocking publishes nothing; an ``indirect`` call that
+completes returns its result and writes no ring entry).
+
+An oracle is stronger when it shares no code with what it checks: every
+number, layout and rule below is restated here from the specifications (not
+imported from the engine's modules); the only shared code is the guarded
+memory accessors ``_core.peek`` and ``_core.poke``, so that wild pointers
+give EFAULT, never a crash.
 """
 import ctypes
 import errno
+import os
+import time
 
 from . import _core
-from ._abi import (ATOM_SIZE, REFUSED, SYSLET_ASYNC, SYSLET_FLAGS_ALL, SYSLET_SKIP_TO_NEXT_ON_STOP,
-                   SYSLET_STOP_ON_NEGATIVE, SYSLET_STOP_ON_NON_POSITIVE, SYSLET_STOP_ON_NONZERO,
-                   SYSLET_STOP_ON_ZERO, SYSLET_SYNC)
-from ._abi import UMEM_NUMBERS
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -21,20 +35,129 @@ _syscall.restype = ctypes.c_long
 _syscall.argtypes = [ctypes.c_long] * 7
 
 _M64 = 0xFFFFFFFFFFFFFFFF
+_M32 = 0xFFFFFFFF
 
+# ---- the specifications' numbers ---------------------------------------------
+
+# Flags (SYSLET_SPEC.md section 1; the same values in every atom ABI).
+ASYNC, SYNC, NO_COMPLETE = 0x01, 0x02, 0x04
+STOP_ON_NONZERO, STOP_ON_ZERO, STOP_ON_NEGATIVE, STOP_ON_NON_POSITIVE = 0x08, 0x10, 0x20, 0x40
+SKIP_TO_NEXT_ON_STOP = 0x80
+FLAGS_ALL = 0xFF
+
+#: Calls an atom may not make (SYSLET_SPEC.md 2.3): rt_sigreturn, clone,
+#: fork, vfork, execve, exit, exit_group, execveat, clone3.
+REFUSED_CALLS = frozenset({15, 56, 57, 58, 59, 60, 231, 322, 435})
+#: The project's own range (LATER_ABIS.md 1): never reaches the kernel.
+OWN_RANGE = range(1000, 1040)
+#: umem_add of v1, v5, v6 (the project's numbers): add in every atom personality.
+OWN_UMEM = frozenset({1004, 1012, 1022})
+#: The kernel keeps only the low 32 bits of a number (bit 30 selects x32):
+#: from here on a number would alias another call, so it is unknown (-ENOSYS).
+NR_LIMIT = 0x40000000
+
+ESYSLETPENDING = 132
+
+O_CLOEXEC = 0o2000000
+O_NONBLOCK = 0o4000
+
+
+class Personality:
+    """One atom ABI: the atom's layout and the numbers its kernel spoke."""
+
+    def __init__(self, name, atom_size, narrow, args_off, umem, refused):
+        self.name = name
+        self.atom_size = atom_size      # what SKIP_TO_NEXT_ON_STOP adds
+        self.narrow = narrow            # flags and nr are u32 (v6), else native words
+        self.args_off = args_off        # offset of arg_ptr[0]
+        self.umem = OWN_UMEM | umem     # numbers that run umem_add
+        self.refused = REFUSED_CALLS | (frozenset(OWN_RANGE) - self.umem) | refused
+
+    def read_atom(self, u):
+        """(flags, nr, ret_ptr, next, arg_ptrs): the header and arg_ptr[]
+        up to its first NULL (tightly packed atoms end there; ``private`` is
+        never read).  OSError(EFAULT) when any of that is unreadable."""
+        if self.narrow:
+            w0 = _u64(u)
+            flags, nr = w0 & _M32, w0 >> 32
+            ret, nxt = _u64(u + 8), _u64(u + 16)
+        else:
+            flags, nr, ret, nxt = (_u64(u + 8 * i) for i in range(4))
+        ptrs = []
+        for i in range(6):
+            p = _u64(u + self.args_off + 8 * i)
+            if not p:
+                break
+            ptrs.append(p)
+        return flags, nr, ret, nxt, ptrs
+
+
+#: v1 and v5: 88-byte native atoms (flags @0, nr @8, ret_ptr @16, next @24,
+#: arg_ptr[6] @32, private @80).  v5 speaks 282 = umem_add and refuses its
+#: other 2007 numbers 280, 281, 283.  v6: 80 bytes (flags u32 @0, nr u32 @4,
+#: ret_ptr @8, next @16, arg_ptr[6] @24, private @72); 288 = umem_add, 286,
+#: 287, 289 refused.
+PERSONALITIES = {
+    1: Personality("v1", 88, False, 32, frozenset(), frozenset()),
+    5: Personality("v5", 88, False, 32, frozenset({282}), frozenset({280, 281, 283})),
+    6: Personality("v6", 80, True, 24, frozenset({288}), frozenset({286, 287, 289})),
+}
+
+#: v7 plain indirect calls (LATER_ABIS.md 4.3): the number, and how file_flags
+#: (O_CLOEXEC, O_NONBLOCK: the same bits as SOCK_/EFD_/SFD_/TFD_CLOEXEC and
+#: NONBLOCK) reach the call's modern flags argument: (number to run, index of
+#: the flags argument, whether it replaces (True) or is or-ed into it).
+PLAIN_CALLS = {
+    43: (288, 3, True),         # accept -> accept4(fd, addr, len, flags)
+    288: (288, 3, False),       # accept4
+    41: (41, 1, False),         # socket(domain, type | flags, proto)
+    53: (53, 1, False),         # socketpair(domain, type | flags, proto, sv)
+    284: (290, 1, True),        # eventfd -> eventfd2(count, flags)
+    290: (290, 1, False),       # eventfd2
+    282: (289, 3, True),        # signalfd -> signalfd4(fd, mask, size, flags)
+    289: (289, 3, False),       # signalfd4
+    283: (283, 1, False),       # timerfd_create(clockid, flags)
+}
+
+_ENV_ABI = {"v1": 1, "v5": 5, "v6": 6, "v7": 7}
+
+
+# ---- memory and system calls ---------------------------------------------------
 
 def _signed(v):
+    v &= _M64
     return v - (1 << 64) if v & (1 << 63) else v
 
 
-def _word(addr):
-    return _core.peek_word(addr) & _M64
+def _sext32(v):
+    v &= _M32
+    return v - (1 << 32) if v & (1 << 31) else v
+
+
+def _u64(addr):
+    return int.from_bytes(_core.peek(addr & _M64, 8), "little")
+
+
+def _u32(addr):
+    return int.from_bytes(_core.peek(addr & _M64, 4), "little")
+
+
+def _store(addr, value):
+    _core.poke(addr & _M64, (value & _M64).to_bytes(8, "little"))
+
+
+def _efault(what):
+    return OSError(errno.EFAULT, os.strerror(errno.EFAULT), what)
+
+
+def _einval(what):
+    return OSError(errno.EINVAL, os.strerror(errno.EINVAL), what)
 
 
 def raw_syscall(nr, args):
     """syscall(nr, *args) with the raw kernel convention (-errno on failure)."""
-    cargs = [ctypes.c_long(_signed(a & _M64)) for a in args]
-    r = _syscall(ctypes.c_long(_signed(nr & _M64)), *cargs)
+    cargs = [ctypes.c_long(_signed(a)) for a in args]
+    r = _syscall(ctypes.c_long(_signed(nr)), *cargs)
     if r == -1:
         e = ctypes.get_errno()
         if e:
@@ -42,53 +165,90 @@ def raw_syscall(nr, args):
     return r
 
 
+def umem_add(addr, inc):
+    """umem_add done literally: read, add, write back (the reference is
+    sequential).  The new value, or -EFAULT when the word is not readable
+    and writable (nothing changes then)."""
+    try:
+        v = (_u64(addr) + inc) & _M64
+        _store(addr, v)
+    except OSError:
+        return -errno.EFAULT
+    return _signed(v)
+
+
 def stop_holds(flags, r):
-    """The stop test of spec section 2 step 5 (any set STOP bit)."""
-    return bool((flags & SYSLET_STOP_ON_NONZERO and r != 0)
-                or (flags & SYSLET_STOP_ON_ZERO and r == 0)
-                or (flags & SYSLET_STOP_ON_NEGATIVE and r < 0)
-                or (flags & SYSLET_STOP_ON_NON_POSITIVE and r <= 0))
+    """The stop test of SYSLET_SPEC.md 2.5 (any set STOP bit)."""
+    return bool((flags & STOP_ON_NONZERO and r != 0)
+                or (flags & STOP_ON_ZERO and r == 0)
+                or (flags & STOP_ON_NEGATIVE and r < 0)
+                or (flags & STOP_ON_NON_POSITIVE and r <= 0))
+
+
+def _env_abi():
+    """The personality SYSLET_COMPAT_ABI names (1, 5, 6, 7), 0 when unset or
+    not one of those."""
+    return _ENV_ABI.get(os.environ.get("SYSLET_COMPAT_ABI", ""), 0)
+
+
+def _poll(pred, timeout):
+    """Polls ``pred`` (which may raise) until it holds or ``timeout`` seconds
+    passed (None: no limit): the reference never publishes, so only another
+    thread writing the ring memory can make a wait end."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        if pred():
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(0.001)
 
 
 class Reference:
-    """A syslet context that runs every syslet synchronously, atom by atom."""
+    """A syslet context that runs every syslet synchronously, atom by atom,
+    and every ``indirect`` call in the caller.
+
+    ``env_abi``: the personality of SYSLET_COMPAT_ABI (under 7, ``indirect``
+    refuses 286 and 287 as well); None reads the environment."""
 
     backend = "reference"
 
-    def __init__(self):
+    def __init__(self, env_abi=None):
         self._head = None
         self.budget = 0
+        self.env_abi = _env_abi() if env_abi is None else env_abi
         self._counters = dict.fromkeys(_core.COUNTERS, 0)
 
+    # ---- v1: a registered head -----------------------------------------------
     def register(self, ring_addr, ring_bytes, max_threads=-1):
         if ring_bytes == 0 or ring_bytes % 8 or ring_addr % 8:
-            raise OSError(errno.EINVAL, "ring_size_bytes must be a positive multiple of 8")
+            raise _einval("ring_size_bytes must be a positive multiple of 8")
         if self._head is not None:
             raise OSError(errno.EBUSY, "a head is already registered")
         try:        # every page of the ring must be readable and writable
             a = ring_addr
             while a < ring_addr + ring_bytes:
-                _core.umem_add(a, 0)
+                _store(a, _u64(a))
                 a = (a | 4095) + 1
         except OSError:
-            raise OSError(errno.EFAULT, "ring memory unusable") from None
+            raise _efault("ring memory unusable") from None
         self._head = (ring_addr, ring_bytes)
         return 0
 
     def unregister(self, ring_addr, ring_bytes, timeout=None):
         if self._head != (ring_addr, ring_bytes):
-            raise OSError(errno.EINVAL, "no such head")
+            raise _einval("no such head")
         self._head = None
         return 0
 
     def wait(self, min_events, timeout=None):
         if self._head is None:
-            raise OSError(errno.EINVAL, "no head registered")
+            raise _einval("no head registered")
         return self.ring_count() >= min_events
 
     def ring_count(self):
         addr, size = self._head
-        return sum(1 for i in range(size // 8) if _word(addr + 8 * i))
+        return sum(1 for i in range(size // 8) if _u64(addr + 8 * i))
 
     def counters(self):
         return dict(self._counters)
@@ -115,43 +275,175 @@ class Reference:
         return run_batch
 
     def exec(self, atom_addr):
+        """v1 async_exec: EINVAL without a registered head, then as
+        :meth:`_exec_atoms`."""
         if self._head is None:
-            raise OSError(errno.EINVAL, "no head registered")
-        try:
-            flags = _word(atom_addr)
-        except OSError:
-            raise OSError(errno.EFAULT, "first atom unreadable") from None
-        if flags & SYSLET_ASYNC and flags & SYSLET_SYNC:
-            raise OSError(errno.EINVAL, "SYSLET_ASYNC and SYSLET_SYNC together")
-        if flags & ~SYSLET_FLAGS_ALL:
-            raise OSError(errno.EINVAL, "unknown flag bits on the first atom")
-        self._counters["syslets_sync"] += 1
-        final = self.run(atom_addr)
-        return final
+            raise _einval("no head registered")
+        return self._exec_atoms(PERSONALITIES[1], atom_addr)
 
-    def run(self, u):
-        """Runs the syslet at ``u``; returns the final atom's address."""
+    # ---- v5, v6: a head per call ---------------------------------------------
+    @staticmethod
+    def _read_ahu(ahu_addr):
+        """The eight words of a v5/v6 async_head_user; EFAULT when
+        unreadable, EINVAL without a usable ring (completion_ring NULL,
+        ring_size_bytes not a positive multiple of 8)."""
+        try:
+            h = [_u64(ahu_addr + 8 * i) for i in range(8)]
+        except OSError:
+            raise _efault("async_head_user unreadable") from None
+        if not h[2] or not h[3] or h[3] % 8:
+            raise _einval("no usable completion ring")
+        return h
+
+    def exec_head(self, abi, atom_addr, ahu_addr):
+        """v5/v6 async_exec(atom, ahu) (LATER_ABIS.md 2): in this order
+        EFAULT (head unreadable), EINVAL (completion_ring NULL,
+        ring_size_bytes not a positive multiple of 8), EINVAL
+        (new_thread_stack 0), then v1's rules (EFAULT first atom, EINVAL
+        ASYNC with SYNC or unknown flag bits).  Returns the final atom."""
+        if abi not in (5, 6):
+            raise _einval("personality must be 5 or 6")
+        h = self._read_ahu(ahu_addr)
+        if not h[6]:
+            raise _einval("new_thread_stack is 0")
+        return self._exec_atoms(PERSONALITIES[abi], atom_addr)
+
+    def wait_head(self, abi, min_events, user_ring_idx, ahu_addr, timeout=None):
+        """v5/v6 async_wait: EFAULT (head unreadable), EINVAL (no usable
+        ring, ``user_ring_idx`` >= slots, ``min_events`` > slots); then True
+        once ``min_events`` consecutive non-NULL slots start at
+        ``user_ring_idx`` (at once for 0), False after ``timeout`` seconds."""
+        if abi not in (5, 6):
+            raise _einval("personality must be 5 or 6")
+        h = self._read_ahu(ahu_addr)
+        n = h[3] // 8
+        if user_ring_idx >= n or min_events > n:
+            raise _einval("user_ring_idx or min_events beyond the ring")
+        if min_events == 0:
+            return True
+
+        def full():
+            h = self._read_ahu(ahu_addr)
+            n = h[3] // 8
+            return all(_u64(h[2] + 8 * ((user_ring_idx + k) % n)) for k in range(min_events))
+        return _poll(full, timeout)
+
+    def async_thread(self, event_addr, ahu_addr):
+        """v5/v6 async_thread: EFAULT for an unreadable head; otherwise the
+        caller parks until a signal handler runs, then EINTR (Python's
+        ``signal.pause``: main thread only)."""
+        try:
+            for i in range(8):
+                _u64(ahu_addr + 8 * i)
+        except OSError:
+            raise _efault("async_head_user unreadable") from None
+        import signal
+        signal.pause()
+        raise OSError(errno.EINTR, os.strerror(errno.EINTR), "async_thread")
+
+    # ---- v7: indirect ---------------------------------------------------------
+    def indirect(self, regs_addr, params_addr, paramslen, flags):
+        """v7 indirect (LATER_ABIS.md 4), steps 1-3 in order.  Returns the
+        call's result as a 32-bit int sign-extended; raises OSError(errno)
+        for -4095..-1 and for the validation errors.  Never ESYSLETPENDING:
+        the reference runs the call to its end."""
+        # 1.
+        if flags:
+            raise _einval("flags must be 0")
+        try:
+            regs = [_u64(regs_addr + 8 * i) for i in range(7)]
+        except OSError:
+            raise _efault("indirect_registers unreadable") from None
+        if paramslen > 32:
+            raise _einval("paramslen > 32")
+        try:
+            raw = _core.peek(params_addr & _M64, paramslen) if paramslen else b""
+        except OSError:
+            raise _efault("indirect_params unreadable") from None
+        raw = raw + bytes(32 - len(raw))
+        p = [int.from_bytes(raw[8 * i:8 * i + 8], "little") for i in range(4)]
+        nr, args = regs[0], regs[1:]
+        # 3. a plain call
+        if paramslen < 8 or not p[0]:
+            file_flags = p[0] & _M32
+            if file_flags & ~(O_CLOEXEC | O_NONBLOCK) or nr not in PLAIN_CALLS:
+                raise _einval("not a plain indirect call")
+            run, k, replace = PLAIN_CALLS[nr]
+            args = list(args)
+            args[k] = file_flags if replace else args[k] | file_flags
+            return self._indirect_result(raw_syscall(run, args))
+        # 2. a syslet submission
+        if not p[2] or not p[3]:
+            raise _einval("frame.ip or frame.sp is 0")
+        try:
+            elements = _u32(p[0] + 8)
+        except OSError:
+            raise _efault("syslet_ring unreadable") from None
+        if not elements or elements & (elements - 1):
+            raise _einval("elements is not a power of two")
+        refused = REFUSED_CALLS | frozenset(OWN_RANGE)
+        if self.env_abi == 7:
+            refused |= {286, 287}
+        if nr in refused:
+            r = -errno.EINVAL
+        elif nr >= NR_LIMIT:
+            r = -errno.ENOSYS
+        else:
+            r = raw_syscall(nr, args)
+        self._counters["syslets_sync"] += 1
+        return self._indirect_result(r)
+
+    @staticmethod
+    def _indirect_result(r):
+        r = _sext32(r)
+        if -4095 <= r < 0:
+            raise OSError(-r, os.strerror(-r), "indirect")
+        return r
+
+    def ring_wait(self, ring_addr, idx, timeout=None):
+        """v7 syslet_ring_wait: EFAULT for an unreadable ring header; True
+        at once when ``kernel_head`` differs from ``idx`` (32 bits), else
+        once it changes, False after ``timeout`` seconds."""
+        def changed():
+            try:
+                _core.peek(ring_addr & _M64, 16)
+                return _u32(ring_addr) != idx & _M32
+            except OSError:
+                raise _efault("syslet_ring unreadable") from None
+        return _poll(changed, timeout)
+
+    # ---- the syslet algorithm (SYSLET_SPEC.md 2) -------------------------------
+    def _exec_atoms(self, pers, atom_addr):
+        """The first atom must be readable (EFAULT: nothing runs); ASYNC with
+        SYNC or unknown flag bits on it: EINVAL.  Then runs the syslet and
+        returns its final atom."""
+        try:
+            flags = pers.read_atom(atom_addr)[0]
+        except OSError:
+            raise _efault("first atom unreadable") from None
+        if flags & ASYNC and flags & SYNC:
+            raise _einval("SYSLET_ASYNC and SYSLET_SYNC together")
+        if flags & ~FLAGS_ALL:
+            raise _einval("unknown flag bits on the first atom")
+        self._counters["syslets_sync"] += 1
+        return self.run(atom_addr, pers)
+
+    def run(self, u, pers=PERSONALITIES[1]):
+        """Runs the syslet at ``u`` with personality ``pers``'s atoms; returns
+        the final atom's address."""
         final = 0
         executed = 0
         while u:
             # 1. read the atom
-            # (the header and arg_ptr[] up to its first NULL: tightly packed
-            # atoms end there, spec 4.1; private is never read)
             try:
-                words = [_word(u + 8 * i) for i in range(4)]
-                for i in range(6):
-                    words.append(_word(u + 32 + 8 * i))
-                    if not words[-1]:
-                        break
+                flags, nr, ret_ptr, nxt, arg_ptrs = pers.read_atom(u)
             except OSError:
                 break                       # unreadable: last executed is final
-            words += [0] * (10 - len(words))
-            flags, nr, ret_ptr, nxt = words[0:4]
-            arg_ptrs = words[4:10]
+            # 7. the atom budget: this atom is not run, -ELOOP, it is final
             if self.budget and executed >= self.budget:
                 if ret_ptr:
                     try:
-                        _core.poke(ret_ptr, (-errno.ELOOP & _M64).to_bytes(8, "little"))
+                        _store(ret_ptr, -errno.ELOOP)
                     except OSError:
                         pass
                 return u
@@ -159,28 +451,20 @@ class Reference:
             args = [0] * 6
             r = None
             for i, p in enumerate(arg_ptrs):
-                if not p:
-                    break
                 try:
-                    args[i] = _word(p)
+                    args[i] = _u64(p)
                 except OSError:
                     r = -errno.EFAULT
                     break
             # 3. execute
             if r is None:
-                if flags & ~SYSLET_FLAGS_ALL:
+                if flags & ~FLAGS_ALL:
                     r = -errno.EINVAL
-                elif nr in UMEM_NUMBERS:
-                    try:
-                        r = _signed(_core.umem_add(args[0], args[1]))
-                    except OSError:
-                        r = -errno.EFAULT
-                elif nr in REFUSED:
+                elif nr in pers.umem:
+                    r = umem_add(args[0], args[1])
+                elif nr in pers.refused:
                     r = -errno.EINVAL
-                elif nr >= 0x40000000:
-                    # the kernel keeps only the low 32 bits (bit 30: x32):
-                    # such a number would alias another call; the 2007
-                    # kernel compared the whole word, so it is unknown
+                elif nr >= NR_LIMIT:
                     r = -errno.ENOSYS
                 else:
                     r = raw_syscall(nr, args)
@@ -190,18 +474,18 @@ class Reference:
             # 4. store before testing
             if ret_ptr:
                 try:
-                    _core.poke(ret_ptr, (r & _M64).to_bytes(8, "little"))
+                    _store(ret_ptr, r)
                 except OSError:
                     break
             # 5./6. stop test and successor
             if stop_holds(flags, r):
-                if flags & SYSLET_SKIP_TO_NEXT_ON_STOP:
-                    u = (u + ATOM_SIZE) & _M64
+                if flags & SKIP_TO_NEXT_ON_STOP:
+                    u = (u + pers.atom_size) & _M64
                     continue
                 break
             u = nxt
         if not final:
-            raise OSError(errno.EFAULT, "first atom unreadable")
+            raise _efault("first atom unreadable")
         return final
 
     def close(self, cancel=True):
