@@ -94,3 +94,47 @@ def raw_api(request):
     compat.reset_default(request.param)
     yield compat.default_engine()
     compat.reset_default()
+
+
+# ---- the personality axis (LATER_ABIS.md; helpers: personality_lib.py) -------
+
+@pytest.fixture(params=[5, 6], ids=["v5", "v6"])
+def abi(request):
+    """A personality with atoms and per-call heads: 5 or 6."""
+    return request.param
+
+
+@pytest.fixture
+def heads(executor, abi):
+    """personality_lib.Heads: the executor driven through personality ``abi``."""
+    from personality_lib import Heads
+    h = Heads(executor, abi)
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def engine_heads(engine_executor, abi):
+    """As ``heads``, on the C engine executors only (those that go async)."""
+    from personality_lib import Heads
+    h = Heads(engine_executor, abi)
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def ind(executor):
+    """personality_lib.Indirect: the executor driven through personality v7."""
+    from personality_lib import Indirect
+    i = Indirect(executor)
+    yield i
+    i.close()
+
+
+@pytest.fixture
+def engine_ind(engine_executor):
+    """As ``ind``, on the C engine executors only."""
+    from personality_lib import Indirect
+    i = Indirect(engine_executor)
+    yield i
+    i.close()
