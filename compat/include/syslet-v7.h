@@ -77,7 +77,7 @@ struct syslet_ring {
     unsigned int user_tail;         /*  4: the program's */
     unsigned int elements;          /*  8 */
     unsigned int wait_group;        /* 12: unused */
-    struct syslet_completion comp[];
+    __extension__ struct syslet_completion comp[];  /* (a C99 flexible array: C++ too) */
 };
 
 #if defined(__cplusplus) && __cplusplus >= 201103L
