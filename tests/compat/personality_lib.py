@@ -240,6 +240,16 @@ class Indirect:
                 return "pending", None
             return "err", e.errno
 
+    def resolve(self, regs, ring, caller_data=0):
+        """Runs the call with ``ring`` to its end, synchronous or not: the
+        result (sign-extended) or -errno, from the return or the ring entry."""
+        kind, v = self.outcome(regs, self.params(ring, caller_data=caller_data))
+        if kind == "pending":
+            (st, cd), = self.collect(ring, 1)
+            assert cd == caller_data & M64
+            return signed64(st)
+        return v if kind == "ok" else -v
+
     def wait(self, ring, idx, timeout=10.0):
         r = ring if isinstance(ring, int) else ring.addr
         return self.engine.ring_wait(r, idx, timeout=timeout)
