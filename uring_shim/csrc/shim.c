@@ -182,7 +182,6 @@ int us_nop_loop(struct io_uring *ring, unsigned count)
 /* ---- native fallback pool --------------------------------------------- */
 
 #define US_POST_BATCH 32
-#define US_INTR_SIG (SIGRTMAX - 3)
 #define US_IDLE_NS 100000000      /* a worker idle this long leaves */
 
 static void on_intr(int sig) { (void)sig; }

@@ -124,6 +124,11 @@ int us_pool_wait(struct us_pool *p, unsigned min, int64_t timeout_ns);
 unsigned us_pool_workers(struct us_pool *p);
 unsigned us_pool_pending(struct us_pool *p);
 int us_pool_set_max(struct us_pool *p, unsigned max_workers);
+/* The signal that interrupts a pool worker's system call (a no-op handler
+ * without SA_RESTART, installed where the program has none); only ever sent
+ * to the pool's own workers. */
+#define US_INTR_SIG (SIGRTMAX - 3)
+
 /* Sends US_INTR_SIG (SIGRTMAX-3, a no-op handler without SA_RESTART) to every
  * worker: a call blocked in the kernel returns -EINTR as its result. */
 void us_pool_interrupt(struct us_pool *p);

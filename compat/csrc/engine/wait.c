@@ -63,13 +63,14 @@ static int wcond_check(struct sl_ctx *c, const struct wcond *w)
  * wait (the 2007 -ERESTARTSYS) when the handler was installed with
  * SA_RESTART.  Which signal it was is not known here: the wait restarts
  * when every signal that could have been delivered (not blocked in the
- * caller's mask, a handler installed; the guard's SIGSEGV/SIGBUS aside)
- * has SA_RESTART -- exact whenever the handlers agree (docs/decisions.md). */
+ * caller's mask, a handler installed; the guard's SIGSEGV/SIGBUS and the
+ * pool's US_INTR_SIG, sent only to its workers, aside) has SA_RESTART --
+ * exact whenever the handlers agree (docs/decisions.md). */
 static int wait_restarts(const sigset_t *callermask)
 {
     for (int sig = 1; sig < NSIG; sig++) {
         struct sigaction sa;
-        if (sig == SIGKILL || sig == SIGSTOP || sig == SIGSEGV || sig == SIGBUS ||
+        if (sig == SIGKILL || sig == SIGSTOP || sig == SIGSEGV || sig == SIGBUS || sig == US_INTR_SIG ||
             sigismember(callermask, sig) == 1 || sigaction(sig, NULL, &sa) != 0)
             continue;
         if (!(sa.sa_flags & SA_SIGINFO) &&
