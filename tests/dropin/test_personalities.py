@@ -97,3 +97,95 @@ def test_async_thread_parks_until_a_signal(builder, backend, pers):
     r = run(exe, "thread", backend=backend, preload=True)
     assert (r.returncode, r.stderr) == (0, "")
     assert r.stdout == "async_thread: -1 EINTR\nasync_thread (SA_RESTART): -1 EINTR\n"
+
+
+# ---- SYSLET_COMPAT_ABI: which 2007 numbers are syslet calls --------------------------
+
+PROBES = [(280, "v5 async_exec"), (281, "v5 async_wait"), (282, "v5 umem_add"), (283, "v5 async_thread"),
+          (286, "v6 async_exec"), (287, "v6 async_wait"), (288, "v6 umem_add"), (289, "v6 async_thread"),
+          (286, "v7 indirect"), (287, "v7 syslet_ring_wait")]
+
+
+@pytest.mark.parametrize("linked", [False, True], ids=["preload", "linked"])
+@pytest.mark.parametrize("abi", [None, "v1", "v5", "v6", "v7"])
+def test_historical_numbers_are_served_only_under_the_matching_abi(builder, backend, abi, linked):
+    """Unset or v1: 280-289 all reach the kernel as today's calls (280 is
+    utimensat, ...); v5: 280-283 are v5's calls; v6: 286-289 v6's; v7: 286
+    and 287 are indirect and syslet_ring_wait (288, 289 stay accept4 and
+    signalfd4).  The project's numbers are served under every value."""
+    exe = builder.build(src("abi_env.c"), linked=linked)
+    r = run(exe, backend=backend, preload=not linked, env={"SYSLET_COMPAT_ABI": abi} if abi else None)
+    assert (r.returncode, r.stderr) == (0, "")
+    want = "".join(f"{nr} {what}: {int(abi is not None and what.startswith(abi))}\n" for nr, what in PROBES)
+    want += "1012 umem_add: 1\n1030 indirect: 1\n1020 async_exec: 1\n"
+    assert r.stdout == want
+
+
+HELLO = """\
+#include <stdio.h>
+int main(void) { printf("main ran\\n"); return 0; }
+"""
+
+
+@pytest.mark.parametrize("linked", [False, True], ids=["preload", "linked"])
+@pytest.mark.parametrize("value", ["v2", "v8", "5", "V5", "v5 ", " v5", "", "v5,v6", "v1v5", "none"])
+def test_an_invalid_syslet_compat_abi_stops_the_program_at_load(builder, backend, value, linked):
+    """Never a guess: one line on stderr naming the valid values, a non-zero
+    exit, and main() never runs."""
+    exe = builder.build(HELLO, linked=linked, name="hello")
+    if linked:
+        exe = builder.build(HELLO.replace("int main", "void umem_add(void);\nvoid *keep = umem_add;\nint main"),
+                            linked=True, name="hello_linked")
+    r = run(exe, backend=backend, preload=not linked, env={"SYSLET_COMPAT_ABI": value})
+    assert r.returncode != 0
+    assert r.stdout == ""
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and r.stderr.endswith("\n"), r.stderr
+    assert "SYSLET_COMPAT_ABI" in lines[0]
+    for v in ("v1", "v5", "v6", "v7"):
+        assert v in lines[0]
+
+
+@pytest.mark.parametrize("value", ["v1", "v5", "v6", "v7"])
+def test_the_valid_values_start_the_program(builder, backend, value):
+    exe = builder.build(HELLO, linked=False, name="hello")
+    r = run(exe, backend=backend, preload=True, env={"SYSLET_COMPAT_ABI": value})
+    assert (r.returncode, r.stdout, r.stderr) == (0, "main ran\n", "")
+
+
+# ---- legacy programs, built unmodified with their own 2007 headers ------------------------
+
+LEGACY = {
+    "v5": ("fio_v5.c", "batches 16 of 8 pread64 atoms: verified 128, errors 0\n"
+                       "pipe batch: async 1, data 0123456789abcdef, errors 0\n"
+                       "umem_add: 42\n"
+                       "new_thread_stack kept: 1 (stacks allocated 2)\n"),
+    "v7": ("fio_v7.c", "16 x 6 pread64 through indirect: verified 96, errors 0\n"
+                       "pipe reads: pending 3, the three pieces: 1, errors 0 0 0\n"
+                       "short read: resid 2, error (from errno) 132\n"),
+}
+LEGACY["v6"] = ("fio_v6.c", LEGACY["v5"][1])
+
+
+@pytest.mark.parametrize("abi", ["v5", "v6", "v7"])
+def test_a_legacy_program_runs_under_ld_preload_with_its_abi(builder, backend, tmp_path, abi):
+    """fio's syslet-rw engine of that kernel in miniature, with the 2007
+    x86_64 numbers compiled in (its own #define __NR_async_exec 280 ...)."""
+    source, want = LEGACY[abi]
+    exe = builder.build(src(os.path.join("legacy", source)), linked=False)
+    r = run(exe, tmp_path / "data", backend=backend, preload=True, env={"SYSLET_COMPAT_ABI": abi})
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout == want
+
+
+@pytest.mark.parametrize("abi", ["v5", "v6", "v7"])
+@pytest.mark.parametrize("env", [None, "v1", "other"])
+def test_a_legacy_program_without_its_abi_only_sees_todays_calls(builder, backend, tmp_path, abi, env):
+    """Without SYSLET_COMPAT_ABI (or with another personality) its numbers
+    reach the kernel as today's calls: the start-up probe fails cleanly."""
+    source, _ = LEGACY[abi]
+    exe = builder.build(src(os.path.join("legacy", source)), linked=False)
+    value = {"v5": "v7", "v6": "v5", "v7": "v6"}[abi] if env == "other" else env
+    r = run(exe, tmp_path / "data", backend=backend, preload=True,
+            env={"SYSLET_COMPAT_ABI": value} if value else None)
+    assert (r.returncode, r.stdout, r.stderr) == (1, "fio: syslets do not appear to work\n", "")
