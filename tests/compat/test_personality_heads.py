@@ -474,3 +474,42 @@ def test_async_thread_parks_until_a_signal(engine_heads):
 def test_async_thread_unreadable_head_is_efault(heads, pages):
     for where in ("NULL", "freed", "kernel_half"):
         assert errno_of(heads.engine.async_thread, 0, wild(where, pages)) == errno.EFAULT
+
+
+def test_v1_unregister_drains_only_the_v1_heads_syslets(engine_heads):
+    """A context serves all personalities at once (the drop-in has one per
+    process).  async_unregister waits for the syslets of its own head
+    (SYSLET_SPEC 5), not for an entry of another head's full ring nor for a
+    v7 call that is still pending."""
+    import compat.v7
+    from personality_lib import Ring7
+    heads = engine_heads
+    e = heads.engine
+    v1ring = heads.keep((ctypes.c_uint64 * 4)())
+    e.register(addr(v1ring), 32)
+    h = heads.head(slots=1)
+    h.ring[0] = 0x1111                          # full, not consumed yet
+    a, _ = getpid_atom(heads, SYSLET_ASYNC)
+    before = heads.counters()["ring_full_waits"]
+    assert heads.exec(a, h) == 0
+    assert wait_until(lambda: heads.counters()["ring_full_waits"] > before, 10)
+    p = Pipe()
+    try:
+        ring7 = heads.keep(Ring7(2))
+        regs = compat.v7.indirect_registers(0, p.r, addr(heads.keep(ctypes.create_string_buffer(4))), 4)
+        params = compat.v7.indirect_params()
+        params.syslet = compat.v7.syslet_args(ring7.addr, 1, compat.v7.syslet_frame(1, 1))
+        assert errno_of(e.indirect, addr(regs), addr(params), 32, 0) == compat.v7.ESYSLETPENDING
+        from compat import syslet_uatom
+        v1atom = heads.keep(syslet_uatom())
+        set_atom(v1atom, NR["getpid"], flags=SYSLET_ASYNC)
+        assert e.exec(addr(v1atom)) == 0
+        assert e.unregister(addr(v1ring), 32, timeout=10) == 0
+        assert list(v1ring) == [addr(v1atom), 0, 0, 0]
+        assert list(h.ring) == [0x1111] and ring7.mem.kernel_head == 0     # still waiting
+    finally:
+        os.write(p.w, b"done")
+        h.ring[0] = 0
+        assert heads.wait(h, 1, 0)
+        assert wait_until(lambda: ring7.mem.kernel_head == 1, 10)
+        p.close()
