@@ -164,6 +164,19 @@ int sl_register(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, uint64_t m
     return 0;
 }
 
+/* Syslets of the registered head in flight, or their entries still
+ * queued: what async_unregister waits for (the later personalities' heads
+ * and rings are not its). */
+static int v1_pending(const struct sl_ctx *c)
+{
+    if (c->inflight_v1)
+        return 1;
+    for (unsigned i = 0; i < c->pubq_n; i++)
+        if (c->pubq[(c->pubq_head + i) % c->pubq_cap].abi == SL_ABI_V1)
+            return 1;
+    return 0;
+}
+
 int sl_unregister(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, int64_t timeout_ns)
 {
     pthread_mutex_lock(&c->mu);
@@ -178,12 +191,11 @@ int sl_unregister(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, int64_t 
         dl.tv_nsec += timeout_ns % 1000000000;
         if (dl.tv_nsec >= 1000000000) { dl.tv_sec++; dl.tv_nsec -= 1000000000; }
     }
-    /* Drain: every in-flight syslet completes and is published. */
-    while (c->inflight || c->pubq_n) {
+    /* Drain: every in-flight syslet of this head completes and is published. */
+    while (v1_pending(c)) {
         pthread_cond_signal(&c->dcv);
         if (timeout_ns >= 0) {
-            if (pthread_cond_timedwait(&c->cv, &c->mu, &dl) == ETIMEDOUT &&
-                (c->inflight || c->pubq_n)) {
+            if (pthread_cond_timedwait(&c->cv, &c->mu, &dl) == ETIMEDOUT && v1_pending(c)) {
                 pthread_mutex_unlock(&c->mu);
                 return -ETIME;
             }

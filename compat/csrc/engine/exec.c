@@ -53,11 +53,13 @@ static struct syslet *start_syslet(struct sl_ctx *c, uint64_t atom, int64_t *err
         s->async = 1;
         s->force_async = 1;
         c->inflight++;
+        c->inflight_v1 += abi == SL_ABI_V1;
         c->cnt.syslets_async++;
         int r = ensure_driver(c);
         if (r) {
             syslet_free(c, s);
             c->inflight--;
+            c->inflight_v1 -= abi == SL_ABI_V1;
             *err = r;
             return NULL;
         }
@@ -168,6 +170,7 @@ static int64_t settle(struct sl_ctx *c, struct syslet *s)
     s->async = 1;
     s->handoff = 0;
     c->inflight++;
+    c->inflight_v1 += s->abi == SL_ABI_V1;
     c->cnt.syslets_async++;
     if (s->state == ST_READY)
         queue_ready(c, s);

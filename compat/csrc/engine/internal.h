@@ -133,6 +133,7 @@ struct sl_ctx {
     uint32_t *free_ids;
     uint32_t nfree;
     unsigned inflight;          /* async syslets not yet finished */
+    unsigned inflight_v1;       /* of those, the registered head's (what unregister drains) */
     struct syslet *ready_head, *ready_tail;
     struct pubent *pubq;        /* finished syslets waiting for a ring slot */
     unsigned pubq_cap, pubq_head, pubq_n;

@@ -226,6 +226,7 @@ static void finish(struct sl_ctx *c, struct syslet *s)
         enqueue_publish(c, s->abi, s->final, s->head, 0);
     }
     c->inflight--;
+    c->inflight_v1 -= s->abi == SL_ABI_V1;
     syslet_free(c, s);
     pthread_cond_broadcast(&c->cv);
 }
