@@ -300,3 +300,36 @@ def test_an_atom_ends_at_its_first_null_arg_ptr(executor, pages, ncells):
             ctypes.c_uint64.from_address(at + 8 * i).value = w
         assert r.engine.exec(at) == at
         assert ret.value == os.getpid()
+
+
+@pytest.mark.parametrize("bad_ret", [0x10, 0x8, 0xFF8, 0x1000, 0xFFFF800000000000],
+                         ids=["0x10", "0x8", "0xff8", "0x1000", "kernel"])
+@pytest.mark.parametrize("first", [True, False], ids=["first", "second"])
+def test_an_unwritable_ret_ptr_ends_a_linked_segment_there(executor, bad_ret, first):
+    """SYSLET_SPEC 2.4: the atom whose result cannot be stored is final --
+    the atoms after it must not run, also when they would have been linked
+    behind it in one io_uring segment (writes to pipes).  Page 0 too, also
+    as the segment's first atom (found by the differential test)."""
+    r, w = os.pipe()
+    r2, w2 = os.pipe()
+    try:
+        with Raw(executor) as raw:
+            a = raw.atoms(3)
+            buf = raw.buf(4)
+            buf.raw = b"abcd"
+            fd, fd2, b, n = raw.cell(w), raw.cell(w2), raw.cell(addr(buf)), raw.cell(4)
+            ret0, ret2 = raw.cell(SENTINEL), raw.cell(SENTINEL)
+            chain = a[1:] if first else a
+            if not first:
+                set_atom(a[0], NR["write"], (fd, b, n), ret=ret0, next=a[1])
+            set_atom(a[1], NR["write"], (fd, b, n), ret=bad_ret, next=a[2])
+            set_atom(a[2], NR["write"], (fd2, b, n), ret=ret2)
+            assert raw.run(chain[0]) == addr(a[1])
+            assert ret2.value == SENTINEL
+            assert os.read(r, 100) == (b"abcd" if first else b"abcdabcd")
+            os.set_blocking(r2, False)
+            with pytest.raises(BlockingIOError):
+                os.read(r2, 100)                # the last never ran
+    finally:
+        for f in (r, w, r2, w2):
+            os.close(f)
