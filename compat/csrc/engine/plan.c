@@ -190,7 +190,8 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
     outs.n = 0;
     outs.allfree = !(first->flags & F_STOP_MASK);
     int allpread = first->nr == 17, grouped = 0;
-    uint64_t wpage = 0;             /* a page a ret cell was just written on */
+    uint64_t wpage = UINT64_MAX;    /* a page a ret cell was just probed on (none yet:
+                                       not 0, the page of NULL + small offsets) */
     uint64_t seen[2 * SL_MAXSEG];   /* atom addresses, once n reaches SEEN_SCAN */
     seg[n++] = *first;
     outs_member(&outs, first);
