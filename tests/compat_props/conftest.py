@@ -10,7 +10,8 @@ import os
 
 import pytest
 
-_STATS = {"programs": 0, "executions": 0, "batches": 0, "async": 0, "atoms": 0}
+_STATS = {"programs": 0, "executions": 0, "batches": 0, "async": 0, "atoms": 0,
+          "v5": 0, "v6": 0, "v7": 0, "v7_calls": 0, "v7_pending": 0}
 _COUNT_FILE = os.path.join(os.path.dirname(__file__), ".last_count")
 
 
@@ -21,11 +22,12 @@ def props_stats():
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not _STATS["programs"]:
+    if not (_STATS["programs"] or _STATS["v7"]):
         return
-    line = ("syslet differential: {programs} random programs ({atoms} atoms) run on "
-            "{executions} executor runs, {batches} exec_many batches, {async} went async"
-            .format(**_STATS))
+    line = ("syslet differential: {programs} random programs ({atoms} atoms; {v5} as v5 and "
+            "{v6} as v6 syslets) run on {executions} executor runs, {batches} exec_many batches, "
+            "{async} went async; v7: {v7} sequences of {v7_calls} indirect calls, {v7_pending} "
+            "pending".format(**_STATS))
     terminalreporter.write_line(line)
     try:
         with open(_COUNT_FILE, "w") as f:

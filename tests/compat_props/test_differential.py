@@ -29,18 +29,32 @@ produced by the program itself or the harness (fd cells are written by nothing
 else), counts are bounded far below the 64 KiB buffers, at most one byte is
 read into a word cell, paths always stay relative to the scratch directory.
 
-``SYSLET_PROPS_EXAMPLES`` scales the run (examples of the single-program test;
-the exec_many test runs a third as many).  ``SYSLET_PROPS_SEED`` replaces the
+The personality axis (LATER_ABIS.md): single programs run as v1 syslets
+(a registered ring), as v5 syslets (the same 88-byte atoms, a head named in
+the call, whose ring is filled through its kernel_ring_idx, started at a
+random value and sometimes at a slot the program has not consumed yet: the
+entry waits for it) and as v6 syslets (the same program laid out in 80-byte
+atoms: SKIP_TO_NEXT_ON_STOP and the self-modifying programs' computed jumps
+go 80 bytes, a result stored over an atom's first word rewrites its u32
+flags and nr).  v7 has its own test below: random sequences of indirect
+calls, by value, on every executor.
+
+``SYSLET_PROPS_EXAMPLES`` scales the run (examples of the v1 single-program
+test; the exec_many test runs a third as many, v5 and v6 half as many, v7
+a quarter).  ``SYSLET_PROPS_SEED`` replaces the
 fixed (derandomized) example sequence with a seeded random one;
 ``SYSLET_PROPS_NO_SHRINK=1`` reports the first failing program unshrunk.  The count of
 programs run is printed at the end of the session and written to
 ``tests/compat_props/.last_count``.
 """
+import ctypes
+import errno
 import fcntl
 import os
 import random
 import shutil
 import stat
+import struct
 import time
 
 import pytest
@@ -55,6 +69,8 @@ from compat._syscalls import NR
 
 EXAMPLES = int(os.environ.get("SYSLET_PROPS_EXAMPLES", "400"))
 BATCH_EXAMPLES = max(1, EXAMPLES // 3)
+HEAD_EXAMPLES = max(1, EXAMPLES // 2)          # per personality v5, v6
+V7_EXAMPLES = max(1, EXAMPLES // 4)
 _SEED = os.environ.get("SYSLET_PROPS_SEED")
 
 BUF = 1 << 16           # data buffers: far larger than any count a program can build
@@ -73,6 +89,19 @@ STOP_BITS = (SYSLET_STOP_ON_NONZERO, SYSLET_STOP_ON_ZERO, SYSLET_STOP_ON_NEGATIV
              SYSLET_STOP_ON_NON_POSITIVE)
 OPEN_FLAGS = (os.O_RDONLY, os.O_WRONLY, os.O_RDWR)
 EXECUTORS = ("reference", "io_uring", "threadpool")
+
+
+class Layout:
+    """Where an atom personality keeps its fields (offsets in bytes)."""
+
+    def __init__(self, size, ret, nxt, args, narrow):
+        self.size, self.ret, self.next, self.args, self.narrow = size, ret, nxt, args, narrow
+        self.field = {"flags": 0, "next": nxt}
+
+
+#: v1 and v5: 88-byte native atoms; v6: 80 bytes, flags and nr u32.
+LAYOUTS = {1: Layout(88, 16, 24, 32, False), 5: Layout(88, 16, 24, 32, False),
+           6: Layout(80, 8, 16, 24, True)}
 FLAG_NAMES = {SYSLET_ASYNC: "ASYNC", SYSLET_SYNC: "SYNC", SYSLET_NO_COMPLETE: "NOCOMP",
               SYSLET_STOP_ON_NONZERO: "NZ", SYSLET_STOP_ON_ZERO: "Z", SYSLET_STOP_ON_NEGATIVE: "NEG",
               SYSLET_STOP_ON_NON_POSITIVE: "NP", SYSLET_SKIP_TO_NEXT_ON_STOP: "SKIP"}
@@ -98,7 +127,8 @@ def _seeded(f):
 # ---------------------------------------------------------------------------
 # An argument is ('const', int) | ('var', cell) (passed by pointer: read when
 # the atom runs) | ('addr', (name, offset)) (the address of a cell or buffer, a
-# constant) | ('atom', (j, offset)) (an address inside atom j) | ('path', file)
+# constant) | ('atom', (j, field)) (the address of atom j's 'flags' or 'next'
+# field in the personality's layout) | ('path', file)
 # (the absolute path in the executor's directory) | ('raw', bytes) (copied
 # NUL-terminated into the arena; its address).  Cells: F0..F2 fds, C0..C2
 # counts/offsets, K0..K1 loop counters, D a directory fd, R<i> atom i's fresh
@@ -118,7 +148,7 @@ class ASpec:
             if k == "addr":
                 return f"&{v[0]}" + (f"+{v[1]}" if v[1] else "")
             if k == "atom":
-                return f"&atom{v[0]}+{v[1]}"
+                return f"&atom{v[0]}.{v[1]}"
             return repr(v) if k in ("path", "raw") else str(v)
         fl = "|".join(n for bit, n in FLAG_NAMES.items() if self.flags & bit)
         ret = "" if self.ret is None else f"{a(self.ret) if isinstance(self.ret, tuple) else self.ret} = "
@@ -134,9 +164,12 @@ class Program:
         self.fd_modes = fd_modes            # exec_many: harness-opened fds [(file, flags)]
         self.path0 = path0                  # initial contents of the path buffer P
         self.budget, self.max_threads, self.ring_slots = 0, -1, 256     # per context
+        self.abi = 1
+        self.kri, self.prefill = 0, False   # v5/v6: the head's kernel_ring_idx, slot taken
 
     def __repr__(self):
-        lines = [f"Program(budget={self.budget}, max_threads={self.max_threads}, "
+        lines = [f"Program(abi=v{self.abi}, kri={self.kri}, prefill={self.prefill}, "
+                 f"budget={self.budget}, max_threads={self.max_threads}, "
                  f"ring_slots={self.ring_slots}, files={ {k: len(v) for k, v in self.files.items()} }, "
                  f"C={self.c_init}, K={self.k_init}, F={self.f_init}, fd_modes={self.fd_modes}, "
                  f"P={self.path0!r})"]
@@ -276,7 +309,7 @@ def _atom(draw, i, allow_fd_ops):
 
 
 @st.composite
-def programs(draw, allow_fd_ops=True):
+def programs(draw, allow_fd_ops=True, abi=1):
     rng = random.Random(draw(st.integers(0, 2**32 - 1)))
     files = {}
     for name in FILES:
@@ -372,20 +405,21 @@ def programs(draw, allow_fd_ops=True):
             continue
         what = draw(st.integers(0, 3))
         if what == 0:       # one file byte becomes atom j's flags
-            atoms[i] = ASpec("read", [_fd(draw), ("atom", (j, 0)), ("const", 1)],
+            atoms[i] = ASpec("read", [_fd(draw), ("atom", (j, "flags")), ("const", 1)],
                              f"R{i}" if _chance(draw, 50) else None, draw(_flags()))
         elif what == 1:     # flip stop bits by adding (may leave the flag range: EINVAL)
-            inc = draw(st.sampled_from((8, 16, 32, 64, 128, 256, -8)))
-            atoms[i] = ASpec("umem_add", [("atom", (j, 0)), ("const", inc)], f"R{i}", draw(_flags()))
+            # (not -8 on v6: a borrow from its u32 flags would change nr to any call)
+            inc = draw(st.sampled_from((8, 16, 32, 64, 128, 256) + ((-8,) if abi != 6 else ())))
+            atoms[i] = ASpec("umem_add", [("atom", (j, "flags")), ("const", inc)], f"R{i}", draw(_flags()))
         elif what == 2 and atoms[i].op in ("read", "pread64", "write", "pwrite64", "getpid"):
-            atoms[i].ret = ("atom", (j, 0))     # a result becomes atom j's flags
+            atoms[i].ret = ("atom", (j, "flags"))   # a result becomes atom j's flags (v6: and nr)
         elif what == 3 and not loops and nexts[j] + shifted[j] < n:
             # next += 88 * k: a computed jump to a later atom (loop-free only,
             # so it happens at most once and stays inside the program).  No
             # result cell: the new value is an address, different per context.
             k = draw(st.integers(1, n - nexts[j] - shifted[j]))
             shifted[j] += k
-            atoms[i] = ASpec("umem_add", [("atom", (j, 24)), ("const", ATOM_SIZE * k)], None,
+            atoms[i] = ASpec("umem_add", [("atom", (j, "next")), ("const", LAYOUTS[abi].size * k)], None,
                              draw(_flags()))
     if _chance(draw, 10):   # a bad argument, result or next pointer
         i = draw(st.integers(0, n - 1))
@@ -414,9 +448,14 @@ def _context_params(draw):
 
 
 @st.composite
-def single_programs(draw):
-    prog = draw(programs())
+def single_programs(draw, abi=1):
+    prog = draw(programs(abi=abi))
     prog.budget, prog.max_threads, prog.ring_slots = _context_params(draw)
+    prog.abi = abi
+    if abi != 1:
+        n = prog.ring_slots
+        prog.kri = draw(st.sampled_from((0, 0, n - 1, n, 3 * n + 1, (1 << 64) - 1)))
+        prog.prefill = _chance(draw, 15)
     return prog
 
 
@@ -441,14 +480,36 @@ class Executor:
         self.ctx = Context(backend=kind, ring_slots=prog.ring_slots, max_threads=prog.max_threads)
         self.bufsets = [{"B0": self.ctx.buffer(BUF), "B1": self.ctx.buffer(BUF),
                          "S": self.ctx.buffer(256), "P": self.ctx.buffer(16)} for _ in range(MAX_BATCH)]
+        # v5/v6: the head named in every call, and its ring
+        self.abi = prog.abi
+        self.ahu = self.ctx.buffer(64, align=8)
+        self.hring = self.ctx.buffer(8 * prog.ring_slots, align=8)
 
     def warm_up(self):
         """Starts every pool worker: an io_uring engine's workers each own a
         ring fd, which must not appear while a program runs (fd numbers would
         no longer line up).  A batch of jobs spawns all of them at once; their
-        rings are made by the workers themselves, so wait until they exist."""
+        rings are made by the workers themselves, so wait until they exist.
+        The low fd numbers are held meanwhile, so that the rings land above
+        any fd a program gets: idle workers leave after 100 ms, closing their
+        rings, and the holes must not be where a program's next fd goes."""
         if self.kind != "io_uring":
             return
+        low = []
+        top = max(_fd_table()) + 64
+        while True:
+            fd = os.open(os.devnull, os.O_RDONLY)
+            if fd >= top:
+                os.close(fd)
+                break
+            low.append(fd)
+        try:
+            self._warm_up()
+        finally:
+            for fd in low:
+                os.close(fd)
+
+    def _warm_up(self):
         rings = _count_rings()
         ts = self.ctx.buffer(16)
         ts.write((1_000_000).to_bytes(8, "little"), 8)
@@ -462,10 +523,12 @@ class Executor:
         deadline = time.monotonic() + 10
         while pending and time.monotonic() < deadline:
             pending -= len(self.ctx.wait(1, timeout=1))
-        workers = self.ctx.engine.threads() - 1         # minus the driver
-        while _count_rings() < rings + workers and time.monotonic() < deadline:
+        assert not pending, "pool warm-up did not finish"
+        # (asked again each time: on a loaded machine a worker may already
+        # have left, idle for 100 ms, and taken its ring with it)
+        while _count_rings() < rings + self.ctx.engine.threads() - 1:      # minus the driver
+            assert time.monotonic() < deadline, "pool warm-up did not finish"
             time.sleep(0.0002)
-        assert not pending and _count_rings() >= rings + workers, "pool warm-up did not finish"
 
     def set_budget(self, n):
         if self.kind == "reference":
@@ -498,8 +561,12 @@ def _fd_table():
     return out
 
 
+RING_FD = "anon_inode:[io_uring]"
+
+
 def _count_rings():
-    return sum(1 for t in _fd_table().values() if t == "anon_inode:[io_uring]")
+    return sum(1 for t in _fd_table().values() if t == RING_FD)
+
 
 
 def _poke_word(addr, v):
@@ -529,7 +596,8 @@ class Materialized:
         bufs["S"].write(bytes(256))
         bufs["P"].write(prog.path0 + bytes(16 - len(prog.path0)))
 
-        patches = []        # (cell, (j, offset)): atom addresses, known after layout
+        patches = []        # (cell, (j, field)): atom addresses, known after layout
+        lay = self.lay = LAYOUTS[prog.abi]
 
         def arg(x):
             kind, v = x
@@ -554,21 +622,33 @@ class Materialized:
             ch.atom(NR[a.op], *[arg(x) for x in a.args], ret=ret, flags=a.flags, link=False)
         for i in range(len(ch.atoms) - 1):      # the layout SKIP_TO_NEXT relies on
             assert ch.atoms[i + 1].addr == ch.atoms[i].addr + ATOM_SIZE, "atoms not contiguous"
-        for a, atom in zip(prog.atoms, ch.atoms):
-            atom.next = ch.atoms[a.next] if a.next is not None else None
+        if lay.narrow:
+            # v6: the same atoms (their cells made by the builder) written
+            # again in the 80-byte layout, contiguous; the builder's stay unused
+            block = ctx.buffer(lay.size * len(ch.atoms), align=8)
+            self.addrs = [block.addr + lay.size * i for i in range(len(ch.atoms))]
+            for atom, at in zip(ch.atoms, self.addrs):
+                w = struct.unpack("<11Q", _core.peek(atom.addr, 88))
+                _core.poke(at, struct.pack("<IIQQ6QQ", w[0], w[1], w[2], 0, *w[4:10], 0))
+        else:
+            self.addrs = [atom.addr for atom in ch.atoms]
+        ad = self.addrs
+        for i, a in enumerate(prog.atoms):
+            _poke_word(ad[i] + lay.next, ad[a.next] if a.next is not None else 0)
             if isinstance(a.ret, tuple):        # a result cell inside an atom
-                j, off = a.ret[1]
-                _poke_word(atom.addr + 16, ch.atoms[j].addr + off)
+                j, field = a.ret[1]
+                _poke_word(ad[i] + lay.ret, ad[j] + lay.field[field])
             if a.fault == ("ret",):
-                _poke_word(atom.addr + 16, BAD_PTR)
+                _poke_word(ad[i] + lay.ret, BAD_PTR)
             elif a.fault == ("next",):
-                _poke_word(atom.addr + 24, BAD_PTR)
+                _poke_word(ad[i] + lay.next, BAD_PTR)
             elif a.fault:
-                _poke_word(atom.addr + 32 + 8 * a.fault[1], BAD_PTR)
-        for cell, (j, off) in patches:
-            cell.value = ch.atoms[j].addr + off
+                _poke_word(ad[i] + lay.args + 8 * a.fault[1], BAD_PTR)
+        for cell, (j, field) in patches:
+            cell.value = ad[j] + lay.field[field]
         self.chain = ch
-        self.index = {atom.addr: i for i, atom in enumerate(ch.atoms)}
+        self.head = ad[0]
+        self.index = {at: i for i, at in enumerate(ad)}
 
     def idx(self, atom):
         if atom is None:
@@ -576,9 +656,15 @@ class Materialized:
         addr = atom if isinstance(atom, int) else atom.addr
         return self.index.get(addr, f"foreign 0x{addr:x}")
 
-    def next_idx(self, atom):
-        w = _core.peek_word(atom.addr + 24) & 0xFFFFFFFFFFFFFFFF
-        return self.idx(w) if w not in (0, BAD_PTR) else w
+    def atom_state(self, i):
+        """(flags, nr, next as an index): atoms may rewrite atoms."""
+        at = self.addrs[i]
+        if self.lay.narrow:
+            flags, nr = struct.unpack("<II", _core.peek(at, 8))
+        else:
+            flags, nr = struct.unpack("<QQ", _core.peek(at, 16))
+        w = struct.unpack("<Q", _core.peek(at + self.lay.next, 8))[0]
+        return flags, nr, self.idx(w) if w not in (0, BAD_PTR) else w
 
 
 def _write_files(d, files):
@@ -607,16 +693,16 @@ def _state(ex, mats, dirs, before, extra_fds):
         s[f"stat{p}"] = (int.from_bytes(st_buf[16:24], "little"), int.from_bytes(st_buf[24:28], "little"),
                          int.from_bytes(st_buf[48:56], "little"))
         s[f"bufs{p}"] = (m.bufs["B0"].read(), m.bufs["B1"].read(), m.bufs["P"].read())
-        # Atoms may rewrite atoms: their flags and next (as an index) at the end
-        s[f"atoms{p}"] = [(a.flags, m.next_idx(a)) for a in m.chain.atoms]
+        # Atoms may rewrite atoms: their flags, nr and next (as an index) at the end
+        s[f"atoms{p}"] = [m.atom_state(i) for i in range(len(m.addrs))]
     s["files"] = [_snapshot_files(d) for d in dirs]
     after = _fd_table()
-    gone = {fd: t for fd, t in before.items() if fd not in after and fd not in extra_fds}
+    gone = {fd: t for fd, t in before.items() if fd not in after and fd not in extra_fds and t != RING_FD}
     assert not gone, f"{ex.kind}: fds the program did not own were closed: {gone}"
     fds = {}
     for fd, target in sorted(after.items()):
-        if fd in before and before[fd] == target and fd not in extra_fds:
-            continue
+        if (fd in before and before[fd] == target and fd not in extra_fds) or target == RING_FD:
+            continue        # (an engine's pool worker: they come and go)
         where = next((p for p, d in enumerate(dirs) if target.startswith(d + os.sep)), None)
         assert where is not None, f"{ex.kind}: an fd appeared that no program opened: {fd} -> {target}"
         try:
@@ -631,7 +717,7 @@ def _state(ex, mats, dirs, before, extra_fds):
 
 def _close_new(before):
     for fd, target in _fd_table().items():
-        if before.get(fd) != target:
+        if before.get(fd) != target and target != RING_FD:
             try:
                 os.close(fd)
             except OSError:
@@ -652,6 +738,58 @@ def _collect_async(ex, expect, deadline=ASYNC_DEADLINE):
     return ring + ex.ctx.reap()
 
 
+class HeadRing:
+    """A v5/v6 head and its ring in an executor's context: set up, exec,
+    and reaping the ring the way fio did (slot at user_ring_idx, NULL it)."""
+
+    MARK = 0x1                  # an entry the program has not consumed yet
+
+    def __init__(self, ex, prog):
+        self.ex, self.n = ex, prog.ring_slots
+        self.ring, self.ahu = ex.hring.addr, ex.ahu.addr
+        self.k0 = prog.kri
+        self.user = prog.kri % self.n
+        _core.poke(self.ring, bytes(8 * self.n))
+        _core.poke(self.ahu, struct.pack("<8Q", prog.kri, self.user, self.ring, 8 * self.n, 0, 0, 1, 0))
+        self.marked = prog.prefill
+        if self.marked:
+            _poke_word(self.ring + 8 * self.user, self.MARK)
+
+    def exec(self, m):
+        return self.ex.ctx.engine.exec_head(self.ex.abi, m.head, self.ahu)
+
+    def kri(self):
+        return _core.peek_word(self.ahu) & 0xFFFFFFFFFFFFFFFF
+
+    def reap(self):
+        out = []
+        while True:
+            at = self.ring + 8 * self.user
+            v = _core.peek_word(at) & 0xFFFFFFFFFFFFFFFF
+            if not v or v == self.MARK:
+                return out
+            _poke_word(at, 0)
+            out.append(v)
+            self.user = (self.user + 1) % self.n
+
+    def collect(self, expect, deadline=ASYNC_DEADLINE):
+        """As _collect_async; a slot the program had not consumed is
+        consumed once the syslet finished (its entry waits until then)."""
+        ex = self.ex
+        end = time.monotonic() + deadline
+        while ex.inflight() and time.monotonic() < end:
+            time.sleep(0.0003)
+        if self.marked:
+            _poke_word(self.ring + 8 * self.user, 0)
+        ring = self.reap()
+        while (ex.inflight() or len(ring) < expect) and time.monotonic() < end:
+            time.sleep(0.0003)
+            ring += self.reap()
+        assert not ex.inflight(), f"{ex.kind}: syslets still in flight after {deadline}s"
+        time.sleep(0.002)
+        return ring + self.reap()
+
+
 def _run(ex, progs, base, batch, ref=None):
     """Runs the programs (one exec, or one exec_many) on ``ex`` in fresh
     directories under ``base``.  ``ref``: the reference's run (for how many
@@ -670,8 +808,15 @@ def _run(ex, progs, base, batch, ref=None):
                 f_init = [os.open(os.path.join(d, name), fl) for name, fl in prog.fd_modes]
             mats.append(Materialized(ex, prog, d, f_init, dirfds[p] if dirfds else -1, ex.bufsets[p]))
         opened = set(_fd_table()) - set(before)
+        head = HeadRing(ex, progs[0]) if ex.abi != 1 else None
         if batch:
             res = ex.ctx.exec_many([m.chain for m in mats])
+        elif head:
+            try:
+                r = head.exec(mats[0])
+                res = [ex.ctx.atom_or_wrap(r) if r else None]
+            except OSError as e:
+                res = [e]
         else:
             try:
                 res = [ex.ctx.exec(mats[0].chain)]
@@ -690,13 +835,21 @@ def _run(ex, progs, base, batch, ref=None):
             else:
                 outcomes.append(("sync", m.idx(r)))
         went_async = any(k == "async" for k, _ in outcomes)
-        ring = _collect_async(ex, expect) if went_async else ex.ctx.reap()
+        if head:
+            ring = head.collect(expect) if went_async else head.reap()
+            if head.marked and not went_async:
+                _poke_word(head.ring + 8 * head.user, 0)
+            kri = (head.k0, head.kri())
+        else:
+            ring = _collect_async(ex, expect) if went_async else ex.ctx.reap()
+            kri = None
         ring_idx = []
         for entry in ring:
             addr = entry if isinstance(entry, int) else entry.addr
             who = [(p, m.index[addr]) for p, m in enumerate(mats) if addr in m.index]
             ring_idx.append(who[0] if who else f"foreign 0x{addr:x}")
         state = _state(ex, mats, dirs, before, opened)
+        state["kri"] = kri
     finally:
         _close_new(before)
         for fd in dirfds:
@@ -710,7 +863,7 @@ def _check(progs, runs):
     ref_state, ref_out, ref_ring, _ = runs["reference"]
     assert ref_ring == [], "the reference never publishes"
     assert all(k in ("sync", "error") for k, _ in ref_out), ref_out
-    sync_only = progs[0].max_threads == 0
+    sync_only = progs[0].max_threads == 0 and progs[0].abi == 1    # (the registered head's)
     for name, (state, out, ring, _) in runs.items():
         if name == "reference":
             continue
@@ -736,8 +889,15 @@ def _check(progs, runs):
                 expect_ring.append((p, rv))
         assert ring == sorted(expect_ring, key=repr), \
             f"{name}: ring entries {ring}, expected {expect_ring} (outcomes {out}, reference {ref_out})"
+        if progs[0].abi != 1:
+            # v5/v6: kernel_ring_idx read, taken modulo N, the next one stored back
+            k0, k = state["kri"]
+            n = progs[0].ring_slots
+            want = (k0 % n + len(ring)) % n if ring else k0
+            assert k == want, f"{name}: kernel_ring_idx {k} after {len(ring)} entries from {k0}, not {want}"
         for key in ref_state:
-            assert state[key] == ref_state[key], _diff(name, key, state[key], ref_state[key])
+            if key != "kri":
+                assert state[key] == ref_state[key], _diff(name, key, state[key], ref_state[key])
 
 
 def _diff(name, key, got, want):
@@ -765,12 +925,13 @@ def _run_all(progs, tmp_root, stats, batch):
     try:
         for kind in EXECUTORS:
             executors.append(Executor(kind, progs[0]))
-        for ex in executors:
-            ex.warm_up()
         runs = {}
         for ex in executors:
+            ex.warm_up()            # (io_uring: right before its run, its workers' rings high)
             runs[ex.kind] = _run(ex, progs, base, batch, runs.get("reference"))
         stats["programs"] += len(progs)
+        if progs[0].abi != 1:
+            stats[f"v{progs[0].abi}"] += 1
         stats["executions"] += len(progs) * len(executors)
         stats["atoms"] += sum(len(p.atoms) for p in progs)
         stats["async"] += sum(1 for r in runs.values() if r[3])
@@ -787,13 +948,21 @@ def tmp_root(tmp_path_factory):
     return str(tmp_path_factory.mktemp("syslet-diff"))
 
 
-@pytest.mark.timeout(max(120, EXAMPLES // 2))
-@_seeded
-@_settings(EXAMPLES)
-@given(prog=single_programs())
-def test_single_program(uring_ok, tmp_root, props_stats, prog):
-    """One random program (opening its own files) on all three executors."""
-    _run_all([prog], tmp_root, props_stats, batch=False)
+def _single_program_test(abi, examples):
+    @pytest.mark.timeout(max(120, examples // 2))
+    @_seeded
+    @_settings(examples)
+    @given(prog=single_programs(abi))
+    def test(uring_ok, tmp_root, props_stats, prog):
+        _run_all([prog], tmp_root, props_stats, batch=False)
+    test.__doc__ = (f"One random program (opening its own files) on all three executors, "
+                    f"as a v{abi} syslet.")
+    return test
+
+
+test_single_program = _single_program_test(1, EXAMPLES)
+test_single_program_v5 = _single_program_test(5, HEAD_EXAMPLES)
+test_single_program_v6 = _single_program_test(6, HEAD_EXAMPLES)
 
 
 @pytest.mark.timeout(max(120, EXAMPLES // 2))
@@ -804,3 +973,260 @@ def test_exec_many(uring_ok, tmp_root, props_stats, progs):
     """Independent programs on harness-opened fds, run together with
     exec_many: each one's state and the ring multiset must match."""
     _run_all(progs, tmp_root, props_stats, batch=True)
+
+
+# ---------------------------------------------------------------------------
+# v7: random sequences of indirect calls
+# ---------------------------------------------------------------------------
+# A call is (rax, args, how): args are tokens -- ('fd', j) harness fd j,
+# ('buf', name, offset) an address, ('const', v) -- passed by value; how says
+# what indirect() is given: a syslet submission (the ring, caller_data = the
+# call's index, a frame), a plain call (file_flags), or a broken one (flags,
+# paramslen, a zero frame, an unusable ring, unreadable registers).  Every
+# executor runs the sequence in order; a call that went async (ESYSLETPENDING)
+# is waited for before the next, so the order of effects is the same.
+
+V7_NR = {"read": 0, "write": 1, "fstat": 5, "lseek": 8, "pread64": 17, "pwrite64": 18, "dup": 32,
+         "nanosleep": 35, "getpid": 39, "socket": 41, "getppid": 110, "timerfd_create": 283,
+         "eventfd2": 290, "fork": 57, "exit": 60, "timerfd_settime": 286, "timerfd_gettime": 287}
+V7_PLAIN = ("eventfd2", "socket", "timerfd_create")
+ESYSLETPENDING = 132
+
+
+class V7Program:
+    def __init__(self, calls, files, fd_modes, elements, kh0, full):
+        self.calls, self.files, self.fd_modes = calls, files, fd_modes
+        self.elements, self.kh0, self.full = elements, kh0, full
+        self.budget, self.max_threads, self.ring_slots, self.abi = 0, -1, 4, 7
+        self.atoms = calls              # (for the statistics)
+
+    def __repr__(self):
+        lines = [f"V7Program(elements={self.elements}, kernel_head={self.kh0:#x}, full={self.full}, "
+                 f"files={ {k: len(v) for k, v in self.files.items()} }, fd_modes={self.fd_modes})"]
+        lines += [f"  {i:2d}: {c!r}" for i, c in enumerate(self.calls)]
+        return "\n".join(lines)
+
+
+def _v7_fd(draw):
+    return ("fd", draw(st.integers(0, NF - 1))) if not _chance(draw, 6) else ("const", -1)
+
+
+@st.composite
+def _v7_call(draw):
+    op = draw(st.sampled_from(("read", "pread64", "write", "pwrite64") * 3 +
+                              ("lseek", "lseek", "fstat", "getpid", "getppid", "dup", "nanosleep",
+                               "refused", "unknown", "timerfd_settime", "timerfd_gettime") +
+                              V7_PLAIN))
+    buf = ("buf", draw(st.sampled_from(("B0", "B1"))), draw(st.sampled_from((0, 1, 100, 4000))))
+    if _chance(draw, 5):
+        buf = ("const", draw(st.sampled_from(BAD_BUFS)))
+    cnt = ("const", draw(st.sampled_from((0, 1, 17, 64, 300, 1024))))
+    off = ("const", draw(st.sampled_from((0, 5, 200, 600, -1))))
+    how = "syslet"
+    if op in ("read", "write"):
+        args = (_v7_fd(draw), buf, cnt)
+    elif op in ("pread64", "pwrite64"):
+        args = (_v7_fd(draw), buf, cnt, off)
+    elif op == "lseek":
+        # beyond 2**31: the result comes back sign-extended from 32 bits
+        pos = draw(st.sampled_from((0, 7, 300, (3 << 30), (1 << 32) + 9, (1 << 31) - 1, -1)))
+        args = (_v7_fd(draw), ("const", pos), ("const", draw(st.integers(0, 3))))
+    elif op == "fstat":
+        args = (_v7_fd(draw), ("buf", "S", 0))
+    elif op == "dup":
+        args = (_v7_fd(draw),)
+    elif op in ("getpid", "getppid"):
+        args = ()
+    elif op == "nanosleep":
+        args = (("buf", "T", 0), ("const", 0))
+    elif op == "refused":
+        op = draw(st.sampled_from(("fork", "exit", 1004, 1012, 1030, 1039)))
+        args = (("const", 0),)
+    elif op == "unknown":
+        op = draw(st.sampled_from(((1 << 32) + 39, 0x40000000 + 39, (1 << 63) + 60)))
+        args = ()
+    elif op in ("timerfd_settime", "timerfd_gettime"):
+        args = (("const", -1), ("const", 0), ("buf", "S", 0), ("const", 0))
+    else:   # a plain call: a new fd, file_flags applied
+        how = "plain"
+        args = {"eventfd2": (("const", 0), ("const", 0)),
+                "socket": (("const", 1), ("const", 1), ("const", 0)),        # AF_UNIX, SOCK_STREAM
+                "timerfd_create": (("const", 1), ("const", 0))}[op]
+    if how == "syslet" and _chance(draw, 4):
+        how = "plain"           # a refused plain call
+    nr = V7_NR[op] if isinstance(op, str) else op
+    bad = None
+    if _chance(draw, 8):
+        bad = draw(st.sampled_from(("flags", "paramslen", "frame", "elements", "ring", "regs")))
+    file_flags = draw(st.sampled_from((0, os.O_CLOEXEC, os.O_NONBLOCK, os.O_CLOEXEC | os.O_NONBLOCK,
+                                       os.O_APPEND)))
+    paramslen = 32 if how == "syslet" else draw(st.sampled_from((0, 4, 4, 7, 32)))
+    return (nr, args, how, bad, file_flags, paramslen)
+
+
+@st.composite
+def v7_programs(draw):
+    rng = random.Random(draw(st.integers(0, 2**32 - 1)))
+    files = {n: rng.randbytes(draw(st.sampled_from((0, 5, 64, 300, 5000)))) for n in FILES}
+    fd_modes = [(draw(st.sampled_from(FILES)), draw(st.sampled_from((os.O_RDWR, os.O_RDONLY, os.O_WRONLY))))
+                for _ in range(NF)]
+    calls = [draw(_v7_call()) for _ in range(draw(st.integers(1, 12)))]
+    elements = draw(st.sampled_from((1, 2, 4, 8)))
+    kh0 = draw(st.sampled_from((0, 3, 0xFFFFFFFF, 0xFFFFFFFE)))
+    return V7Program(calls, files, fd_modes, elements, kh0, _chance(draw, 20))
+
+
+class V7Ring:
+    """The syslet_ring of a v7 run, and its consumer."""
+
+    def __init__(self, ex, prog):
+        self.ex, self.n = ex, prog.elements
+        self.buf = ex.ctx.buffer(16 + 16 * 8, align=8)
+        self.addr = self.buf.addr
+        tail = (prog.kh0 - (self.n if prog.full else 0)) & 0xFFFFFFFF
+        self.full = prog.full
+        _core.poke(self.addr, struct.pack("<IIII", prog.kh0, tail, self.n, 0) + b"\xee" * 128)
+
+    def header(self):
+        return struct.unpack("<IIII", _core.peek(self.addr, 16))
+
+    def take(self, deadline=ASYNC_DEADLINE):
+        """The next entry of a call that went async (the ring full at first:
+        the entries the program had not consumed are consumed once the call
+        has finished, and its entry waits until then)."""
+        ex = self.ex
+        end = time.monotonic() + deadline
+        if self.full:
+            while ex.inflight() and time.monotonic() < end:
+                time.sleep(0.0003)
+            kh, tail, _, _ = self.header()
+            _core.poke(self.addr + 4, struct.pack("<I", kh))      # consumed
+            self.full = False
+        while True:
+            kh, tail, _, _ = self.header()
+            if kh != tail:
+                break
+            assert time.monotonic() < end, f"{ex.kind}: no ring entry within {deadline}s"
+            ex.ctx.engine.ring_wait(self.addr, tail, timeout=0.05)
+        st_, cd = struct.unpack("<QQ", _core.peek(self.addr + 16 + 16 * (tail & (self.n - 1)), 16))
+        _core.poke(self.addr + 4, struct.pack("<I", (tail + 1) & 0xFFFFFFFF))
+        return st_, cd
+
+
+def _v7_run(ex, prog, base):
+    d = os.path.join(base, ex.kind)
+    _write_files(d, prog.files)
+    before = _fd_table()
+    bufs = ex.bufsets[0]
+    ctx = ex.ctx
+    rng = random.Random(repr(sorted(prog.files.items())))
+    bufs["B0"].write(rng.randbytes(1024) + bytes(BUF - 1024))
+    bufs["B1"].write(bytes(BUF))
+    bufs["S"].write(bytes(256))
+    ts = ctx.buffer(16, align=8)
+    ts.write(struct.pack("<qq", 0, 1_000_000))
+    try:
+        fds = [os.open(os.path.join(d, name), fl) for name, fl in prog.fd_modes]
+        ring = V7Ring(ex, prog)
+        regs, params = ctx.buffer(56, align=8), ctx.buffer(32, align=8)
+        out = []
+        for i, (nr, args, how, bad, file_flags, paramslen) in enumerate(prog.calls):
+            vals = []
+            for tok in args:
+                if tok[0] == "fd":
+                    vals.append(fds[tok[1]])
+                elif tok[0] == "buf":
+                    vals.append((ts.addr if tok[1] == "T" else bufs[tok[1]].addr) + tok[2])
+                else:
+                    vals.append(tok[1])
+            vals += [0] * (6 - len(vals))
+            regs.write(struct.pack("<7Q", *((v & 0xFFFFFFFFFFFFFFFF) for v in [nr] + vals)))
+            if how == "plain":
+                params.write(struct.pack("<I", file_flags) + bytes(28))
+            else:
+                params.write(struct.pack("<4Q", ring.addr, 1000 + i, 0x1000, 0x2000))
+            rp, flags = regs.addr, 0
+            if bad == "flags":
+                flags = 1
+            elif bad == "paramslen":
+                paramslen = 33
+            elif bad == "frame" and how == "syslet":
+                _core.poke(params.addr + 16, bytes(8))
+            elif bad == "elements" and how == "syslet":        # a ring of 0 elements
+                _core.poke(params.addr, struct.pack("<Q", ex.ctx.buffer(16, align=8).addr))
+            elif bad == "ring" and how == "syslet":
+                _core.poke(params.addr, struct.pack("<Q", BAD_PTR))
+            elif bad == "regs":
+                rp = BAD_PTR
+            try:
+                r = ctx.engine.indirect(rp, params.addr, paramslen, flags)
+                out.append(("ok", r))
+            except OSError as e:
+                if e.errno != ESYSLETPENDING:
+                    out.append(("err", e.errno))
+                else:
+                    st_, cd = ring.take()
+                    assert cd == 1000 + i, f"{ex.kind}: call {i}'s entry has caller_data {cd}"
+                    v = st_ - (1 << 64) if st_ >> 63 else st_
+                    out.append(("err", -v) if -4095 <= v < 0 else ("ok", v))
+                    out.append("pending")
+        assert not ex.inflight()
+        kh = ring.header()[0]
+        newfds = {}
+        for fd, target in sorted(_fd_table().items()):
+            if (fd in before and before[fd] == target) or fd in fds or target == RING_FD:
+                continue
+            newfds[fd] = (target.split(":")[0] if ":" in target else "file",
+                          fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC,
+                          fcntl.fcntl(fd, fcntl.F_GETFL) & (os.O_NONBLOCK | os.O_ACCMODE))
+        state = {
+            "bufs": (bufs["B0"].read(), bufs["B1"].read()),
+            "stat": bufs["S"].read(64)[16:32] + bufs["S"].read(64)[48:56],
+            "files": _snapshot_files(d),
+            "fds": [(os.lseek(fd, 0, os.SEEK_CUR), fcntl.fcntl(fd, fcntl.F_GETFL)) for fd in fds],
+            "newfds": newfds,
+        }
+    finally:
+        _close_new(before)
+    return out, state, kh
+
+
+def _v7_run_all(prog, tmp_root, stats):
+    base = os.path.join(tmp_root, f"v7ex{stats['v7']}")
+    executors = []
+    try:
+        for kind in EXECUTORS:
+            executors.append(Executor(kind, prog))
+        runs = {}
+        for ex in executors:
+            ex.warm_up()
+            runs[ex.kind] = _v7_run(ex, prog, base)
+        stats["v7"] += 1
+        stats["v7_calls"] += len(prog.calls)
+        stats["executions"] += len(executors)
+        ref_out, ref_state, ref_kh = runs["reference"]
+        assert "pending" not in ref_out and ref_kh == prog.kh0
+        for name, (out, state, kh) in runs.items():
+            pending = out.count("pending")
+            stats["v7_pending"] += pending if name != "reference" else 0
+            got = [o for o in out if o != "pending"]
+            assert got == ref_out, (f"{name}: results {got}, the reference's {ref_out}")
+            assert kh == (prog.kh0 + pending) & 0xFFFFFFFF, f"{name}: kernel_head {kh:#x}"
+            for key in ref_state:
+                assert state[key] == ref_state[key], _diff(name, key, state[key], ref_state[key])
+    finally:
+        for ex in executors:
+            ex.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.timeout(max(120, V7_EXAMPLES))
+@_seeded
+@_settings(V7_EXAMPLES)
+@given(prog=v7_programs())
+def test_v7_indirect_sequences(uring_ok, tmp_root, props_stats, prog):
+    """Random indirect calls, by value, on all three executors: the same
+    results (synchronous, or from the ring entry of a call that went async),
+    memory, files, fd positions and new fds' flags; kernel_head advanced
+    once per pending call."""
+    _v7_run_all(prog, tmp_root, props_stats)
