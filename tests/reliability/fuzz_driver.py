@@ -1,7 +1,7 @@
 """Random-chain fuzzer for the syslet engine (run as a subprocess).
 
     python fuzz_driver.py --mode engine|raw|c --backend io_uring|threadpool
-                          [--chains N] [--seconds S] [--seed K]
+                          [--abi v1|v5|v6|v7] [--chains N] [--seconds S] [--seed K]
 
 Modes (the entry point fed with random input):
 
@@ -12,6 +12,19 @@ Modes (the entry point fed with random input):
 * ``c``: libsyslet's exported C functions through ctypes (``async_register``,
   ``async_exec``, ``async_unregister``, and ``syscall(1001, atom)`` through
   its syscall() interposer); compat is not imported in this mode.
+
+Personalities (``--abi``, LATER_ABIS.md): ``v1`` registers a head per batch
+(the default); ``v5`` and ``v6`` name a head in every exec -- up to four
+valid heads per batch, each with its ring, and broken ones (unreadable,
+ring NULL, ring_size_bytes not a multiple of 8, new_thread_stack 0) --
+with their atom layout (v6: 80 bytes, u32 flags and nr), their numbers
+(v5: 282 umem_add, 280/281/283 refused; v6: 288, 286/287/289) and SKIP by
+their atom size; in mode ``c`` the atoms lose NO_COMPLETE, so every chain
+that went async publishes exactly one entry and async_wait_v5/_v6 can wait
+for them.  ``v7`` fuzzes indirect(): random calls by value from the same
+menu, plain calls with file_flags, and broken registers, params, paramslen,
+flags, frames and rings, checked against a model of LATER_ABIS.md section
+4 (pending calls through their ring entries).  Modes engine and c.
 
 Each batch lays out up to 48 random chains in one mmap'ed arena whose
 regions are separated by PROT_NONE guard pages, runs them, drains the head
@@ -61,6 +74,10 @@ libc.syscall.restype = ctypes.c_long
 # the project's range 1000-1039 but umem_add's numbers (LATER_ABIS.md 1)
 REFUSED = (15, 56, 57, 58, 59, 60, 231, 322, 435) + tuple(
     n for n in range(1000, 1040) if n not in (1004, 1012, 1022))
+#: Numbers that run umem_add in an atom (configure() adds the personality's).
+UMEM = (1004, 1012, 1022)
+ABI = 1                         # the personality fuzzed (configure())
+FLAG_BITS = 64                  # width of an atom's flags word
 REFUSED_ERR = errno.EINVAL      # what the model expects from them (--mutate: ENOSYS)
 #: Numbers that alias dangerous calls if the engine passed them on (the
 #: kernel keeps the low 32 bits; bit 30 selects x32): must be -ENOSYS.
@@ -88,11 +105,35 @@ MENU = {
     3: ("close", (FD_BAD,), "ebadf"), 74: ("fsync", (FD_ANY,), "any"),
     75: ("fdatasync", (FD_ANY,), "any"), 8: ("lseek", (FD_ANY, OFF, WHENCE), "any"),
     5: ("fstat", (FD_ANY, BUF), "any"), 1004: ("umem_add", (UADDR, INC), "umem"),
+    1012: ("umem_add", (UADDR, INC), "umem"), 1022: ("umem_add", (UADDR, INC), "umem"),
 }
 MENU_NRS = sorted(MENU)
 FD_KINDS = (FD_R, FD_W, FD_PW, FD_ANY, FD_BAD, DIRFD)
 #: Struct sizes the kernel writes for the "buf0" calls.
 BUF0_SIZE = {63: 390, 99: 112}
+
+
+def configure(abi):
+    """Personality ``abi`` (1, 5, 6, 7): atom size, numbers, flag width."""
+    global ABI, ATOM, REFUSED, UMEM, ALIASES, FLAG_BITS, MENU_NRS
+    ABI = abi
+    extra_umem = {5: (282,), 6: (288,)}.get(abi, ())
+    extra_refused = {5: (280, 281, 283), 6: (286, 287, 289)}.get(abi, ())
+    UMEM = (1004, 1012, 1022) + extra_umem
+    REFUSED = (15, 56, 57, 58, 59, 60, 231, 322, 435) + tuple(
+        n for n in range(1000, 1040) if n not in UMEM) + extra_refused
+    for n in extra_umem:
+        MENU[n] = ("umem_add", (UADDR, INC), "umem")
+    if abi == 7:            # no atoms: umem_add's numbers are refused like the rest
+        REFUSED = (15, 56, 57, 58, 59, 60, 231, 322, 435) + tuple(range(1000, 1040))
+        UMEM = ()
+        for n in (1004, 1012, 1022):
+            del MENU[n]
+    if abi == 6:            # flags and nr are u32
+        ATOM = 80
+        FLAG_BITS = 32
+        ALIASES = tuple(a for a in ALIASES if a < 1 << 32)
+    MENU_NRS = sorted(MENU)
 
 
 def signed(v):
@@ -127,10 +168,10 @@ def raw_sys(nr, *args):
 class Arena:
     """One mapping: each region is followed by a PROT_NONE guard page."""
 
-    REGIONS = (("atoms", 11), ("ro", 2), ("cells", 8), ("rets", 1), ("paths", 3),
-               ("scratch", 4), ("ring", 1), ("ahu", 1))
-
     def __init__(self):
+        # atoms: pages that hold a whole number of atoms (88: 11 pages, 80: 10)
+        self.REGIONS = (("atoms", 11 if ATOM == 88 else 10), ("ro", 2), ("cells", 8), ("rets", 1),
+                        ("paths", 3), ("scratch", 4), ("ring", 1), ("ahu", 1))
         total = 1 + sum(n + 1 for _, n in self.REGIONS)
         base = libc.mmap(None, total * PAGE, 0, 0x22, -1, 0)     # PROT_NONE, private anon
         assert base not in (None, ctypes.c_void_p(-1).value)
@@ -159,6 +200,9 @@ class Arena:
 
 def pack_atom(flags, nr, ret, nxt, argp):
     argp = list(argp) + [0] * (6 - len(argp))
+    if ATOM == 80:          # v6: flags and nr u32, then u64s
+        return struct.pack("<IIQQ6QQ", flags & 0xFFFFFFFF, nr & 0xFFFFFFFF, ret & M64, nxt & M64,
+                           *(a & M64 for a in argp), 0)
     return struct.pack("<11Q", flags & M64, nr & M64, ret & M64, nxt & M64,
                        *(a & M64 for a in argp), 0)
 
@@ -323,7 +367,7 @@ class Chain:
         self.head = 0
 
 
-def gen_batch(world, nchains, loops, rng):
+def gen_batch(world, nchains, loops, rng, strip=0):
     """Lays out ``nchains`` random chains; returns (chains, atoms blob, cells blob,
     counters inits, head list)."""
     ar = world.ar
@@ -391,7 +435,7 @@ def gen_batch(world, nchains, loops, rng):
                 elif fc < 0.97 and i == 0:
                     flags = ASYNC | SYNC
                 else:
-                    flags = rng.getrandbits(8) | (1 << rng.randrange(8, 64))   # unknown bits
+                    flags = rng.getrandbits(8) | (1 << rng.randrange(8, FLAG_BITS))   # unknown bits
             a.flags, a.nr = flags, nr
             # ret_ptr: a unique cell mostly; NULL only where the result is not needed
             rc = rng.random()
@@ -484,6 +528,7 @@ def gen_batch(world, nchains, loops, rng):
             if ch.atoms[k - 1].flags & SKIP:
                 pass                               # SKIP lands on the pad: fine
         for a in ch.atoms:
+            a.flags &= ~strip
             off = (a.addr - ar.atoms)
             atoms_blob[off:off + ATOM] = pack_atom(a.flags, a.nr, a.ret, a.next, a.argp)
         # head
@@ -516,7 +561,10 @@ class Ctx:
 
 
 def first_errno(ch):
-    """What async_exec must fail with for this chain's head (0 = runs)."""
+    """What async_exec must fail with for this chain's head (0 = runs):
+    v5/v6's head checks come first."""
+    if getattr(ch, "head_err", 0):
+        return ch.head_err
     h = ch.head
     if h == ch.ro_atom:
         return 0
@@ -594,7 +642,7 @@ def check_chain(ch, ctx, exec_res, ring_entries, fails):
         if r is None:
             if a.flags & ~0xFF:
                 r = -errno.EINVAL
-            elif a.nr == 1004:
+            elif a.nr in UMEM:
                 addr_v = a.argv[0] if a.argp and a.argp[0] else 0
                 inc = a.argv[1] if addr_v and len(a.argp) > 1 and a.argp[1] else 0
                 if addr_v in ch.counters:
@@ -780,6 +828,37 @@ class EngineAPI:
         except OSError as ex:
             return -ex.errno
 
+    # v5/v6
+    def exec_heads(self, pairs):
+        out = []
+        for atom, ahu in pairs:
+            try:
+                out.append(self.e.exec_head(ABI, atom, ahu))
+            except OSError as ex:
+                out.append(-ex.errno)
+        return out
+
+    def drain(self, heads, waits, seconds=30):
+        end = time.monotonic() + seconds
+        while self.e.inflight():
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.0005)
+        return True
+
+    # v7
+    def indirect(self, regs, params, paramslen, flags):
+        try:
+            return self.e.indirect(regs, params, paramslen, flags)
+        except OSError as ex:
+            return -ex.errno
+
+    def ring_wait(self, ring, idx):
+        try:
+            return 0 if self.e.ring_wait(ring, idx, timeout=30) else -errno.ETIME
+        except OSError as ex:
+            return -ex.errno
+
     def close(self):
         self.e.close()
 
@@ -833,6 +912,16 @@ class CAPI:
         L.async_wait.restype = ctypes.c_long
         L.syscall.restype = ctypes.c_long
         L.syslet_compat_backend.restype = ctypes.c_int
+        for f in ("async_exec_v5", "async_exec_v6", "async_thread_v5", "async_thread_v6"):
+            getattr(L, f).argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+            getattr(L, f).restype = ctypes.c_long
+        for f in ("async_wait_v5", "async_wait_v6"):
+            getattr(L, f).argtypes = [ctypes.c_ulong, ctypes.c_ulong, ctypes.c_void_p]
+            getattr(L, f).restype = ctypes.c_long
+        L.syslet_indirect.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
+        L.syslet_indirect.restype = ctypes.c_long
+        L.syslet_ring_wait.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
+        L.syslet_ring_wait.restype = ctypes.c_long
         self.backend = "io_uring" if L.syslet_compat_backend() == 1 else "threadpool"
 
     def _r(self, v):
@@ -870,6 +959,43 @@ class CAPI:
     def wait0(self):
         ctypes.set_errno(0)
         v = self.lib.async_wait(0)
+        return -ctypes.get_errno() if v == -1 else v
+
+    # v5/v6: the functions, or syscall() with the project's numbers
+    def exec_heads(self, pairs):
+        out = []
+        via_syscall = self.rng.random() < 0.3
+        fn = getattr(self.lib, f"async_exec_v{ABI}")
+        for atom, ahu in pairs:
+            ctypes.set_errno(0)
+            if via_syscall:
+                v = self.lib.syscall(ctypes.c_long(1000 + 10 * (ABI - 4)), ctypes.c_void_p(atom or None),
+                                     ctypes.c_void_p(ahu or None))
+            else:
+                v = fn(atom or None, ahu or None)
+            out.append(-ctypes.get_errno() if v == -1 else v & M64)
+        return out
+
+    def drain(self, heads, waits):
+        """Every chain that went async publishes one entry (NO_COMPLETE is
+        stripped in this mode): async_wait for them."""
+        fn = getattr(self.lib, f"async_wait_v{ABI}")
+        return all(fn(n, 0, h) == 0 for h, n in zip(heads, waits) if n)
+
+    # v7
+    def indirect(self, regs, params, paramslen, flags):
+        ctypes.set_errno(0)
+        if self.rng.random() < 0.3:
+            v = self.lib.syscall(ctypes.c_long(1030), ctypes.c_void_p(regs or None),
+                                 ctypes.c_void_p(params or None), ctypes.c_ulong(paramslen),
+                                 ctypes.c_ulong(flags))
+        else:
+            v = self.lib.syslet_indirect(regs or None, params or None, paramslen, flags)
+        return -ctypes.get_errno() if v == -1 else v
+
+    def ring_wait(self, ring, idx):
+        ctypes.set_errno(0)
+        v = self.lib.syslet_ring_wait(ring, idx)
         return -ctypes.get_errno() if v == -1 else v
 
     def close(self):
@@ -964,7 +1090,349 @@ def dump_hang(api, chains, res, world):
     os.system(f"ls -l /proc/{os.getpid()}/task; cat /proc/{os.getpid()}/task/*/stack 2>/dev/null | head -50 >&2")
 
 
+def check_batch(chains, res, per_chain, ctx, rets, stats, fails):
+    """Every chain against the model, and the statistics."""
+    for ch, r in zip(chains, res):
+        stats["chains"] += 1
+        if r < 0:
+            stats["err_" + errno.errorcode.get(-r, str(-r))] += 1
+        elif r == 0:
+            stats["async"] += 1
+        else:
+            stats["sync"] += 1
+        before = len(fails)
+        v = check_chain(ch, ctx, r, per_chain.get(ch.idx, []), fails)
+        stats["verified"] += bool(v)
+        stats["atoms"] += len(ch.atoms)
+        if len(fails) > before:
+            stats["failed_chains"] += 1
+    for ch in chains:
+        for a in ch.atoms:
+            if a.ret_ok:
+                val = signed(rets[a.ret])
+                if val == -errno.ELOOP:
+                    stats["eloop"] += 1
+                elif val == -errno.ENOSYS:
+                    stats["enosys"] += 1
+                elif val == -errno.EFAULT:
+                    stats["efault"] += 1
+                elif val == -errno.EINVAL and a.nr in REFUSED:
+                    stats["refused"] += 1
+
+
+# ---------------------------------------------------------------------------
+# v7: indirect
+
+O_CLOEXEC, O_NONBLOCK = 0o2000000, 0o4000
+#: plain calls: nr -> (arguments, whose flags file_flags ends up in)
+PLAIN7 = {290: (0, 0), 284: (0,), 41: (1, 1, 0), 283: (1, 0)}    # eventfd2, eventfd, socket, timerfd_create
+ESYSLETPENDING = 132
+
+
+def sext32(v):
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >> 31 else v
+
+
+class Call7:
+    __slots__ = ("idx", "nr", "vals", "kinds", "how", "bad", "ff", "paramslen", "flags", "regs",
+                 "params", "expect", "det", "res", "status")
+
+
+def gen_v7_batch(world, n, rng, ring):
+    """n random indirect calls laid out in the cells region: registers and
+    params per call.  Returns the calls, with the model's verdict where it
+    can tell (expect: a result, -errno; det: whether it is exact)."""
+    ar = world.ar
+    calls = []
+    blob = bytearray(ar.cells_size)
+    menu = [nr for nr in MENU_NRS if nr not in (2, 257)]         # (opens: see the c/ fuzz)
+    for i in range(n):
+        c = Call7()
+        c.idx = i
+        c.regs, c.params = ar.cells + 96 * i, ar.cells + 96 * i + 56
+        x = rng.random()
+        c.how = "syslet"
+        if x < 0.62:
+            c.nr = rng.choice(menu)
+            c.kinds = MENU[c.nr][1]
+            c.vals = [world.value(k, None) for k in c.kinds]
+        elif x < 0.66:
+            c.nr, c.vals, c.kinds = 35, [world.ts, 0], ()             # nanosleep(100 us): pending
+        elif x < 0.74:
+            c.nr, c.vals, c.kinds = rng.choice(REFUSED), [rng.getrandbits(64) for _ in range(6)], ()
+        elif x < 0.80:
+            c.nr, c.vals, c.kinds = rng.choice(world.unknown + ALIASES), [0] * 6, ()
+        else:
+            c.how = "plain"
+            c.nr = rng.choice(sorted(PLAIN7) + [39, 0, 8])            # the last three: not allowed
+            c.vals, c.kinds = list(PLAIN7.get(c.nr, (0, 0, 0))), ()
+        c.vals = (list(c.vals) + [0] * 6)[:6]
+        c.ff = rng.choice((0, 0, O_CLOEXEC, O_NONBLOCK, O_CLOEXEC | O_NONBLOCK, os.O_APPEND))
+        c.paramslen = 32 if c.how == "syslet" else rng.choice((0, 4, 4, 7, 32))
+        c.flags = 0
+        c.bad = None
+        if rng.random() < 0.10:
+            c.bad = rng.choice(("flags", "regs", "paramslen", "params", "frame", "ring", "elements"))
+        regs_addr, params_addr = c.regs, c.params
+        ring_ptr, frame = ring, (0x401000, 0x7ffc0000)
+        if c.bad == "flags":
+            c.flags = rng.choice((1, 1 << 63, rng.getrandbits(64) | 1))
+        elif c.bad == "regs":
+            c.regs = world.bad_ptr()
+        elif c.bad == "paramslen":
+            c.paramslen = rng.choice((33, 64, 1 << 40, M64))
+        elif c.bad == "params" and c.paramslen:
+            c.params = world.bad_ptr()
+        elif c.bad == "frame":
+            frame = rng.choice(((0, 1), (1, 0), (0, 0)))
+        elif c.bad == "ring":
+            ring_ptr = world.bad_ptr()
+        elif c.bad == "elements":
+            ring_ptr = ar.ring + 2048       # a header there says 3 elements
+        struct.pack_into("<7Q", blob, regs_addr - ar.cells, c.nr & M64, *(v & M64 for v in c.vals))
+        if c.how == "plain":
+            # file_flags overlays ring_ptr's low half: with paramslen >= 8 a
+            # non-zero one is a ring pointer (the 2007 clash), 0 a plain call
+            if c.paramslen == 32 and rng.random() < 0.5:
+                c.ff = 0
+            pbytes = struct.pack("<I", c.ff) + bytes(28)
+        else:
+            pbytes = struct.pack("<4Q", ring_ptr, 1000 + i, *frame)
+        blob[params_addr - ar.cells:params_addr - ar.cells + 32] = pbytes
+        model_v7(c, world, pbytes)
+        calls.append(c)
+    return calls, blob
+
+
+def model_v7(c, world, pbytes):
+    """LATER_ABIS.md 4, steps 1-3: expect -errno or a value; det False when
+    only the range can be known.  pbytes: the 32 bytes of params written."""
+    c.det = True
+    seen = pbytes[:min(c.paramslen, 32)] + bytes(32)
+    ring_ptr, _, ip, sp = struct.unpack("<4Q", seen[:32])
+    c.ff = struct.unpack("<I", seen[:4])[0]
+    if c.flags:
+        c.expect = -errno.EINVAL
+    elif c.regs != world.ar.cells + 96 * c.idx:
+        c.expect = -errno.EFAULT
+    elif c.paramslen > 32:
+        c.expect = -errno.EINVAL
+    elif c.paramslen and c.params != world.ar.cells + 96 * c.idx + 56:
+        c.expect = -errno.EFAULT
+    elif c.paramslen < 8 or not ring_ptr:      # a plain call
+        if c.ff & ~(O_CLOEXEC | O_NONBLOCK) or c.nr not in PLAIN7:
+            c.expect = -errno.EINVAL
+        else:
+            c.expect, c.det = "fd", False
+    elif not ip or not sp:
+        c.expect = -errno.EINVAL
+    elif ring_ptr != world.v7ring:
+        c.expect = -errno.EINVAL if ring_ptr == world.ar.ring + 2048 else -errno.EFAULT
+    elif c.nr in REFUSED:
+        c.expect = -REFUSED_ERR
+    elif c.nr >= NR_LIMIT or c.nr in world.unknown:
+        c.expect = -errno.ENOSYS
+    elif c.nr == 35:
+        c.expect = 0
+    else:
+        cls = MENU[c.nr][2]
+        ids = {"pid": os.getpid(), "ppid": os.getppid(), "uid": os.getuid(), "gid": os.getgid(),
+               "euid": os.geteuid(), "egid": os.getegid(), "pgrp": os.getpgrp(), "zero": 0}
+        if cls in ids:
+            c.expect = ids[cls]
+        elif cls == "ebadf":
+            c.expect = -errno.EBADF
+        else:
+            c.expect, c.det = cls, False
+
+
+def run_v7(args, api, world, rng, stats, fails, t0, deadline):
+    """Batches of random indirect calls; pending ones are collected from the
+    ring by caller_data and checked like the synchronous ones."""
+    ar = world.ar
+    ts = ar.rets                # nanosleep's timespec (100 us): no call writes there
+    world.ts = ts
+    world.v7ring = ar.ring
+    batch_no = 0
+    while stats["chains"] < args.chains and time.monotonic() < deadline and len(fails) < 50:
+        batch_no += 1
+        elements = rng.choice((64, 128))
+        kh = rng.choice((0, 5, 0xFFFFFFF0))
+        ring = bytearray(ar.ring_size)
+        struct.pack_into("<4I", ring, 0, kh, kh, elements, rng.getrandbits(32))
+        struct.pack_into("<4I", ring, 2048, 0, 0, 3, 0)                 # elements 3
+        ar.write(ar.ring, ring)
+        ar.write(ts, struct.pack("<qq", 0, 100_000))
+        calls, blob = gen_v7_batch(world, rng.randrange(8, 49), rng, ar.ring)
+        ar.write(ar.cells, blob)
+        pending = {}
+        fds = []
+        for c in calls:
+            r = api.indirect(c.regs, c.params, c.paramslen, c.flags)
+            stats["chains"] += 1
+            if r == -ESYSLETPENDING:
+                stats["async"] += 1
+                pending[1000 + c.idx] = c
+                continue
+            stats["sync"] += 1
+            stats["err_" + errno.errorcode.get(-r, str(-r)) if -4096 < r < 0 else "ok"] += 1
+            c.res = r
+            check_v7(c, r, fails, stats, fds, "returned")
+        # collect the pending ones: one entry each, by caller_data
+        got = {}
+        tail = kh
+        while len(got) < len(pending) and time.monotonic() < deadline + 30:
+            head = struct.unpack("<I", ar.read(ar.ring, 4))[0]
+            while tail != head:
+                st, cd = struct.unpack("<QQ", ar.read(ar.ring + 16 + 16 * (tail & (elements - 1)), 16))
+                if cd in got or cd not in pending:
+                    fails.append(f"v7: ring entry with caller_data {cd} (twice, or no pending call's)")
+                got[cd] = st
+                tail = (tail + 1) & 0xFFFFFFFF
+                ar.write(ar.ring + 4, struct.pack("<I", tail))
+            if len(got) < len(pending):
+                w = api.ring_wait(ar.ring, tail)
+                if w not in (0, -errno.ETIME):
+                    fails.append(f"v7: syslet_ring_wait gave {w}")
+                    break
+        if len(got) != len(pending):
+            fails.append(f"v7: {len(got)} entries for {len(pending)} pending calls")
+            break
+        for cd, c in pending.items():
+            st = signed(got[cd])
+            if st != sext32(st):
+                fails.append(f"v7 call {c.nr}: status {st:#x} is not a sign-extended 32-bit value")
+            check_v7(c, st, fails, stats, fds, "status")
+        if struct.unpack("<I", ar.read(ar.ring, 4))[0] != (kh + len(pending)) & 0xFFFFFFFF:
+            fails.append("v7: kernel_head is not advanced once per pending call")
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                fails.append(f"v7: fd {fd} a plain call returned is not open")
+        stats["fds_closed"] += world.close_chain_fds()
+    stats["batches"] = batch_no
+    stats["seconds"] = round(time.monotonic() - t0, 2)
+    api.close()
+    return {"mode": args.mode, "abi": args.abi, "backend_asked": args.backend, "backend": api.backend,
+            "stats": dict(stats), "fails": fails[:20], "nfails": len(fails)}
+
+
+def check_v7(c, r, fails, stats, fds, how):
+    def fail(msg):
+        fails.append(f"v7 call nr={c.nr} vals={[hex(v) for v in c.vals]} how={c.how} bad={c.bad} "
+                     f"paramslen={c.paramslen} ff={c.ff:#x}: {msg} ({how} {r})")
+    if c.expect == "fd":
+        if r < 0:
+            fail("a plain call failed")
+            return
+        fds.append(r)
+        import fcntl
+        cloexec = bool(fcntl.fcntl(r, fcntl.F_GETFD) & fcntl.FD_CLOEXEC)
+        nonblock = bool(fcntl.fcntl(r, fcntl.F_GETFL) & os.O_NONBLOCK)
+        if (cloexec, nonblock) != (bool(c.ff & O_CLOEXEC), bool(c.ff & O_NONBLOCK)):
+            fail(f"file_flags not applied: cloexec {cloexec} nonblock {nonblock}")
+        stats["plain"] += 1
+        return
+    if r != sext32(r):
+        fail("not a sign-extended 32-bit result")
+    if c.det:
+        if r != c.expect:
+            fail(f"expected {c.expect}")
+        if r == -errno.EINVAL and c.nr in REFUSED and c.how == "syslet" and not c.bad:
+            stats["refused"] += 1
+        elif r == -errno.ENOSYS:
+            stats["enosys"] += 1
+        elif r == -errno.EFAULT:
+            stats["efault"] += 1
+        elif c.bad:
+            stats["heads"] += 1         # (a broken call: the 'heads' check of the summary)
+        stats["verified"] += 1
+        return
+    if c.expect == "rw" and r > 0x7FFFFFFF:
+        fail("a transfer beyond 0x7fffffff")
+    if c.expect == "fd" and r >= 1 << 20:
+        fail("not an fd")
+    if c.nr in (2, 257) and r >= 0:
+        fds.append(r)
+    stats["verified"] += 1
+
+
+HEAD_SLOTS = 128                # per valid head: 4 heads' rings in the ring page
+
+
+def run_heads(api, world, rng, chains, stats, fails):
+    """v5/v6: up to four valid heads (each with its ring of 128 slots,
+    kernel_ring_idx 0) and broken ones; every chain names one.  Runs the
+    chains, waits until every one that went async is published, checks the
+    rings (entries from slot 0 on, kernel_ring_idx written back).  Returns
+    (result cells, exec results, ring entries per chain), or (.., None, ..)
+    when a drain failed."""
+    ar = world.ar
+    k = rng.randrange(1, 5)
+    heads = [ar.ahu + 64 * i for i in range(k)]
+    blob = bytearray(ar.ahu_size)
+    for i in range(k):
+        struct.pack_into("<8Q", blob, 64 * i, 0, 0, ar.ring + 8 * HEAD_SLOTS * i, 8 * HEAD_SLOTS,
+                         0, 0, 0x10000, 0)
+    broken = {                  # address -> what exec must fail with
+        ar.ahu + 64 * 8: errno.EINVAL, ar.ahu + 64 * 9: errno.EINVAL, ar.ahu + 64 * 10: errno.EINVAL,
+        ar.ahu + 64 * 11: errno.EINVAL, ar.ahu + ar.ahu_size - 56: errno.EFAULT, ar.ro: errno.EINVAL,
+    }
+    struct.pack_into("<8Q", blob, 64 * 8, 0, 0, 0, 1024, 0, 0, 0x10000, 0)          # no ring
+    struct.pack_into("<8Q", blob, 64 * 9, 0, 0, ar.ring, 12, 0, 0, 0x10000, 0)      # 12 bytes
+    struct.pack_into("<8Q", blob, 64 * 10, 0, 0, ar.ring, 1024, 0, 0, 0, 0)         # no stack
+    struct.pack_into("<8Q", blob, 64 * 11, 0, 0, ar.ring, 0, 0, 0, 0x10000, 0)      # 0 bytes
+    struct.pack_into("<7Q", blob, ar.ahu_size - 56, 0, 0, ar.ring, 1024, 0, 0, 0x10000)
+    ar.write(ar.ahu, blob)
+    pairs = []
+    for ch in chains:
+        c = rng.random()
+        if c < 0.88:
+            ch.ahu, ch.head_err = rng.choice(heads), 0
+        elif c < 0.96:
+            ch.ahu = rng.choice(sorted(broken))
+            ch.head_err = broken[ch.ahu]
+            stats["heads"] += 1
+        else:
+            ch.ahu, ch.head_err = world.bad_ptr(), errno.EFAULT
+            stats["heads"] += 1
+        pairs.append((ch.head, ch.ahu))
+    res = api.exec_heads(pairs)
+    waits = [sum(1 for ch, r in zip(chains, res) if r == 0 and ch.ahu == h) for h in heads]
+    if not api.drain(heads, waits):
+        fails.append(f"v{ABI}: syslets still in flight after the drain")
+        return None, None, None
+    rets_raw = struct.unpack("<%dQ" % (ar.rets_size // 8), ar.read(ar.rets, ar.rets_size))
+    rets = {ar.rets + 8 * i: v for i, v in enumerate(rets_raw)}
+    owner = {}
+    for ch in chains:
+        for a in ch.atoms:
+            owner[a.addr] = ch.idx
+        owner[ch.ro_atom] = ch.idx
+    per_chain = collections.defaultdict(list)
+    for i, h in enumerate(heads):
+        vals = struct.unpack("<%dQ" % HEAD_SLOTS, ar.read(ar.ring + 8 * HEAD_SLOTS * i, 8 * HEAD_SLOTS))
+        entries = [v for v in vals if v]
+        if any(vals[len(entries):]):
+            fails.append(f"head {i}: ring entries are not contiguous from slot 0")
+        kri = struct.unpack("<Q", ar.read(h, 8))[0]
+        if kri != len(entries) % HEAD_SLOTS:
+            fails.append(f"head {i}: kernel_ring_idx {kri} after {len(entries)} entries")
+        for e in entries:
+            who = owner.get(e)
+            if who is None or chains[who].ahu != h:
+                fails.append(f"head {i}: ring entry {e:#x} is no atom of a chain of this head")
+                continue
+            per_chain[who].append(e)
+        if struct.unpack("<Q", ar.read(h + 48, 8))[0] != 0x10000:
+            fails.append(f"head {i}: new_thread_stack changed")
+    return rets, res, per_chain
+
+
 def run(args):
+    configure(int(args.abi[1]))
     rng = random.Random(args.seed)
     if args.mutate:
         global REFUSED_ERR
@@ -978,6 +1446,7 @@ def run(args):
         api = RawAPI(args.backend)
     else:
         api = CAPI(args.backend, args.lib)
+    api.rng = rng
     stats = collections.Counter()
     fails = []
     ar = world.ar
@@ -985,14 +1454,17 @@ def run(args):
     t0 = time.monotonic()
     deadline = t0 + args.seconds
 
-    # exec and wait without a head: EINVAL
-    for h in (world.ro_atoms[0], 0, world.bad_ptr()):
-        got = api.exec_many([h], rng)[0]
-        if got != -errno.EINVAL:
-            fails.append(f"exec without a head gave {got}")
-    if api.wait0() != -errno.EINVAL:
-        fails.append("async_wait without a head is not EINVAL")
-    fuzz_heads(api, world, rng, args.heads, fails, stats)
+    if ABI == 7:
+        return run_v7(args, api, world, rng, stats, fails, t0, deadline)
+    if ABI == 1:
+        # exec and wait without a head: EINVAL
+        for h in (world.ro_atoms[0], 0, world.bad_ptr()):
+            got = api.exec_many([h], rng)[0]
+            if got != -errno.EINVAL:
+                fails.append(f"exec without a head gave {got}")
+        if api.wait0() != -errno.EINVAL:
+            fails.append("async_wait without a head is not EINVAL")
+        fuzz_heads(api, world, rng, args.heads, fails, stats)
 
     ring_slots = 128
     batch_no = 0
@@ -1001,7 +1473,9 @@ def run(args):
         n = rng.randrange(8, 49)
         budget = rng.choice((16, 64, 300)) if loops else 0
         api.set_budget(budget)
-        chains, atoms_blob, cells, nrets = gen_batch(world, n, loops, rng)
+        # (mode c, v5/v6: no NO_COMPLETE, so that every async chain publishes once)
+        strip = NO_COMPLETE if ABI in (5, 6) and args.mode == "c" else 0
+        chains, atoms_blob, cells, nrets = gen_batch(world, n, loops, rng, strip)
         ar.write(ar.atoms, atoms_blob)
         ar.write(ar.cells, cells)
         ar.write(ar.rets, struct.pack("<Q", SENTINEL) * (ar.rets_size // 8))
@@ -1009,6 +1483,14 @@ def run(args):
             for p, v in zip(ch.counters, ch.counter_init):
                 ar.write(p, struct.pack("<Q", v))
         ar.write(ar.ring, bytes(ar.ring_size))
+        if ABI in (5, 6):
+            rets, res, per_chain = run_heads(api, world, rng, chains, stats, fails)
+            if res is None:
+                break
+            ctx = Ctx(world, budget, False, rets, None)
+            check_batch(chains, res, per_chain, ctx, rets, stats, fails)
+            stats["fds_closed"] += world.close_chain_fds()
+            continue
         mt = rng.random()
         maxthr = M64 if mt < 0.85 else (0 if mt < 0.93 else rng.randrange(1, 6))
         if isinstance(api, EngineAPI) and not isinstance(api, RawAPI):
@@ -1051,40 +1533,15 @@ def run(args):
                 fails.append(f"ring entry {e:#x} is no atom of this batch")
                 continue
             per_chain[owner[e]].append(e)
-        for ch, r in zip(chains, res):
-            stats["chains"] += 1
-            if r < 0:
-                stats["err_" + errno.errorcode.get(-r, str(-r))] += 1
-            elif r == 0:
-                stats["async"] += 1
-            else:
-                stats["sync"] += 1
-            before = len(fails)
-            v = check_chain(ch, ctx, r, per_chain.get(ch.idx, []), fails)
-            stats["verified"] += bool(v)
-            stats["atoms"] += len(ch.atoms)
-            if len(fails) > before:
-                stats["failed_chains"] += 1
-        for ch in chains:
-            for a in ch.atoms:
-                if a.ret_ok:
-                    val = signed(rets[a.ret])
-                    if val == -errno.ELOOP:
-                        stats["eloop"] += 1
-                    elif val == -errno.ENOSYS:
-                        stats["enosys"] += 1
-                    elif val == -errno.EFAULT:
-                        stats["efault"] += 1
-                    elif val == -errno.EINVAL and a.nr in REFUSED:
-                        stats["refused"] += 1
+        check_batch(chains, res, per_chain, ctx, rets, stats, fails)
         stats["fds_closed"] += world.close_chain_fds()
     stats["batches"] = batch_no
     stats["seconds"] = round(time.monotonic() - t0, 2)
     # after the run: nothing registered, exec EINVAL again
-    if api.exec_many([world.ro_atoms[0]], rng)[0] != -errno.EINVAL:
+    if ABI == 1 and api.exec_many([world.ro_atoms[0]], rng)[0] != -errno.EINVAL:
         fails.append("exec after the last unregister is not EINVAL")
     api.close()
-    out = {"mode": args.mode, "backend_asked": args.backend, "backend": api.backend,
+    out = {"mode": args.mode, "abi": args.abi, "backend_asked": args.backend, "backend": api.backend,
            "stats": dict(stats), "fails": fails[:20], "nfails": len(fails)}
     return out
 
@@ -1092,6 +1549,7 @@ def run(args):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--mode", choices=("engine", "raw", "c"), required=True)
+    p.add_argument("--abi", choices=("v1", "v5", "v6", "v7"), default="v1")
     p.add_argument("--backend", choices=("io_uring", "threadpool"), required=True)
     p.add_argument("--chains", type=int, default=10000)
     p.add_argument("--seconds", type=float, default=30)

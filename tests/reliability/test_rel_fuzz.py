@@ -7,8 +7,10 @@ random atom / next / arg_ptr / ret_ptr / head / ring pointers, runs them and
 checks every chain against a sequential model of SYSLET_SPEC.md section 2.
 Per backend (the run's URING_SHIM_BACKEND, passed explicitly to the
 engine): 40k chains through ``compat.Engine``, 20k through the raw API,
-40k through libsyslet's C functions; ``make fuzz-long`` (SYSLET_LONG=1)
-runs ten times that.
+40k through libsyslet's C functions; and per later personality (v5 and v6
+chains with their heads, v7 random indirect calls) 10k through
+``compat.Engine`` and 10k through libsyslet; ``make fuzz-long``
+(SYSLET_LONG=1) runs ten times that.
 """
 import os
 
@@ -22,6 +24,8 @@ DRIVER = os.path.join(HERE, "fuzz_driver.py")
 SCALE = 10 if LONG else 1
 #: chains per entry point and backend (x10 under SYSLET_LONG=1: 1M per backend)
 CHAINS = {"engine": 40_000, "raw": 20_000, "c": 40_000}
+#: chains (v7: indirect calls) per later personality, entry point and backend
+PERSONALITY_CHAINS = 10_000
 SECONDS = 600 if LONG else 90
 
 
@@ -37,6 +41,9 @@ def run_driver(mode, backend, chains, *extra, env=None, seconds=SECONDS):
 
 
 def check(out, chains):
+    """No failure, enough chains in time, the model predicted nearly every
+    path, and every class of outcome occurred ("heads": broken heads, for
+    v7 broken calls)."""
     st = out["stats"]
     assert out["nfails"] == 0, "\n".join(out["fails"]) + f"\nseed={out['seed']}"
     assert st["chains"] >= chains, f"only {st['chains']} chains in time: {st}"
@@ -44,7 +51,8 @@ def check(out, chains):
     assert st["verified"] >= 0.9 * st["chains"], st
     for k in ("err_EFAULT", "err_EINVAL", "efault", "enosys", "refused", "async", "sync", "heads"):
         assert st.get(k, 0) > 0, f"{k} never happened: {st}"
-    print(f"\nFUZZ {out['mode']} {out['backend']}: {st['chains']} chains, {st['atoms']} atoms, "
+    print(f"\nFUZZ {out['mode']} {out.get('abi', 'v1')} {out['backend']}: {st['chains']} chains, "
+          f"{st.get('atoms', 0)} atoms, "
           f"{st['seconds']} s, verified {st['verified']}, seed {out['seed']}")
 
 
@@ -65,11 +73,29 @@ def test_fuzz_c_entry_point(backend):
     check(out, CHAINS["c"] * SCALE)
 
 
-def test_fuzz_checker_can_fail(backend):
+@pytest.mark.parametrize("mode", ["engine", "c"])
+@pytest.mark.parametrize("abi", ["v5", "v6", "v7"])
+def test_fuzz_later_personalities(abi, mode, backend):
+    """v5/v6: random chains in that layout with their numbers, a head per
+    exec (valid ones with their rings, broken ones); v7: random indirect
+    calls, plain and syslet, broken on purpose, pending ones through the
+    ring."""
+    n = PERSONALITY_CHAINS * SCALE
+    out, _ = run_driver(mode, backend, n, "--abi", abi)
+    assert (out["backend"], out["abi"]) == (backend, abi)
+    check(out, n)
+    if abi == "v7":
+        assert out["stats"]["plain"] > 0
+    elif mode == "engine":
+        assert out["stats"]["eloop"] > 0
+
+
+@pytest.mark.parametrize("abi", ["v1", "v7"])
+def test_fuzz_checker_can_fail(backend, abi):
     """The model is not vacuous: told that refused numbers go to the kernel
     (-ENOSYS), it reports the engine's -EINVAL as failures."""
     cmd = [PY, DRIVER, "--mode", "engine", "--backend", backend, "--chains", "300",
-           "--seconds", "20", "--mutate"]
+           "--seconds", "20", "--mutate", "--abi", abi]
     p = subprocess.run(cmd, env=child_env(backend), capture_output=True, text=True, timeout=120)
     out = last_json(p.stdout)
     assert out["nfails"] > 0 and "expected -38" in " ".join(out["fails"]), out
