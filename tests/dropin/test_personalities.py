@@ -51,10 +51,20 @@ indirect nr 1004: -1 EINVAL
 ring_wait bad ring: -1 EFAULT
 """
 
-EXPECTED = {5: HEADS.format(size=88), 6: HEADS.format(size=80), 7: V7}
+V1 = """\
+register: 0, errno kept: 1
+exec getpid: final atom, errno kept: 1
+exec ASYNC: 0, errno kept: 1
+wait 1: 0, errno kept: 1, ring[0] is the atom: 1
+umem_add: 42, errno kept: 1
+unregister: 0, errno kept: 1
+exec after unregister: -1 EINVAL
+"""
+
+EXPECTED = {1: V1, 5: HEADS.format(size=88), 6: HEADS.format(size=80), 7: V7}
 
 
-@pytest.mark.parametrize("pers", [5, 6, 7], ids=["v5", "v6", "v7"])
+@pytest.mark.parametrize("pers", [1, 5, 6, 7], ids=["v1", "v5", "v6", "v7"])
 @pytest.mark.parametrize("how", ["syscall-preload", "syscall-linked", "functions-linked"])
 def test_conventions_and_errno(builder, backend, pers, how):
     """-1/errno for failures; errno exactly as it was after every call that

@@ -1,4 +1,4 @@
-/* The calls of personality PERS (5, 6 or 7: built once per personality,
+/* The calls of personality PERS (1, 5, 6 or 7: built once per personality,
  * with its header) and their C conventions: -1 and errno on failure, errno
  * untouched by every call that succeeds (errno = 1234 before each), through
  * syscall() with the project's numbers, or with USE_FUNCTIONS through
@@ -13,7 +13,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#if PERS == 5
+#if PERS == 1
+#include <syslet.h>
+#elif PERS == 5
 #include <syslet-v5.h>
 #elif PERS == 6
 #include <syslet-v6.h>
@@ -31,7 +33,57 @@ static void show(const char *what, long r)
 
 #define KEPT (errno == 1234)
 
-#if PERS == 5 || PERS == 6
+#if PERS == 1
+
+#ifdef USE_FUNCTIONS
+#define REG(h, l)   async_register((h), (l))
+#define EXEC(a)     ((long)async_exec(a))
+#define WAIT(n)     async_wait(n)
+#define UNREG(h, l) async_unregister((h), (l))
+#define UMEM(p, i)  ((long)umem_add((p), (i)))
+#else
+#define REG(h, l)   syscall(__NR_async_register, (h), (l))
+#define EXEC(a)     syscall(__NR_async_exec, (a))
+#define WAIT(n)     syscall(__NR_async_wait, (n))
+#define UNREG(h, l) syscall(__NR_async_unregister, (h), (l))
+#define UMEM(p, i)  syscall(__NR_umem_add, (p), (i))
+#endif
+
+int main(void)
+{
+    static struct syslet_uatom *ring[4];
+    struct async_head_user h = {ring, sizeof ring, -1UL};
+    struct syslet_uatom a;
+    long res = 0, r;
+    unsigned long word = 40;
+
+    memset(&a, 0, sizeof a);
+    a.nr = SYS_getpid;
+    a.ret_ptr = &res;
+    errno = 1234;
+    r = REG(&h, sizeof h);
+    printf("register: %ld, errno kept: %d\n", r, KEPT);
+    errno = 1234;
+    r = EXEC(&a);
+    printf("exec getpid: %s, errno kept: %d\n", r == (long)&a ? "final atom" : "?", KEPT);
+    a.flags = SYSLET_ASYNC;
+    errno = 1234;
+    r = EXEC(&a);
+    printf("exec ASYNC: %ld, errno kept: %d\n", r, KEPT);
+    errno = 1234;
+    r = WAIT(1);
+    printf("wait 1: %ld, errno kept: %d, ring[0] is the atom: %d\n", r, KEPT, ring[0] == &a);
+    errno = 1234;
+    r = UMEM(&word, 2);
+    printf("umem_add: %ld, errno kept: %d\n", r, KEPT);
+    errno = 1234;
+    r = UNREG(&h, sizeof h);
+    printf("unregister: %ld, errno kept: %d\n", r, KEPT);
+    show("exec after unregister", EXEC(&a));
+    return 0;
+}
+
+#elif PERS == 5 || PERS == 6
 
 #ifdef USE_FUNCTIONS
 #if PERS == 5
