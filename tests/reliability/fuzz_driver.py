@@ -1186,8 +1186,9 @@ def gen_v7_batch(world, n, rng, ring):
             c.params = world.bad_ptr()
         elif c.bad == "frame":
             frame = rng.choice(((0, 1), (1, 0), (0, 0)))
-        elif c.bad == "ring":
-            ring_ptr = world.bad_ptr()
+        elif c.bad == "ring":       # (elements, at +8, unreadable too: not at a guard's end)
+            ring_ptr = rng.choice((rng.choice(ar.guards) + 8 * rng.randrange(PAGE // 8 - 2), 0x10,
+                                   0xFFFF800000000000 + 8 * rng.randrange(1 << 20), 1 << 47))
         elif c.bad == "elements":
             ring_ptr = ar.ring + 2048       # a header there says 3 elements
         struct.pack_into("<7Q", blob, regs_addr - ar.cells, c.nr & M64, *(v & M64 for v in c.vals))
