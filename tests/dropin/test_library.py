@@ -253,7 +253,10 @@ def test_trace_switch(builder, backend):
 # ---- the library file, the headers, config ------------------------------------
 
 EXPORTS = {"async_register", "async_exec", "async_wait", "async_unregister", "umem_add",
-           "syscall", "syslet_compat_backend", "syslet_py_policy", "PyInit__syslet_embedded"}
+           "syscall", "syslet_compat_backend", "syslet_py_policy", "PyInit__syslet_embedded",
+           "async_exec_v5", "async_wait_v5", "async_thread_v5",
+           "async_exec_v6", "async_wait_v6", "async_thread_v6",
+           "syslet_indirect", "syslet_ring_wait"}
 
 
 def test_exports():

@@ -83,6 +83,7 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
         *err = -e;
         return NULL;
     }
+    fast_update(c);     /* the per-call heads of v5-v7 need no registration */
     *err = 0;
     return c;
 }
