@@ -22,13 +22,14 @@ static int read_ahu(uint64_t ahu, uint64_t *h)
     return 0;
 }
 
-/* One exec with a head: the fast path when the atom has v1's layout (v5,
- * v7's own atoms), else the general path. */
+/* One exec with a head: the fast path (a lone read settled by one
+ * RWF_NOWAIT try), else the general path. */
 static int64_t exec_tgt(struct sl_ctx *c, uint64_t atom, const struct sl_tgt *t,
                         const struct sl_unlock *u)
 {
     struct sl_fast f;
-    if (t->abi != SL_ABI_V6 && fast_begin(c, atom, &f, 0))
+    int ok = t->abi == SL_ABI_V6 ? fast_begin(c, atom, &f, 0, 1) : fast_begin(c, atom, &f, 0, 0);
+    if (ok)
         return fast_end(&f, f.direct ? -EBADF : nowait_preadv((int)f.fd, &f.iov, (off_t)f.off),
                         u, t);
     return exec_general(c, atom, u, NULL, t);
