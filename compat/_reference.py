@@ -1,4 +1,4 @@
-"""The reference interpreter: SYSLET_SPEC.md section 2 executed literally,
+"""The reference interpreter: docs/spec.md section 2 executed literally,
 strictly sequentially, with plain system calls in the calling thread.
 
 It is the oracle the engines are tested against.  It never goes async, so it

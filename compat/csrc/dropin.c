@@ -115,7 +115,7 @@ static int g_backend = 1;           /* 1 io_uring (+pool), 0 pool only */
 static int g_env_abi;               /* SYSLET_COMPAT_ABI: SL_ABI_*, 0 unset */
 
 /* SYSLET_COMPAT_ABI, read when the library is loaded: which historical
- * system call numbers syscall() serves (LATER_ABIS.md 1).  Any value but
+ * system call numbers syscall() serves (docs/spec.md 8).  Any value but
  * v1, v5, v6, v7 (or none) stops the program here: a legacy binary must
  * never run its syslet calls as the unrelated calls those numbers are now. */
 __attribute__((constructor)) static void env_abi_at_load(void)

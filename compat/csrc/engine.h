@@ -114,7 +114,7 @@ int sl_guard_check(void);
 
 const char *sl_version(void);
 
-/* ---- the later personalities (LATER_ABIS.md; docs/compat.md) ------------ */
+/* ---- the later personalities (docs/spec.md 7-13) ------------ */
 enum { SL_ABI_V1 = 1, SL_ABI_V5 = 5, SL_ABI_V6 = 6, SL_ABI_V7 = 7 };
 
 /* SYSLET_COMPAT_ABI's personality (0 unset): under v7, indirect refuses

@@ -1,4 +1,4 @@
-/* The calls of the later personalities (LATER_ABIS.md): v5's and v6's
+/* The calls of the later personalities (docs/spec.md 7-13): v5's and v6's
  * async_exec / async_wait / async_thread with a head per call, v7's
  * indirect and syslet_ring_wait.  They decode and check their arguments in
  * the 2007 order and then run on the same paths as v1 (the fast path, the
