@@ -228,12 +228,12 @@ class Param:
     """One argument of a call: its name, and for a pointer its direction
     (``'r'``, ``'w'``, ``'rw'`` or ``'map'``) and size expression."""
 
-    __slots__ = ("name", "dir", "size", "code", "deps")
+    __slots__ = ("name", "dir", "size", "fn", "deps")
 
     def __init__(self, spec):
         name, _, rest = spec.partition(":")
         self.name = name.strip()
-        self.dir = self.size = self.code = None
+        self.dir = self.size = self.fn = None
         self.deps = ()
         rest = rest.strip()
         if rest == "map":
@@ -242,25 +242,41 @@ class Param:
             d, _, size = rest.partition("[")
             self.dir = d
             self.size = size.rstrip("]")
-            self.code = compile(self.size, self.size, "eval")
-            self.deps = tuple(n for n in self.code.co_names if n not in ("bits", "pages"))
+            code = compile(self.size, self.size, "eval")
+            self.deps = tuple(n for n in code.co_names if n not in ("bits", "pages"))
+            # compiled once: lambda <deps>: <size>, over this table's own text
+            self.fn = eval(f"lambda {', '.join(self.deps)}: {self.size}",
+                           {"__builtins__": {}, "bits": _bits, "pages": _pages})
 
     def need(self, consts):
         """Bytes this pointer must hold, given the constant arguments
         (name -> unsigned value), or None when a size argument is not a
         constant."""
-        if any(d not in consts for d in self.deps):
+        try:
+            return self.fn(*[consts[d] for d in self.deps])
+        except KeyError:
             return None
-        return eval(self.code, {"__builtins__": {}, "bits": _bits, "pages": _pages}, dict(consts))
+
+
+class Signature(tuple):
+    """The :class:`Param` of a call, in argument order; ``sizes`` names
+    the arguments that are sizes of a pointer, ``checked`` tells whether
+    any argument is a pointer the builder checks."""
+
+    def __new__(cls, params):
+        self = super().__new__(cls, params)
+        self.sizes = frozenset(d for p in self for d in p.deps)
+        self.checked = any(p.dir for p in self)
+        return self
 
 
 def _parse(text):
     out = {}
     for line in text.strip().splitlines():
         name, _, params = line.strip().partition(" ")
-        out[name] = tuple(Param(p) for p in params.split(","))
+        out[name] = Signature(Param(p) for p in params.split(","))
     return out
 
 
-#: call name -> tuple of :class:`Param`, in argument order.
+#: call name -> :class:`Signature` (its :class:`Param`, in argument order).
 SIGNATURES = _parse(_TABLE)

@@ -15,6 +15,7 @@ from ._syscalls import NAMES, NR
 _ffi = _core.ffi
 _M64 = 0xFFFFFFFFFFFFFFFF
 _MIN64 = -(1 << 63)
+_MEMORY = ("mem", "bytes")      # argument kinds whose size the builder knows
 
 
 def _int(v, what):
@@ -97,8 +98,10 @@ class Arena:
         """Zeroed memory for ``n`` bytes at an address that is a multiple of
         ``align`` (a power of two); returns its address.  ValueError for a
         negative ``n`` or an ``align`` that is not a power of two."""
-        n = _size(n, "Arena.alloc size")
-        align = _pow2(align, "Arena.alloc align")
+        return self._alloc(_size(n, "Arena.alloc size"), _pow2(align, "Arena.alloc align"))
+
+    def _alloc(self, n, align=8):
+        """alloc() for the builder's own, already checked, sizes."""
         off = ((self._base + self._off + align - 1) & ~(align - 1)) - self._base
         if off + n > self._cap:
             if self._contiguous:
@@ -116,11 +119,16 @@ class Var:
     alive; one you construct yourself is a plain view of the word at
     ``addr``."""
 
-    __slots__ = ("addr", "_ctx")
+    __slots__ = ("_addr", "_ctx")
 
     def __init__(self, addr):
-        self.addr = addr
+        self._addr = addr
         self._ctx = None
+
+    @property
+    def addr(self):
+        """The word's address (read-only)."""
+        return self._addr
 
     @property
     def value(self):
@@ -149,12 +157,22 @@ class Buffer:
     memory) alive; one you construct yourself is a plain view of ``size``
     bytes at ``addr``."""
 
-    __slots__ = ("addr", "size", "_ctx")
+    __slots__ = ("_addr", "_size", "_ctx")
 
     def __init__(self, addr, size):
-        self.addr = addr
-        self.size = _size(size, "Buffer size")
+        self._addr = addr
+        self._size = _size(size, "Buffer size")
         self._ctx = None
+
+    @property
+    def addr(self):
+        """The buffer's address (read-only)."""
+        return self._addr
+
+    @property
+    def size(self):
+        """The buffer's size in bytes (read-only: the builder's checks rely on it)."""
+        return self._size
 
     def read(self, n=None):
         """The first ``n`` bytes (all by default; at most :attr:`size`) as
@@ -189,8 +207,13 @@ class Atom:
 
     def __init__(self, ctx, addr, ret):
         self._ctx = ctx
-        self.addr = addr
+        self._addr = addr
         self.ret = ret
+
+    @property
+    def addr(self):
+        """The atom's address (read-only)."""
+        return self._addr
 
     def _get(self, off):
         return _core.peek_word(self.addr + off) & _M64
@@ -243,7 +266,14 @@ class Chain:
     when the atom runs), :class:`Buffer` or :class:`Atom` (their address), or
     bytes (copied NUL-terminated into the arena; its address is passed).
     Atoms are laid out contiguously, so SYSLET_SKIP_TO_NEXT_ON_STOP lands on
-    the atom added after it.
+    the atom added after it.  ``atoms`` lists them in order (read it; the
+    chain relies on it holding atoms of its Context only).
+
+    What the arguments say is checked before anything is built (see
+    :ref:`compat-builder-checks`): a call with a Buffer smaller than its
+    constant count, a word that does not fit 64 bits, an object of another
+    Context and so on raise ValueError or TypeError and leave the chain
+    as it was.
     """
 
     def __init__(self, ctx):
@@ -270,9 +300,10 @@ class Chain:
         the previous atom's ``next`` points at it."""
         if len(args) > 6:
             raise ValueError("a system call takes at most 6 arguments")
-        flags = _word(flags, "flags")
-        if flags & ~SYSLET_FLAGS_ALL:
-            raise ValueError(f"unknown flag bits 0x{flags & ~SYSLET_FLAGS_ALL & _M64:x}")
+        if type(flags) is not int or flags & ~SYSLET_FLAGS_ALL:
+            flags = _word(flags, "flags")
+            if flags & ~SYSLET_FLAGS_ALL:
+                raise ValueError(f"unknown flag bits 0x{flags & ~SYSLET_FLAGS_ALL & _M64:x}")
         a = self._ctx._new_atom(nr, args, ret, flags)
         if link and self.atoms:
             self.atoms[-1].next = a
@@ -360,8 +391,8 @@ class Context:
         self._atom_arena = Arena(64 << 20, contiguous=True)   # ~760k atoms, backed on touch
         self._atoms = {}
         self._consumer = 0
-        self.ring_slots = ring_slots
-        self.ring_addr = self.arena.alloc(8 * ring_slots)
+        self._ring_slots = ring_slots
+        self._ring_addr = self.arena.alloc(8 * ring_slots)
         if backend == "reference":
             from ._reference import Reference
             self.engine = Reference()
@@ -379,12 +410,22 @@ class Context:
             raise
         self._registered = True
 
+    @property
+    def ring_slots(self):
+        """The completion ring's slots (read-only)."""
+        return self._ring_slots
+
+    @property
+    def ring_addr(self):
+        """The completion ring's address (read-only)."""
+        return self._ring_addr
+
     # -- memory -----------------------------------------------------------
     def var(self, value=0):
         """A new native word holding ``value`` (an integer in ``[-2**63,
         2**64)``; ValueError otherwise)."""
         value = _word(value, "Var value")
-        v = Var(self.arena.alloc(8))
+        v = Var(self.arena._alloc(8))
         v._ctx = self
         if value:
             _core.poke(v.addr, (value & _M64).to_bytes(8, "little"))
@@ -396,7 +437,7 @@ class Context:
         the device's logical block size, 4096 is always enough)."""
         size = _size(size, "Buffer size")
         align = _pow2(align, "align")
-        b = Buffer(self.arena.alloc(max(size, 1), align), size)
+        b = Buffer(self.arena._alloc(max(size, 1), align), size)
         b._ctx = self
         return b
 
@@ -430,6 +471,13 @@ class Context:
         pointer, value = its address), 'mem' (a Buffer or Atom: value = its
         address, size = its bytes), 'bytes' (value = the bytes, size = the
         copy with its NUL) or 'int' (value = the int)."""
+        t = type(arg)
+        if t is int and _MIN64 <= arg <= _M64:          # the usual cases first
+            return "int", arg, None
+        if t is Var and arg._ctx is self:
+            return "var", arg._addr, None
+        if t is Buffer and arg._ctx is self:
+            return "mem", arg._addr, arg._size
         what = f"argument {i + 1}"
         if isinstance(arg, Var):
             _owned(arg, self, f"{what} (a Var)")
@@ -457,21 +505,22 @@ class Context:
             raise ValueError(f"{name} changes the engine thread that runs it (a Context.close() "
                              f"could hang or the thread crash); the builder refuses it")
         sig = SIGNATURES.get(name)
-        if sig is None:
-            return
+        if sig is None or not any(k[0] in _MEMORY for k in kinds):
+            return              # no call with sized pointers, or no memory of known size passed
         consts = {}
         for i, p in enumerate(sig):
             if i >= len(kinds):
                 consts[p.name] = 0          # a missing argument is 0
             elif kinds[i][0] == "int":
                 consts[p.name] = kinds[i][1] & _M64
-        sizes = {d for p in sig for d in p.deps}
         for i, (kind, value, size) in enumerate(kinds[:len(sig)]):
+            if kind not in _MEMORY:
+                continue
             p = sig[i]
             what = f"{name}: argument {i + 1} ({p.name})"
-            if p.name in sizes and kind in ("mem", "bytes"):
+            if p.name in sig.sizes:
                 raise TypeError(f"{what} is a size: pass an int or a Var, not memory")
-            if p.dir is None or kind not in ("mem", "bytes"):
+            if p.dir is None:
                 continue
             if p.dir == "map":
                 raise ValueError(f"{what} would change the mapping of memory this Context "
@@ -485,9 +534,10 @@ class Context:
                                  f"holds {size}")
 
     def _new_atom(self, nr, args, ret, flags):
-        nr = _word(nr, "nr")
-        if nr < 0:
-            raise ValueError(f"nr must not be negative, not {nr}")
+        if type(nr) is not int or not 0 <= nr <= _M64:
+            nr = _word(nr, "nr")
+            if nr < 0:
+                raise ValueError(f"nr must not be negative, not {nr}")
         if ret is not None and ret is not True and ret is not False:
             if not isinstance(ret, Var):
                 raise TypeError(f"ret must be None, True or a Var, not {type(ret).__name__}")
@@ -498,19 +548,26 @@ class Context:
             ret = self.var()
         elif ret is False:
             ret = None
-        cells = []
+        # constant cells: one block for the atom, written at once
+        consts = []
+        for kind, value, _ in kinds:
+            if kind == "bytes":
+                at = self.arena._alloc(len(value) + 1, 1)
+                _core.poke(at, value + b"\0")
+                consts.append(at)
+            elif kind != "var":
+                consts.append(value)
+        if consts:
+            block = self.arena._alloc(8 * len(consts))
+            _core.poke(block, b"".join((v & _M64).to_bytes(8, "little") for v in consts))
+        cells, k = [], 0
         for kind, value, _ in kinds:
             if kind == "var":
                 cells.append(value)
-            elif kind == "mem":
-                cells.append(self._const(value))
-            elif kind == "bytes":
-                addr = self.arena.alloc(len(value) + 1, 1)
-                _core.poke(addr, value + b"\0")
-                cells.append(self._const(addr))
             else:
-                cells.append(self._const(value))
-        addr = self._atom_arena.alloc(ATOM_SIZE, 8)
+                cells.append(block + 8 * k)
+                k += 1
+        addr = self._atom_arena._alloc(ATOM_SIZE, 8)
         words = [flags, nr, ret.addr if ret is not None else 0, 0] + cells + [0] * (6 - len(cells)) + [0]
         _core.poke(addr, b"".join((w & _M64).to_bytes(8, "little") for w in words))
         a = Atom(self, addr, ret)
@@ -540,8 +597,8 @@ class Context:
                 raise ValueError("the chain belongs to another Context")
             if not chain.atoms:
                 raise ValueError("the chain is empty")
-            chain = chain.atoms[0]
-        elif not isinstance(chain, Atom):
+            return chain.atoms[0]._addr
+        if not isinstance(chain, Atom):
             raise TypeError(f"a Chain or an Atom runs, not {type(chain).__name__}")
         return self._built(chain, "exec")
 
@@ -552,8 +609,7 @@ class Context:
         async_exec; TypeError for anything but a Chain or an Atom, ValueError
         for an empty chain or one of another Context."""
         if type(chain) is Chain and chain._ctx is self and chain.atoms:     # the usual case, inline
-            a = chain.atoms[0]
-            addr = a.addr if self._atoms.get(a.addr) is a else self._head_addr(chain)
+            addr = chain.atoms[0]._addr
         else:
             addr = self._head_addr(chain)
         r = self.engine.exec(addr)
@@ -562,9 +618,12 @@ class Context:
     def exec_many(self, chains):
         """Runs several syslets with shared io_uring submissions.  Returns a
         list: the final atom, None (went async) or an OSError instance."""
+        try:        # _head_addr with the usual case inline (a chain holds atoms built by its Context)
+            heads = [c.atoms[0]._addr if type(c) is Chain and c._ctx is self else self._head_addr(c)
+                     for c in chains]
+        except IndexError:
+            heads = [self._head_addr(c) for c in chains]    # an empty chain: ValueError
         get = self._atoms.get
-        heads = [c.atoms[0].addr if type(c) is Chain and c._ctx is self and c.atoms
-                 and get(c.atoms[0].addr) is c.atoms[0] else self._head_addr(c) for c in chains]
         return [(get(r) or self.atom_or_wrap(r)) if r > 0 else None if r == 0 else OSError(-r, os.strerror(-r))
                 for r in self.engine.exec_batch(heads)]
 
