@@ -260,13 +260,11 @@ class Param:
 
 class Signature(tuple):
     """The :class:`Param` of a call, in argument order; ``sizes`` names
-    the arguments that are sizes of a pointer, ``checked`` tells whether
-    any argument is a pointer the builder checks."""
+    the arguments that are sizes of a pointer."""
 
     def __new__(cls, params):
         self = super().__new__(cls, params)
         self.sizes = frozenset(d for p in self for d in p.deps)
-        self.checked = any(p.dir for p in self)
         return self
 
 

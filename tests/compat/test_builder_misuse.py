@@ -386,6 +386,20 @@ def test_buffer_write_and_read_stay_inside(ctx):
     assert after.read() == b"\xee" * 8
 
 
+def test_sizes_and_addresses_are_read_only(ctx):
+    """A Buffer grown by assignment passed the size check; a larger
+    ring_slots made reap() clear words past the ring."""
+    b, v, a = ctx.buffer(8), ctx.var(), ctx.chain().getpid()
+    for obj, attr in ((b, "size"), (b, "addr"), (v, "addr"), (a, "addr"), (ctx, "ring_slots"),
+                      (ctx, "ring_addr")):
+        before = getattr(obj, attr)
+        with pytest.raises(AttributeError):
+            setattr(obj, attr, 1 << 20)
+        assert getattr(obj, attr) == before
+    ch = ctx.chain()
+    refused(ctx, ch, ValueError, lambda: ch.read(0, b, 9))
+
+
 def test_cstring_allocates_what_it_writes(ctx):
     data = array.array("Q", [1, 2, 3])
     addr = ctx.cstring(data)
