@@ -1,14 +1,61 @@
 """The builder layer: a context with its own head and ring, atoms and
 variables laid out in an arena of real memory, and a small chain builder."""
 import errno
+import math
+import numbers
+import operator
 import os
+import sys
 
 from . import _core
 from ._abi import (ATOM_SIZE, SYSLET_FLAGS_ALL)
-from ._syscalls import NR
+from ._argcheck import SIGNATURES, THREAD_STATE
+from ._syscalls import NAMES, NR
 
 _ffi = _core.ffi
 _M64 = 0xFFFFFFFFFFFFFFFF
+_MIN64 = -(1 << 63)
+_MEMORY = ("mem", "bytes")      # argument kinds whose size the builder knows
+
+
+def _int(v, what):
+    """``v`` as an int (anything with ``__index__``); TypeError otherwise."""
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise TypeError(f"{what} must be an integer, not {type(v).__name__}") from None
+
+
+def _word(v, what):
+    """``v`` as an int that fits a native word, signed or unsigned:
+    ``-2**63 <= v < 2**64`` (ValueError otherwise; it would not wrap)."""
+    v = _int(v, what)
+    if not _MIN64 <= v <= _M64:
+        raise ValueError(f"{what} = {v} does not fit a 64-bit word (-2**63 .. 2**64-1)")
+    return v
+
+
+def _size(v, what):
+    """``v`` as a non-negative int (ValueError when negative)."""
+    v = _int(v, what)
+    if v < 0:
+        raise ValueError(f"{what} must not be negative, not {v}")
+    return v
+
+
+def _pow2(v, what):
+    v = _int(v, what)
+    if v < 1 or v & (v - 1):
+        raise ValueError(f"{what} must be a power of two, not {v}")
+    return v
+
+
+def _owned(obj, ctx, what):
+    """Refuses a Var, Buffer or Atom made by another Context (its memory
+    lives as long as that one)."""
+    owner = obj._ctx
+    if owner is not None and owner is not ctx:
+        raise ValueError(f"{what} belongs to another Context")
 
 
 class Arena:
@@ -22,6 +69,9 @@ class Arena:
     raises MemoryError when full.  Otherwise it grows by ``size`` blocks."""
 
     def __init__(self, size=1 << 16, contiguous=False):
+        size = _size(size, "Arena size")
+        if size < 1:
+            raise ValueError("Arena size must be at least 1 byte")
         self._blocks = []
         self._size = size
         self._contiguous = contiguous
@@ -46,7 +96,12 @@ class Arena:
 
     def alloc(self, n, align=8):
         """Zeroed memory for ``n`` bytes at an address that is a multiple of
-        ``align`` (a power of two); returns its address."""
+        ``align`` (a power of two); returns its address.  ValueError for a
+        negative ``n`` or an ``align`` that is not a power of two."""
+        return self._alloc(_size(n, "Arena.alloc size"), _pow2(align, "Arena.alloc align"))
+
+    def _alloc(self, n, align=8):
+        """alloc() for the builder's own, already checked, sizes."""
         off = ((self._base + self._off + align - 1) & ~(align - 1)) - self._base
         if off + n > self._cap:
             if self._contiguous:
@@ -58,44 +113,89 @@ class Arena:
 
 
 class Var:
-    """One native word in the arena: an argument cell or a result cell."""
+    """One native word in the arena: an argument cell or a result cell.
 
-    __slots__ = ("addr",)
+    A Var made by :meth:`Context.var` keeps its Context (and so its memory)
+    alive; one you construct yourself is a plain view of the word at
+    ``addr``."""
+
+    __slots__ = ("_addr", "_ctx")
 
     def __init__(self, addr):
-        self.addr = addr
+        self._addr = addr
+        self._ctx = None
+
+    @property
+    def addr(self):
+        """The word's address (read-only)."""
+        return self._addr
 
     @property
     def value(self):
-        """The word as a signed integer."""
+        """The word as a signed integer.  Set it to any integer in
+        ``[-2**63, 2**64)`` (ValueError otherwise)."""
         return _core.peek_word(self.addr)
 
     @value.setter
     def value(self, v):
+        v = _word(v, "Var.value")
         _core.poke(self.addr, (v & _M64).to_bytes(8, "little"))
 
     def __repr__(self):
         return f"Var(0x{self.addr:x}, value={self.value})"
 
 
-class Buffer:
-    """A byte buffer in the arena.  Its address is passed as an argument."""
+def _errno_hint(n):
+    name = errno.errorcode.get(-n)
+    return f" (an atom's error result? -{name})" if name else ""
 
-    __slots__ = ("addr", "size")
+
+class Buffer:
+    """A byte buffer in the arena.  Its address is passed as an argument.
+
+    A Buffer made by :meth:`Context.buffer` keeps its Context (and so its
+    memory) alive; one you construct yourself is a plain view of ``size``
+    bytes at ``addr``."""
+
+    __slots__ = ("_addr", "_size", "_ctx")
 
     def __init__(self, addr, size):
-        self.addr = addr
-        self.size = size
+        self._addr = addr
+        self._size = _size(size, "Buffer size")
+        self._ctx = None
+
+    @property
+    def addr(self):
+        """The buffer's address (read-only)."""
+        return self._addr
+
+    @property
+    def size(self):
+        """The buffer's size in bytes (read-only: the builder's checks rely on it)."""
+        return self._size
 
     def read(self, n=None):
-        """The first ``n`` bytes (all by default) as bytes."""
-        return _core.peek(self.addr, self.size if n is None else min(n, self.size))
+        """The first ``n`` bytes (all by default; at most :attr:`size`) as
+        bytes.  ValueError for a negative ``n`` (e.g. a failed read's
+        ``-errno`` result)."""
+        if n is None:
+            n = self.size
+        else:
+            n = _int(n, "Buffer.read length")
+            if n < 0:
+                raise ValueError(f"Buffer.read length must not be negative, not {n}{_errno_hint(n)}")
+        return _core.peek(self.addr, min(n, self.size))
 
     def write(self, data, offset=0):
-        """Copies ``data`` into the buffer at ``offset``."""
+        """Copies ``data`` (a bytes-like object) into the buffer at
+        ``offset``; ValueError when it does not fit or ``offset`` is
+        negative."""
+        data = memoryview(data).tobytes()
+        offset = _size(offset, "Buffer.write offset")
         if offset + len(data) > self.size:
-            raise ValueError("data does not fit the buffer")
-        _core.poke(self.addr + offset, bytes(data))
+            raise ValueError(f"{len(data)} bytes at offset {offset} do not fit the buffer "
+                             f"of {self.size} bytes")
+        _core.poke(self.addr + offset, data)
 
     def __len__(self):
         return self.size
@@ -107,8 +207,13 @@ class Atom:
 
     def __init__(self, ctx, addr, ret):
         self._ctx = ctx
-        self.addr = addr
+        self._addr = addr
         self.ret = ret
+
+    @property
+    def addr(self):
+        """The atom's address (read-only)."""
+        return self._addr
 
     def _get(self, off):
         return _core.peek_word(self.addr + off) & _M64
@@ -123,6 +228,9 @@ class Atom:
 
     @flags.setter
     def flags(self, v):
+        v = _word(v, "Atom.flags")
+        if v & ~SYSLET_FLAGS_ALL:
+            raise ValueError(f"unknown flag bits 0x{v & ~SYSLET_FLAGS_ALL & _M64:x}")
         self._set(0, v)
 
     @property
@@ -138,7 +246,7 @@ class Atom:
 
     @next.setter
     def next(self, atom):
-        self._set(24, atom.addr if atom is not None else 0)
+        self._set(24, 0 if atom is None else self._ctx._built(atom, "Atom.next"))
 
     @property
     def result(self):
@@ -158,7 +266,14 @@ class Chain:
     when the atom runs), :class:`Buffer` or :class:`Atom` (their address), or
     bytes (copied NUL-terminated into the arena; its address is passed).
     Atoms are laid out contiguously, so SYSLET_SKIP_TO_NEXT_ON_STOP lands on
-    the atom added after it.
+    the atom added after it.  ``atoms`` lists them in order (read it; the
+    chain relies on it holding atoms of its Context only).
+
+    What the arguments say is checked before anything is built (see
+    :ref:`compat-builder-checks`): a call with a Buffer smaller than its
+    constant count, a word that does not fit 64 bits, an object of another
+    Context and so on raise ValueError or TypeError and leave the chain
+    as it was.
     """
 
     def __init__(self, ctx):
@@ -167,12 +282,16 @@ class Chain:
 
     @property
     def head(self):
-        """The first atom."""
+        """The first atom (ValueError for an empty chain)."""
+        if not self.atoms:
+            raise ValueError("the chain is empty")
         return self.atoms[0]
 
     @property
     def tail(self):
-        """The last atom added."""
+        """The last atom added (ValueError for an empty chain)."""
+        if not self.atoms:
+            raise ValueError("the chain is empty")
         return self.atoms[-1]
 
     def atom(self, nr, *args, ret=None, flags=0, link=True):
@@ -181,8 +300,10 @@ class Chain:
         the previous atom's ``next`` points at it."""
         if len(args) > 6:
             raise ValueError("a system call takes at most 6 arguments")
-        if flags & ~SYSLET_FLAGS_ALL:
-            raise ValueError(f"unknown flag bits 0x{flags & ~SYSLET_FLAGS_ALL:x}")
+        if type(flags) is not int or flags & ~SYSLET_FLAGS_ALL:
+            flags = _word(flags, "flags")
+            if flags & ~SYSLET_FLAGS_ALL:
+                raise ValueError(f"unknown flag bits 0x{flags & ~SYSLET_FLAGS_ALL & _M64:x}")
         a = self._ctx._new_atom(nr, args, ret, flags)
         if link and self.atoms:
             self.atoms[-1].next = a
@@ -190,7 +311,8 @@ class Chain:
         return a
 
     def loop_to(self, atom):
-        """Points the last atom's ``next`` back at ``atom`` (a loop)."""
+        """Points the last atom's ``next`` back at ``atom`` (a loop; an
+        atom of this chain's Context)."""
         self.tail.next = atom
         return self
 
@@ -214,7 +336,7 @@ class Batch:
 
     def __init__(self, ctx, chains):
         self._ctx = ctx
-        heads = [(c.head if isinstance(c, Chain) else c).addr for c in chains]
+        heads = [ctx._head_addr(c) for c in chains]
         self._run = ctx.engine.batch_runner(heads)
         self._n = len(heads)
         self._last = (None, None)   # (raw results, the atoms they meant)
@@ -247,17 +369,21 @@ class Context:
 
     ``backend``: ``'io_uring'``, ``'threadpool'``, ``'reference'`` (the
     sequential interpreter) or None for ``uring_shim.backend()``.
-    ``ring_slots``: completion ring size.  ``max_threads``: the head's
-    ``max_nr_threads`` (-1 = implementation default, 0 = always synchronous).
+    ``ring_slots``: completion ring size (at least 1).  ``max_threads``: the
+    head's ``max_nr_threads`` (-1 = implementation default, 0 = always
+    synchronous).  Out-of-range values raise ValueError before anything is
+    created.
     """
 
     def __init__(self, backend=None, ring_slots=256, max_threads=-1, arena_size=1 << 16):
-        if backend == "reference":
-            from ._reference import Reference
-            self.engine = Reference()
-        else:
-            self.engine = _core.Engine(backend)
-        self.backend = self.engine.backend
+        ring_slots = _int(ring_slots, "ring_slots")
+        if not 1 <= ring_slots <= sys.maxsize // 8:
+            raise ValueError(f"ring_slots must be at least 1 (and the ring fit in memory), "
+                             f"not {ring_slots}")
+        max_threads = _int(max_threads, "max_threads")
+        if not -1 <= max_threads <= _M64:
+            raise ValueError(f"max_threads must be -1 (default), 0 (synchronous) or a "
+                             f"number of threads, not {max_threads}")
         self.arena = Arena(arena_size)
         # Atoms get an arena of their own: result and constant cells allocated
         # while building must not land between two atoms, or
@@ -265,51 +391,183 @@ class Context:
         self._atom_arena = Arena(64 << 20, contiguous=True)   # ~760k atoms, backed on touch
         self._atoms = {}
         self._consumer = 0
-        self.ring_slots = ring_slots
-        self.ring_addr = self.arena.alloc(8 * ring_slots)
-        self.engine.register(self.ring_addr, 8 * ring_slots, max_threads)
+        self._ring_slots = ring_slots
+        self._ring_addr = self.arena.alloc(8 * ring_slots)
+        if backend == "reference":
+            from ._reference import Reference
+            self.engine = Reference()
+        else:
+            self.engine = _core.Engine(backend)
+        # The memory syslets use lives at least as long as the engine that
+        # runs them (someone may keep ctx.engine and drop the Context), and
+        # as long as any Var, Buffer or Atom made here (they hold the Context).
+        self.engine._builder_memory = (self.arena, self._atom_arena)
+        self.backend = self.engine.backend
+        try:
+            self.engine.register(self.ring_addr, 8 * ring_slots, max_threads)
+        except BaseException:
+            self.engine.close()
+            raise
         self._registered = True
+
+    @property
+    def ring_slots(self):
+        """The completion ring's slots (read-only)."""
+        return self._ring_slots
+
+    @property
+    def ring_addr(self):
+        """The completion ring's address (read-only)."""
+        return self._ring_addr
 
     # -- memory -----------------------------------------------------------
     def var(self, value=0):
-        """A new native word holding ``value``."""
-        v = Var(self.arena.alloc(8))
+        """A new native word holding ``value`` (an integer in ``[-2**63,
+        2**64)``; ValueError otherwise)."""
+        value = _word(value, "Var value")
+        v = Var(self.arena._alloc(8))
+        v._ctx = self
         if value:
-            v.value = value
+            _core.poke(v.addr, (value & _M64).to_bytes(8, "little"))
         return v
 
     def buffer(self, size, align=16):
-        """A new zeroed buffer of ``size`` bytes at an address that is a
-        multiple of ``align`` (a power of two; O_DIRECT I/O wants the
-        device's logical block size, 4096 is always enough)."""
-        if align < 1 or align & (align - 1):
-            raise ValueError(f"align must be a power of two, not {align}")
-        return Buffer(self.arena.alloc(max(size, 1), align), size)
+        """A new zeroed buffer of ``size`` bytes (``size >= 0``) at an address
+        that is a multiple of ``align`` (a power of two; O_DIRECT I/O wants
+        the device's logical block size, 4096 is always enough)."""
+        size = _size(size, "Buffer size")
+        align = _pow2(align, "align")
+        b = Buffer(self.arena._alloc(max(size, 1), align), size)
+        b._ctx = self
+        return b
 
     def cstring(self, data):
         """Copies bytes (or str, UTF-8) NUL-terminated into the arena; returns the address."""
         if isinstance(data, str):
             data = data.encode()
+        data = memoryview(data).tobytes()
         addr = self.arena.alloc(len(data) + 1, 1)
-        _core.poke(addr, bytes(data) + b"\0")
+        _core.poke(addr, data + b"\0")
         return addr
 
-    def _cell(self, arg):
+    def _const(self, v):
+        addr = self.arena.alloc(8)
+        if v:
+            _core.poke(addr, (v & _M64).to_bytes(8, "little"))
+        return addr
+
+    def _built(self, atom, what):
+        """The address of ``atom``, an Atom built by this Context."""
+        if not isinstance(atom, Atom):
+            raise TypeError(f"{what} must be an Atom, not {type(atom).__name__}")
+        if atom._ctx is not self:
+            raise ValueError(f"{what}: the atom belongs to another Context")
+        if self._atoms.get(atom.addr) is not atom:
+            raise ValueError(f"{what}: the atom at 0x{atom.addr:x} was not built by this Context")
+        return atom.addr
+
+    def _classify(self, i, arg):
+        """(kind, value, size) of argument ``i``: kind is 'var' (passed by
+        pointer, value = its address), 'mem' (a Buffer or Atom: value = its
+        address, size = its bytes), 'bytes' (value = the bytes, size = the
+        copy with its NUL) or 'int' (value = the int)."""
+        t = type(arg)
+        if t is int and _MIN64 <= arg <= _M64:          # the usual cases first
+            return "int", arg, None
+        if t is Var and arg._ctx is self:
+            return "var", arg._addr, None
+        if t is Buffer and arg._ctx is self:
+            return "mem", arg._addr, arg._size
+        what = f"argument {i + 1}"
         if isinstance(arg, Var):
-            return arg.addr
-        if isinstance(arg, (Buffer, Atom)):
-            return self.var(arg.addr).addr
+            _owned(arg, self, f"{what} (a Var)")
+            return "var", arg.addr, None
+        if isinstance(arg, Buffer):
+            _owned(arg, self, f"{what} (a Buffer)")
+            return "mem", arg.addr, arg.size
+        if isinstance(arg, Atom):
+            _owned(arg, self, f"{what} (an Atom)")
+            return "mem", arg.addr, ATOM_SIZE
         if isinstance(arg, (bytes, bytearray, str)):
-            return self.var(self.cstring(arg)).addr
-        if isinstance(arg, int):
-            return self.var(arg).addr
-        raise TypeError(f"cannot pass {type(arg).__name__} as a syslet argument")
+            data = arg.encode() if isinstance(arg, str) else bytes(arg)
+            return "bytes", data, len(data) + 1
+        try:
+            v = operator.index(arg)
+        except TypeError:
+            raise TypeError(f"cannot pass {type(arg).__name__} as a syslet argument "
+                            f"({what})") from None
+        return "int", _word(v, what), None
+
+    def _check_call(self, nr, kinds):
+        """The memory checks of the call table (compat/_argcheck.py)."""
+        name = NAMES.get(nr)
+        if name in THREAD_STATE:
+            raise ValueError(f"{name} changes the engine thread that runs it (a Context.close() "
+                             f"could hang or the thread crash); the builder refuses it")
+        sig = SIGNATURES.get(name)
+        if sig is None or not any(k[0] in _MEMORY for k in kinds):
+            return              # no call with sized pointers, or no memory of known size passed
+        consts = {}
+        for i, p in enumerate(sig):
+            if i >= len(kinds):
+                consts[p.name] = 0          # a missing argument is 0
+            elif kinds[i][0] == "int":
+                consts[p.name] = kinds[i][1] & _M64
+        for i, (kind, value, size) in enumerate(kinds[:len(sig)]):
+            if kind not in _MEMORY:
+                continue
+            p = sig[i]
+            what = f"{name}: argument {i + 1} ({p.name})"
+            if p.name in sig.sizes:
+                raise TypeError(f"{what} is a size: pass an int or a Var, not memory")
+            if p.dir is None:
+                continue
+            if p.dir == "map":
+                raise ValueError(f"{what} would change the mapping of memory this Context "
+                                 f"owns; pass a raw address")
+            if kind == "bytes" and "w" in p.dir:
+                raise TypeError(f"{what} is written by the kernel: pass a Buffer "
+                                f"(bytes are copied, the data would be lost)")
+            need = p.need(consts)
+            if need is not None and need > size:
+                raise ValueError(f"{what} needs {need} bytes ({p.size}), the memory passed "
+                                 f"holds {size}")
 
     def _new_atom(self, nr, args, ret, flags):
-        addr = self._atom_arena.alloc(ATOM_SIZE, 8)
+        if type(nr) is not int or not 0 <= nr <= _M64:
+            nr = _word(nr, "nr")
+            if nr < 0:
+                raise ValueError(f"nr must not be negative, not {nr}")
+        if ret is not None and ret is not True and ret is not False:
+            if not isinstance(ret, Var):
+                raise TypeError(f"ret must be None, True or a Var, not {type(ret).__name__}")
+            _owned(ret, self, "ret (a Var)")
+        kinds = [self._classify(i, a) for i, a in enumerate(args)]
+        self._check_call(nr, kinds)
         if ret is True:
             ret = self.var()
-        cells = [self._cell(a) for a in args]
+        elif ret is False:
+            ret = None
+        # constant cells: one block for the atom, written at once
+        consts = []
+        for kind, value, _ in kinds:
+            if kind == "bytes":
+                at = self.arena._alloc(len(value) + 1, 1)
+                _core.poke(at, value + b"\0")
+                consts.append(at)
+            elif kind != "var":
+                consts.append(value)
+        if consts:
+            block = self.arena._alloc(8 * len(consts))
+            _core.poke(block, b"".join((v & _M64).to_bytes(8, "little") for v in consts))
+        cells, k = [], 0
+        for kind, value, _ in kinds:
+            if kind == "var":
+                cells.append(value)
+            else:
+                cells.append(block + 8 * k)
+                k += 1
+        addr = self._atom_arena._alloc(ATOM_SIZE, 8)
         words = [flags, nr, ret.addr if ret is not None else 0, 0] + cells + [0] * (6 - len(cells)) + [0]
         _core.poke(addr, b"".join((w & _M64).to_bytes(8, "little") for w in words))
         a = Atom(self, addr, ret)
@@ -331,19 +589,40 @@ class Context:
         return self._atoms[addr]
 
     # -- running ------------------------------------------------------------
+    def _head_addr(self, chain):
+        """The first atom's address of a Chain of this Context, or of an
+        Atom built here; TypeError / ValueError otherwise."""
+        if isinstance(chain, Chain):
+            if chain._ctx is not self:
+                raise ValueError("the chain belongs to another Context")
+            if not chain.atoms:
+                raise ValueError("the chain is empty")
+            return chain.atoms[0]._addr
+        if not isinstance(chain, Atom):
+            raise TypeError(f"a Chain or an Atom runs, not {type(chain).__name__}")
+        return self._built(chain, "exec")
+
     def exec(self, chain):
-        """Runs a chain (or an :class:`Atom`).  Returns the final atom when the
-        syslet completed synchronously, None when it went async (see
-        :meth:`wait`).  Raises OSError with the errno of async_exec."""
-        head = chain.head if isinstance(chain, Chain) else chain
-        r = self.engine.exec(head.addr)
+        """Runs a chain (or an :class:`Atom`) built by this Context.  Returns
+        the final atom when the syslet completed synchronously, None when it
+        went async (see :meth:`wait`).  Raises OSError with the errno of
+        async_exec; TypeError for anything but a Chain or an Atom, ValueError
+        for an empty chain or one of another Context."""
+        if type(chain) is Chain and chain._ctx is self and chain.atoms:     # the usual case, inline
+            addr = chain.atoms[0]._addr
+        else:
+            addr = self._head_addr(chain)
+        r = self.engine.exec(addr)
         return self.atom_or_wrap(r) if r else None
 
     def exec_many(self, chains):
         """Runs several syslets with shared io_uring submissions.  Returns a
         list: the final atom, None (went async) or an OSError instance."""
-        heads = [c.atoms[0].addr if type(c) is Chain else
-                 (c.head if isinstance(c, Chain) else c).addr for c in chains]
+        try:        # _head_addr with the usual case inline (a chain holds atoms built by its Context)
+            heads = [c.atoms[0]._addr if type(c) is Chain and c._ctx is self else self._head_addr(c)
+                     for c in chains]
+        except IndexError:
+            heads = [self._head_addr(c) for c in chains]    # an empty chain: ValueError
         get = self._atoms.get
         return [(get(r) or self.atom_or_wrap(r)) if r > 0 else None if r == 0 else OSError(-r, os.strerror(-r))
                 for r in self.engine.exec_batch(heads)]
@@ -377,7 +656,22 @@ class Context:
 
     def wait(self, min_events=1, timeout=None):
         """Waits for ``min_events`` ring entries, then reaps them all.
-        Returns the list of final atoms (possibly empty after ``timeout``)."""
+        Returns the list of final atoms (possibly empty after ``timeout``
+        seconds; None or ``inf``: no limit).  ValueError when ``min_events``
+        is negative or more than :attr:`ring_slots` (the ring could never
+        hold them), or ``timeout`` is negative or NaN."""
+        min_events = _int(min_events, "min_events")
+        if not 0 <= min_events <= self.ring_slots:
+            raise ValueError(f"min_events must be between 0 and the ring's {self.ring_slots} "
+                             f"slots, not {min_events}")
+        if timeout is not None:
+            if not isinstance(timeout, numbers.Real):
+                raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
+            timeout = float(timeout)
+            if math.isnan(timeout) or timeout < 0:
+                raise ValueError(f"timeout must be None or a number of seconds >= 0, not {timeout}")
+            if math.isinf(timeout):
+                timeout = None
         self.engine.wait(min_events, timeout)
         return self.reap()
 

@@ -89,7 +89,12 @@ def peek_word(addr):
 
 def umem_add(addr, inc):
     """Atomically adds ``inc`` to the native word at ``addr`` and returns the
-    new value (unsigned).  Raises OSError(EFAULT) on a bad pointer."""
+    new value (unsigned).  Raises OSError(EFAULT) on a bad pointer.  ``inc``
+    is an unsigned long, given unsigned or as its signed equivalent
+    (``-1`` subtracts one); OverflowError outside ``[-2**63, 2**64)``, as for
+    any integer that does not fit a C argument (it used to wrap)."""
+    if not -0x8000000000000000 <= inc <= 0xFFFFFFFFFFFFFFFF:
+        raise OverflowError(f"umem_add: inc = {inc} does not fit a 64-bit word")
     err = ffi.new("int *")
     v = lib.sl_umem_add(addr, inc & 0xFFFFFFFFFFFFFFFF, err)
     if err[0]:
@@ -207,6 +212,8 @@ class Engine:
                     return True
                 if r != -errno.ETIME:
                     raise _oserror(r, "async_wait")
+        if timeout != timeout:
+            raise ValueError("timeout is NaN")     # would never end
         import time
         deadline = time.monotonic() + timeout
         while True:
