@@ -314,6 +314,75 @@ static void print_counters(void)
             (unsigned long long)k.cold_reads);
 }
 
+/* ---- SYSLET_COMPAT_REPORT: the counters, for `syslet-compat run` ------------
+ *
+ * With SYSLET_COMPAT_REPORT=DIR in the environment, every process that made
+ * a context writes DIR/libsyslet-<pid>.json at exit (atexit; not after
+ * _exit, a fatal signal or exec): its backend, the engine's counters and the
+ * per-system-call ones (engine.h, SL_NRC_*), as
+ *
+ *   {"pid": P, "backend": "io_uring", "counters": {"syslets_sync": N, ...},
+ *    "calls": {"17": [inline, nowait, uring, uring_linked, pool], ...}}
+ *
+ * ("calls" keys are system call numbers, "other" for numbers of no slot;
+ * only calls that ran).  syslet-compat run (compat/_run.py) reads them. */
+static void report_write(void)
+{
+    const char *dir = getenv("SYSLET_COMPAT_REPORT");
+    struct sl_ctx *c = atomic_load(&g_ctx);
+    if (!dir || !dir[0] || !c)
+        return;
+    static uint64_t nrc[SL_NRC_SLOTS][SL_NRC_KINDS];
+    struct sl_counters k;
+    sl_get_counters(c, &k);
+    sl_get_nr_counters(c, nrc);
+    char tmp[PATH_MAX], path[PATH_MAX];
+    int pid = (int)getpid();
+    snprintf(tmp, sizeof tmp, "%s/.libsyslet-%d.json.tmp", dir, pid);
+    snprintf(path, sizeof path, "%s/libsyslet-%d.json", dir, pid);
+    int saved = errno;
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        fprintf(stderr, "libsyslet: SYSLET_COMPAT_REPORT: %s: %s\n", tmp, strerror(errno));
+        errno = saved;
+        return;
+    }
+    fprintf(f, "{\"pid\": %d, \"backend\": \"%s\", \"counters\": {", pid,
+            sl_ctx_backend(c) ? "io_uring" : "threadpool");
+#define RC(name, sep) fprintf(f, "\"" #name "\": %llu" sep, (unsigned long long)k.name)
+    RC(syslets_sync, ", "); RC(syslets_async, ", "); RC(atoms_uring, ", ");
+    RC(atoms_inline, ", "); RC(atoms_pool, ", "); RC(atoms_nowait, ", "); RC(segments, ", ");
+    RC(enters, ", "); RC(overstops, ", "); RC(ring_full_waits, ", "); RC(published, ", ");
+    RC(pool_batches, ", "); RC(faults, ", "); RC(direct_reads, ", "); RC(caller_waits, ", ");
+    RC(driver_waits, ", "); RC(cold_reads, "");
+#undef RC
+    fprintf(f, "}, \"calls\": {");
+    const char *sep = "";
+    for (unsigned i = 0; i < SL_NRC_SLOTS; i++) {
+        uint64_t any = 0;
+        for (unsigned j = 0; j < SL_NRC_KINDS; j++)
+            any |= nrc[i][j];
+        if (!any)
+            continue;
+        if (i < 512)
+            fprintf(f, "%s\"%u\": [", sep, i);
+        else if (i < SL_NRC_SLOTS - 1)
+            fprintf(f, "%s\"%u\": [", sep, 1000 + i - 512);
+        else
+            fprintf(f, "%s\"other\": [", sep);
+        for (unsigned j = 0; j < SL_NRC_KINDS; j++)
+            fprintf(f, "%s%llu", j ? ", " : "", (unsigned long long)nrc[i][j]);
+        fprintf(f, "]");
+        sep = ", ";
+    }
+    fprintf(f, "}}\n");
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        fprintf(stderr, "libsyslet: SYSLET_COMPAT_REPORT: %s: %s\n", path, strerror(errno));
+        unlink(tmp);
+    }
+    errno = saved;
+}
+
 static __attribute__((noinline)) struct sl_ctx *ctx_slow(void)
 {
     pthread_once(&g_once, install_once);
@@ -333,6 +402,11 @@ static __attribute__((noinline)) struct sl_ctx *ctx_slow(void)
         if (g_trace)
             sl_set_trace(c, 1);
         sl_set_env_abi(c, g_env_abi);
+        static int report_atexit;       /* (inherited by a forked child, as atexit is) */
+        if (!report_atexit && getenv("SYSLET_COMPAT_REPORT")) {
+            report_atexit = 1;
+            atexit(report_write);
+        }
         if (g_debug) {
             static int atexit_done;
             fprintf(stderr, "libsyslet: pid %d context: backend=%s (asked %s) policy=%s\n",

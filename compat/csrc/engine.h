@@ -33,6 +33,16 @@ struct sl_counters {
 
 struct sl_ctx;
 
+/* Per-system-call counters (sl_get_nr_counters): where the atoms of each
+ * nr ran, in the same places as the atoms_* counters.  Slot nr for 0..511,
+ * 512 + (nr - 1000) for the syslet numbers 1000..1004, SL_NRC_SLOTS - 1 for
+ * any other number.  Kinds: inline (caller or driver thread, not counting
+ * RWF_NOWAIT hits), RWF_NOWAIT hits, io_uring alone in its segment,
+ * io_uring in a linked segment of several SQEs, the fallback pool. */
+#define SL_NRC_SLOTS 518
+enum { SL_NRC_INLINE, SL_NRC_NOWAIT, SL_NRC_URING, SL_NRC_URING_LINKED, SL_NRC_POOL,
+       SL_NRC_KINDS };
+
 /* backend: 1 = io_uring + pool, 0 = pool only.  *err gets -errno on failure. */
 struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err);
 /* Stops the driver (cancelling loops when cancel != 0, waiting otherwise),
@@ -96,6 +106,7 @@ int sl_wait_intr(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns);
 int64_t sl_ring_count(struct sl_ctx *c);
 unsigned sl_inflight(struct sl_ctx *c);
 void sl_get_counters(struct sl_ctx *c, struct sl_counters *out);
+void sl_get_nr_counters(struct sl_ctx *c, uint64_t out[SL_NRC_SLOTS][SL_NRC_KINDS]);
 void sl_set_trace(struct sl_ctx *c, int on);
 /* 0 = no budget. */
 void sl_set_budget(struct sl_ctx *c, uint64_t max_atoms);

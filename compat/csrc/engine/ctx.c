@@ -216,11 +216,21 @@ void sl_get_counters(struct sl_ctx *c, struct sl_counters *out)
     pthread_mutex_lock(&c->mu);
     *out = c->cnt;
     pthread_mutex_unlock(&c->mu);
-    uint64_t hits = __atomic_load_n(&c->fast_hits, __ATOMIC_RELAXED);
+    uint64_t hits = __atomic_load_n(&c->fast_hits[0], __ATOMIC_RELAXED) +
+                    __atomic_load_n(&c->fast_hits[1], __ATOMIC_RELAXED);
     out->syslets_sync += hits;
     out->atoms_inline += hits;
     out->atoms_nowait += hits;
     out->faults += __atomic_load_n(&c->fast_faults, __ATOMIC_RELAXED);
+}
+
+void sl_get_nr_counters(struct sl_ctx *c, uint64_t out[SL_NRC_SLOTS][SL_NRC_KINDS])
+{
+    pthread_mutex_lock(&c->mu);
+    memcpy(out, c->nrc, sizeof c->nrc);
+    pthread_mutex_unlock(&c->mu);
+    out[0][SL_NRC_NOWAIT] += __atomic_load_n(&c->fast_hits[0], __ATOMIC_RELAXED);
+    out[17][SL_NRC_NOWAIT] += __atomic_load_n(&c->fast_hits[1], __ATOMIC_RELAXED);
 }
 
 void sl_set_trace(struct sl_ctx *c, int on)

@@ -21,13 +21,14 @@ static __attribute__((noinline)) int64_t exec_general(struct sl_ctx *c, uint64_t
 }
 
 /* The fast path settled the atom with result r: store it, count it, and
- * the syslet ends here (no next, no skip). */
+ * the syslet ends here (no next, no skip).  o: the atom's header words. */
 static inline __attribute__((always_inline)) int64_t fast_done(struct sl_ctx *c, uint64_t atom,
-                                                               uint64_t ret_ptr, int64_t r)
+                                                               const uint64_t *o, int64_t r)
 {
+    uint64_t ret_ptr = o[2];
     if (ret_ptr && __builtin_expect(g_store8(ret_ptr, (uint64_t)r) != 0, 0))
         __atomic_add_fetch(&c->fast_faults, 1, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&c->fast_hits, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&c->fast_hits[o[1] != 0], 1, __ATOMIC_RELAXED);
     return (int64_t)atom;
 }
 
@@ -60,7 +61,7 @@ static __attribute__((noinline)) int64_t exec_fast_rest(struct sl_ctx *c, uint64
         return exec_general(c, atom, u, &pre, t);
     }
     }
-    return fast_done(c, atom, o[2], r);
+    return fast_done(c, atom, o, r);
 }
 
 /* g_read_atom4 for personality v6's 80-byte atom (out of line: a guarded
@@ -138,7 +139,7 @@ static inline __attribute__((always_inline)) int64_t fast_end(const struct sl_fa
         fdk_forget(f->ctx, f->fd);      /* slow: ask about O_DIRECT again next time */
     if (__builtin_expect(r != (int64_t)f->iov.iov_len || f->direct, 0))
         return exec_fast_rest(f->ctx, f->atom, u, f->o, r, (int)f->direct, t);
-    return fast_done(f->ctx, f->atom, f->o[2], r);
+    return fast_done(f->ctx, f->atom, f->o, r);
 }
 
 static inline __attribute__((always_inline)) int64_t exec_one(struct sl_ctx *c, uint64_t atom,

@@ -156,9 +156,10 @@ struct sl_ctx {
     int fast_free;              /* fast_ok but for registration: the per-call heads of v5-v7 */
     int env_abi;                /* SYSLET_COMPAT_ABI's personality (sl_set_env_abi), 0 unset */
     struct sl_counters cnt;
+    uint64_t nrc[SL_NRC_SLOTS][SL_NRC_KINDS];  /* per nr: NRC(), sl_get_nr_counters */
     /* Counted without the mutex by the exec fast path (atomic adds): each hit is one
      * synchronous syslet of one inline RWF_NOWAIT atom. */
-    uint64_t fast_hits, fast_faults;
+    uint64_t fast_hits[2], fast_faults;     /* hits: [0] read, [1] pread64 */
     unsigned gen;               /* fork generation it was made in */
     /* FDK_* of fds < SL_FDK_SLOTS: where a lone read goes first (D23);
      * single bytes, read and written without the mutex */
@@ -175,6 +176,14 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static void on_fork_child(void) { fork_gen++; }
 static void atfork_install(void) { pthread_atfork(NULL, NULL, on_fork_child); }
 #define FOREIGN(c) ((c)->gen != fork_gen)
+
+/* The per-nr counter slot of nr (engine.h, SL_NRC_SLOTS); NRC counts one
+ * atom of nr run in place kind (under the context's mutex). */
+static inline unsigned nrc_slot(uint64_t nr)
+{
+    return nr < 512 ? (unsigned)nr : nr - 1000 < 5 ? 512 + (unsigned)(nr - 1000) : SL_NRC_SLOTS - 1;
+}
+#define NRC(c, nr, kind) ((c)->nrc[nrc_slot(nr)][kind]++)
 
 static void fast_update(struct sl_ctx *c)
 {

@@ -166,7 +166,7 @@ static int64_t indirect_syslet(struct sl_ctx *c, const uint64_t *r, uint64_t rin
                 fdk_tried(c, a[0], res);
             switch (res == a[2] ? NW_DONE : nowait_outcome(r[0], a, res)) {
             case NW_DONE:
-                __atomic_add_fetch(&c->fast_hits, 1, __ATOMIC_RELAXED);
+                __atomic_add_fetch(&c->fast_hits[r[0] != SYS_read], 1, __ATOMIC_RELAXED);
                 return sext32(res);
             case NW_SHORT:
                 partial = res;

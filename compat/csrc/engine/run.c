@@ -77,6 +77,7 @@ static void advance(struct sl_ctx *c, struct syslet *s)
                 r = run_native(c, &m);
             }
             c->cnt.atoms_inline++;
+            NRC(c, m.nr, SL_NRC_INLINE);
             if (complete_atom(c, s, &m, r))
                 s->cur = 0;
             continue;
@@ -95,6 +96,7 @@ static void advance(struct sl_ctx *c, struct syslet *s)
                 trace_member(c, s, &m, "nowait");
                 c->cnt.atoms_inline++;
                 c->cnt.atoms_nowait++;
+                NRC(c, m.nr, SL_NRC_NOWAIT);
                 if (complete_atom(c, s, &m, r))
                     s->cur = 0;
                 continue;
@@ -114,6 +116,7 @@ static void advance(struct sl_ctx *c, struct syslet *s)
             /* Pool-only: what io_uring would have completed inline. */
             trace_member(c, s, &m, "inline(cached)");
             c->cnt.atoms_inline++;
+            NRC(c, m.nr, SL_NRC_INLINE);
             if (complete_atom(c, s, &m, r))
                 s->cur = 0;
             continue;
@@ -134,6 +137,7 @@ static void advance(struct sl_ctx *c, struct syslet *s)
             r = run_native(c, &m);
             pthread_mutex_lock(&c->mu);
             c->cnt.atoms_inline++;
+            NRC(c, m.nr, SL_NRC_INLINE);
             if (complete_atom(c, s, &m, r))
                 s->cur = 0;
             continue;
@@ -222,6 +226,7 @@ static void on_completion(struct sl_ctx *c, uint64_t ud, int32_t res)
         if (s->state != ST_POOL)
             return;
         c->cnt.atoms_pool++;
+        NRC(c, s->pm.nr, SL_NRC_POOL);
         s->state = ST_READY;
         int64_t r = s->job.result;
         if (s->pm.partial > 0)
@@ -269,6 +274,7 @@ static void on_completion(struct sl_ctx *c, uint64_t ud, int32_t res)
         if (m->direct == FDK_COLD && s->in_caller && r >= 0)
             fdk_set(c, m->args[0], FDK_BUFFERED);   /* it was cached after all */
         c->cnt.atoms_uring++;
+        NRC(c, m->nr, s->nseg > 1 ? SL_NRC_URING_LINKED : SL_NRC_URING);
         int ended = complete_atom(c, s, m, r);
         if (ended) {
             s->cur = 0;
