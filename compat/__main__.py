@@ -1,14 +1,22 @@
-"""``python -m compat <command>``: the syslet-compat command line.
+"""``syslet-compat <command>`` (also ``python -m compat <command>``): the
+syslet-compat command line.
 
 Subcommands live in :data:`SUBCOMMANDS`, a dict ``name -> Subcommand``.  To
 add one, write a module with ``add_arguments(parser)`` and ``main(args) ->
-int`` and add an entry (or replace a stub) there; ``main`` builds one
-argparse sub-parser per entry and dispatches to its ``run``.
+int`` and add an entry there; ``main`` builds one argparse sub-parser per
+entry and dispatches to its ``run``.
+
+A bad option never gives a traceback or argparse's multi-line usage: one
+line on stderr (the error, then the subcommand's usage squeezed onto the
+same line) and exit status 2.
 """
 import argparse
 import importlib
+import os
 import sys
 from typing import Callable, NamedTuple, Optional
+
+DIST = "syslet-compat"
 
 
 class Subcommand(NamedTuple):
@@ -20,8 +28,7 @@ class Subcommand(NamedTuple):
 
 
 def _lazy(module, attr):
-    """A callable that imports ``compat.<module>`` only when called (keeps
-    ``python -m compat --help`` fast and independent of the engine build)."""
+    """A callable that imports ``compat.<module>`` only when called."""
 
     def call(*a, **kw):
         return getattr(importlib.import_module(f"compat.{module}"), attr)(*a, **kw)
@@ -30,45 +37,80 @@ def _lazy(module, attr):
     return call
 
 
-def _config_stub(args):
-    print("python -m compat config: not yet implemented", file=sys.stderr)
-    return 2
-
-
 SUBCOMMANDS = {
     "demo": Subcommand(
-        help="run the syslet demo (file copy loop, fio-style reads, open/read/close chains)",
+        help="run the syslet demo (copy loop, fio-style reads, open/read/close chains, "
+             "cached reads that stay synchronous beside O_DIRECT reads that go async)",
         run=_lazy("_demo", "main"),
         configure=_lazy("_demo", "add_arguments"),
     ),
     "config": Subcommand(
-        help="show or check the configuration (not yet implemented)",
+        help="print what a C build needs to use libsyslet (--cflags, --libs, --preload, ...)",
         run=_lazy("_config", "run"), configure=_lazy("_config", "add_arguments"),
+    ),
+    "conformance": Subcommand(
+        help="check an implementation of the syslet C ABI (this project's, or --preload PATH) "
+             "against every item of the v1 specification",
+        run=_lazy("_conformance", "main"),
+        configure=_lazy("_conformance", "add_arguments"),
     ),
 }
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m compat",
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr, exit status 2."""
+
+    def error(self, message):
+        usage = " ".join(self.format_usage().split())
+        if usage.startswith("usage: "):
+            usage = usage[len("usage: "):]
+        self.exit(2, f"{self.prog}: {message} (usage: {usage})\n")
+
+
+def prog_name():
+    """``syslet-compat`` for the console script, ``python -m compat`` for -m."""
+    base = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if base in ("", "__main__.py", "-c", "-m"):
+        return "python -m compat"
+    return base
+
+
+def version():
+    from . import __version__
+    return __version__
+
+
+def build_parser(prog=None):
+    parser = OneLineParser(
+        prog=prog or prog_name(),
         description="syslet-compat: the 2007 syslet API (ABI v1) on io_uring.")
+    parser.add_argument("--version", action="version", version=f"{DIST} {version()}")
     sub = parser.add_subparsers(dest="command", metavar="command")
     for name, cmd in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=cmd.help, description=cmd.help)
         if cmd.configure is not None:
             cmd.configure(p)
-        p.set_defaults(_run=cmd.run)
+        p.set_defaults(_run=cmd.run, _parser=p)
     return parser
 
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:   # reported by the subcommand's parser: its usage, not the top level's
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     run = getattr(args, "_run", None)
     if run is None:
         parser.print_help(sys.stderr)
         return 2
-    return int(run(args) or 0)
+    try:
+        return int(run(args) or 0)
+    except BrokenPipeError:     # `syslet-compat conformance --list | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

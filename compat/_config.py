@@ -1,4 +1,5 @@
-"""``python -m compat config``: what a C build needs to use the drop-in.
+"""``syslet-compat config`` (``python -m compat config``): what a C build
+needs to use the drop-in.
 
 pkg-config style; several flags print on one line in the order given::
 
@@ -86,19 +87,20 @@ def add_arguments(parser):
 
 
 def run(args):
+    prog = getattr(getattr(args, "_parser", None), "prog", "python -m compat config")
     order = args.order or []
     if not order:
-        print("python -m compat config: give at least one of "
+        print(f"{prog}: give at least one of "
               + ", ".join(f"--{n}" for n, _, _ in _FLAGS) + ", --pc", file=sys.stderr)
         return 2
     table = {n.replace("-", "_"): f for n, _, f in _FLAGS}
     if any(o.replace("_", "-") in _NEEDS_LIB for o in order) and not os.path.exists(LIBRARY):
-        print(f"python -m compat config: {LIBRARY} is missing; rebuild with "
+        print(f"{prog}: {LIBRARY} is missing; rebuild with "
               "`make venv` or `pip install -e .`", file=sys.stderr)
         return 1
     if "pc" in order:
         if len(order) != 1:
-            print("python -m compat config: --pc cannot be combined", file=sys.stderr)
+            print(f"{prog}: --pc cannot be combined", file=sys.stderr)
             return 2
         sys.stdout.write(pc_text())
         return 0
