@@ -54,6 +54,11 @@ SUBCOMMANDS = {
         run=_lazy("_conformance", "main"),
         configure=_lazy("_conformance", "add_arguments"),
     ),
+    "run": Subcommand(
+        help="run a program under libsyslet and write a migration report at its exit",
+        run=_lazy("_run", "main"),
+        configure=_lazy("_run", "add_arguments"),
+    ),
 }
 
 
