@@ -41,7 +41,8 @@ def add_arguments(p):
                         "else auto); ignored by other implementations")
     p.add_argument("--preload", metavar="PATH", default=None,
                    help="the implementation to check: a shared library preloaded into the "
-                        "checks (default: this project's libsyslet.so)")
+                        "checks, or several as PATH:PATH... in LD_PRELOAD order (default: "
+                        "this project's libsyslet.so)")
     p.add_argument("--cc", metavar="CC", default=None,
                    help="C compiler (default: $CC, else cc)")
     p.add_argument("--list", action="store_true", help="list the items and exit")
@@ -164,15 +165,22 @@ def _usage_error(args, message):
 
 def main(args):
     prog = getattr(getattr(args, "_parser", None), "prog", "syslet-compat conformance")
-    library = os.path.abspath(args.preload) if args.preload else OWN_LIBRARY
-    own = os.path.exists(library) and os.path.exists(OWN_LIBRARY) and \
-        os.path.samefile(library, OWN_LIBRARY)
-    if not args.list and not os.path.isfile(library):
-        if args.preload:
-            return _usage_error(args, f"--preload {args.preload}: no such file")
-        print(f"{prog}: {OWN_LIBRARY} is missing; rebuild with `make venv` or "
-              "`pip install -e .`", file=sys.stderr)
-        return 2
+    libs = [os.path.abspath(p) for p in args.preload.split(":") if p] if args.preload \
+        else [OWN_LIBRARY]
+    if not args.list:
+        for lib in libs:
+            if not os.path.isfile(lib):
+                if args.preload:
+                    return _usage_error(args, f"--preload {args.preload}: no such file"
+                                        + (f" {lib}" if len(libs) > 1 else ""))
+                print(f"{prog}: {OWN_LIBRARY} is missing; rebuild with `make venv` or "
+                      "`pip install -e .`", file=sys.stderr)
+                return 2
+        if not libs:
+            return _usage_error(args, "--preload: no library given")
+    library = ":".join(libs)
+    own = len(libs) == 1 and os.path.exists(libs[0]) and os.path.exists(OWN_LIBRARY) and \
+        os.path.samefile(libs[0], OWN_LIBRARY)
     backend = args.backend or os.environ.get("URING_SHIM_BACKEND") or None
     if backend == "auto":
         backend = None
@@ -195,9 +203,7 @@ def main(args):
             print(f"syslet ABI v1 conformance: {n} item{'s' * (n != 1)} of the specification "
                   f"against {what}" + (f", backend {backend or 'auto'}" if own else ""))
             sys.stdout.flush()
-            passed, failed, seen = run_suite(exe, library, backend if own else
-                                             (args.backend if args.backend != "auto" else None),
-                                             args.items)
+            passed, failed, seen = run_suite(exe, library, backend, args.items)
     except SuiteError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
