@@ -327,6 +327,26 @@ def test_run_reports_randread_in_text(randread_exe, tmp_path, backend):
     assert any(ln.startswith("  - completions: 3000 syslets went async") for ln in lines)
 
 
+def test_run_adds_up_every_process(copy_exe, tmp_path):
+    src = tmp_path / "src"
+    src.write_bytes(b"x" * 100_000)                     # 2 chunks: 3 reads, 2 writes
+    script = f"{copy_exe} {src} {tmp_path}/a && {copy_exe} {src} {tmp_path}/b"
+    rep = tmp_path / "report.json"
+    r = cli("run", "--format", "json", "--report", rep, "--", "sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(rep.read_text())
+    assert len(report["processes"]) == 2
+    assert {k: v["atoms"] for k, v in report["calls"].items()} == \
+        {"pread64": 6, "pwrite64": 4, "umem_add": 8}
+
+
+def test_conformance_without_a_compiler():
+    r = cli("conformance", "--cc", "/nonexistent/cc")
+    assert r.returncode == 2
+    assert r.stderr == ("python -m compat conformance: no C compiler ('/nonexistent/cc' not "
+                        "found; install gcc or give --cc)\n")
+
+
 def test_run_passes_the_abi_and_the_exit_status(tmp_path):
     r = cli("run", "--abi", "v6", "--", sys.executable, "-c",
             "import os, sys; print(os.environ['SYSLET_COMPAT_ABI']); sys.exit(3)", timeout=120)
