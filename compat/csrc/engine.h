@@ -35,11 +35,11 @@ struct sl_ctx;
 
 /* Per-system-call counters (sl_get_nr_counters): where the atoms of each
  * nr ran, in the same places as the atoms_* counters.  Slot nr for 0..511,
- * 512 + (nr - 1000) for the syslet numbers 1000..1004, SL_NRC_SLOTS - 1 for
- * any other number.  Kinds: inline (caller or driver thread, not counting
+ * 512 + (nr - 1000) for the project's numbers 1000..1039, SL_NRC_SLOTS - 1
+ * for any other number.  Kinds: inline (caller or driver thread, not counting
  * RWF_NOWAIT hits), RWF_NOWAIT hits, io_uring alone in its segment,
  * io_uring in a linked segment of several SQEs, the fallback pool. */
-#define SL_NRC_SLOTS 518
+#define SL_NRC_SLOTS 553
 enum { SL_NRC_INLINE, SL_NRC_NOWAIT, SL_NRC_URING, SL_NRC_URING_LINKED, SL_NRC_POOL,
        SL_NRC_KINDS };
 

@@ -181,7 +181,7 @@ static void atfork_install(void) { pthread_atfork(NULL, NULL, on_fork_child); }
  * atom of nr run in place kind (under the context's mutex). */
 static inline unsigned nrc_slot(uint64_t nr)
 {
-    return nr < 512 ? (unsigned)nr : nr - 1000 < 5 ? 512 + (unsigned)(nr - 1000) : SL_NRC_SLOTS - 1;
+    return nr < 512 ? (unsigned)nr : nr - 1000 < 40 ? 512 + (unsigned)(nr - 1000) : SL_NRC_SLOTS - 1;
 }
 #define NRC(c, nr, kind) ((c)->nrc[nrc_slot(nr)][kind]++)
 
