@@ -39,10 +39,19 @@ ABIS = ("v1", "v5", "v6", "v7")
 KINDS = ("inline", "nowait", "uring", "uring_linked", "pool")
 
 _NAME = {v: k for k, v in NR.items()}
-_NAME.setdefault(1004, "umem_add")
+_NAME.update({1004: "umem_add", 1012: "umem_add (v5 number)", 1022: "umem_add (v6 number)"})
+UMEM = {1004, 1012, 1022}
+#: An atom's 2007 numbers under personalities v5 and v6 (docs/spec.md 8):
+#: umem_add, and the refused syslet calls.
+_ABI_NUMBERS = {
+    "v5": ({282: "umem_add (v5 number 282)"}, {280, 281, 283}),
+    "v6": ({288: "umem_add (v6 number 288)"}, {286, 287, 289}),
+}
 
-#: Calls the syslet API refuses in an atom (SYSLET_SPEC.md 2.3, 6).
-REFUSED = {15, 56, 57, 58, 59, 60, 231, 322, 435, 1000, 1001, 1002, 1003}
+#: Calls refused in an atom (docs/spec.md 2.3, 6, 8): those that end or
+#: replace the thread or process, and the project's range 1000-1039 but
+#: umem_add's numbers.
+REFUSED = {15, 56, 57, 58, 59, 60, 231, 322, 435} | (set(range(1000, 1040)) - UMEM)
 #: Calls this engine sends to io_uring (compat/csrc/engine/sysclass.c, uring_op).
 ENGINE_URING = {0, 1, 2, 3, 17, 18, 74, 75, 257}
 #: Calls that never block (run in place by the engine; sysclass.c, never_blocks).
@@ -111,14 +120,21 @@ def add_arguments(p):
 
 # ---- collecting ---------------------------------------------------------------
 
-def call_name(key):
+def call_name(key, abi="v1"):
     if key == "other":
         return "(unknown numbers)"
     nr = int(key)
+    umem, refused = _ABI_NUMBERS.get(abi, ({}, set()))
+    if nr in umem:
+        return umem[nr]
+    if nr in refused:
+        return f"syscall {nr} (a {abi} syslet call)"
+    if nr in REFUSED and nr >= 1000:
+        return f"syscall {nr} (a syslet call)"
     return _NAME.get(nr, f"syscall {nr}")
 
 
-def collect(report_dir):
+def collect(report_dir, abi="v1"):
     """Adds up the drop-in's JSON files: (processes, counters, calls) where
     calls maps a call's name to {nr, inline, nowait, uring, uring_linked,
     pool, atoms}."""
@@ -133,7 +149,7 @@ def collect(report_dir):
         for k, v in data.get("counters", {}).items():
             counters[k] = counters.get(k, 0) + int(v)
         for key, values in data.get("calls", {}).items():
-            name = call_name(key)
+            name = call_name(key, abi)
             entry = calls.setdefault(name, {"nr": None if key == "other" else int(key),
                                             **{k: 0 for k in KINDS}, "atoms": 0})
             for k, v in zip(KINDS, values):
@@ -144,15 +160,16 @@ def collect(report_dir):
 
 # ---- what a port to io_uring changes ----------------------------------------------
 
-def port_hint(name, e):
+def port_hint(name, e, abi="v1"):
     """One sentence per call: what it becomes on plain io_uring."""
     nr = e["nr"]
-    if nr == 1004:
+    umem, refused = _ABI_NUMBERS.get(abi, ({}, set()))
+    if nr in UMEM or nr in umem:
         return ("not a system call: an atomic add (__atomic_add_fetch) in your completion "
                 "handler, before you prepare the SQE that reads the word")
     if nr is None:
         return "numbers no kernel knows (-ENOSYS): drop these atoms"
-    if nr in REFUSED:
+    if nr in REFUSED or nr in refused:
         return "refused in an atom (-EINVAL: it never ran): drop the atom"
     parts = []
     op = URING_OPS.get(name)
@@ -238,7 +255,7 @@ def build_report(command, status, abi, processes, counters, calls):
         "abi": abi,
         "processes": processes,
         "counters": counters,
-        "calls": {name: {**e, "port": port_hint(name, e)} for name, e in ordered},
+        "calls": {name: {**e, "port": port_hint(name, e, abi)} for name, e in ordered},
         "notes": general_notes(counters, calls),
     }
 
@@ -334,7 +351,7 @@ def main(args):
             for s, h in old.items():
                 signal.signal(s, h)
         code = 128 - status if status < 0 else status
-        processes, counters, calls = collect(report_dir)
+        processes, counters, calls = collect(report_dir, abi)
     rep = build_report(command, code, abi, processes, counters, calls)
     text = (json.dumps(rep, indent=2) + "\n") if args.format == "json" else format_text(rep)
     if args.report:
