@@ -1,7 +1,7 @@
 /* conformance.c -- the syslet ABI v1 conformance suite, as a C program.
  *
- * One check per item of the v1 specification (docs/spec.md; SYSLET_SPEC.md
- * sections 1-6): layouts, flags, stop conditions, SKIP, next chains, EFAULT
+ * One check per item of the v1 specification (docs/spec.md sections 1-6, and
+ * the rules of sections 8 and 12 that hold for v1 too): layouts, flags, stop conditions, SKIP, next chains, EFAULT
  * rules, refused calls, -ENOSYS, the ring's NULL-slot protocol, backpressure,
  * register/unregister errors, wait semantics, umem_add.  Every check talks to
  * the implementation the 2007 way only -- syscall() with the numbers of
@@ -723,7 +723,8 @@ static void c_errno_convention(void)
 static void c_unknown_nr(void)
 {
     reg(4, -1UL);
-    static const unsigned long nrs[] = {999, 1005, 0x100000000UL + SYS_getpid, -1UL};
+    /* (1000-1039 is the project's range: refused, not unknown; 6-refused-numbers) */
+    static const unsigned long nrs[] = {999, 1040, 0x100000000UL + SYS_getpid, -1UL};
     for (unsigned i = 0; i < sizeof nrs / sizeof *nrs; i++) {
         long *r = R();
         ATOM(&at[i], 0, nrs[i], r, NULL, NULL);
@@ -1536,23 +1537,34 @@ static void c_umem_add_atom(void)
     CHECK(*r0 == 123 && *r1 == -77 && x == (unsigned long)-77L, "umem_add atoms: %s, %s, word %ld; "
           "expected 123, -77 (stored as a signed long), -77", rstr(*r0), rstr(*r1), (long)x);
     CHECK(*r2 == -EFAULT, "umem_add atom on an unmapped word: %s, expected -EFAULT", rstr(*r2));
+    /* 1012 and 1022, umem_add's numbers of v5 and v6, run it in every atom too */
+    static const unsigned long more[] = {1012, 1022};
+    for (int i = 0; i < 2; i++) {
+        long *r = R();
+        ATOM(&at[3 + i], 0, more[i], r, NULL, W((unsigned long)&x), W(1));
+        exec_sync(&at[3 + i], &at[3 + i], "umem_add atom");
+        CHECK(*r == -76 + i && x == (unsigned long)(-76L + i), "an atom with nr %lu: %s, word %ld; "
+              "expected umem_add (-> %d)", more[i], rstr(*r), (long)x, -76 + i);
+    }
 }
 
 static void c_refused_numbers(void)
 {
     reg(4, -1UL);
-    for (unsigned long nr = 1000; nr <= 1003; nr++) {
+    ATOM(&at[60], 0, SYS_getpid, R(), NULL, NULL);
+    for (unsigned long nr = 1000; nr <= 1039; nr++) {
+        if (nr == 1004 || nr == 1012 || nr == 1022)
+            continue;       /* umem_add (6-umem_add-atom) */
         long *r = R();
-        struct syslet_uatom *a = &at[nr - 1000];
+        struct syslet_uatom *a = &at[nr % 50];
         /* arguments that would be valid for the call */
-        ATOM(a, 0, nr, r, NULL, W(nr == 1001 ? (unsigned long)&at[10] : (unsigned long)&ahu),
-             W(sizeof ahu));
-        ATOM(&at[10], 0, SYS_getpid, R(), NULL, NULL);
-        exec_sync(a, a, "an atom of a syslet call");
+        ATOM(a, 0, nr, r, NULL, W(nr % 10 == 1 ? (unsigned long)&at[60] : (unsigned long)&ahu),
+             W(sizeof ahu), W((unsigned long)&ahu));
+        exec_sync(a, a, "an atom with a number of the project's range");
         CHECK(*r == -EINVAL, "an atom with nr %lu: %s, expected -EINVAL", nr, rstr(*r));
     }
-    ATOM(&at[5], SYSLET_ASYNC, SYS_getpid, R(), NULL, NULL);
-    exec_async(&at[5], &at[5], "the ring is still registered");
+    ATOM(&at[55], SYSLET_ASYNC, SYS_getpid, R(), NULL, NULL);
+    exec_async(&at[55], &at[55], "the ring is still registered");
 }
 
 static void c_old_numbers(void)
@@ -1569,9 +1581,77 @@ static void c_old_numbers(void)
     close((int)fd);
     CHECK(syscall(SYS_getpid) == getpid(), "syscall(SYS_getpid) is not passed on");
     errno = 0;
-    long r = syscall(1005);
-    CHECK(r == -1 && errno == ENOSYS, "syscall(1005): %ld, %s; expected -1/ENOSYS from the kernel",
+    long r = syscall(999);
+    CHECK(r == -1 && errno == ENOSYS, "syscall(999): %ld, %s; expected -1/ENOSYS from the kernel",
           r, ename(errno));
+}
+
+/* ==== section 12: rules for every personality ============================================== */
+
+static void c_errno_kept(void)
+{
+    static struct syslet_uatom *slots[4];
+    struct async_head_user h = {slots, sizeof slots, -1UL};
+    unsigned long x = 0;
+    errno = 4242;
+    CHECK(s_register(&h, sizeof h) == 0 && errno == 4242, "async_register: errno %d after "
+          "success, expected it untouched (4242)", errno);
+    ATOM(&at[0], 0, SYS_getpid, R(), NULL, NULL);
+    ATOM(&at[1], SYSLET_ASYNC, SYS_getpid, R(), NULL, NULL);
+    errno = 4242;
+    CHECK(s_exec(&at[0]) == &at[0] && errno == 4242, "async_exec (synchronous): errno %d after "
+          "success, expected 4242", errno);
+    errno = 4242;
+    CHECK(s_exec(&at[1]) == NULL && errno == 4242, "async_exec (went async): errno %d after "
+          "success, expected 4242", errno);
+    errno = 4242;
+    CHECK(s_wait(1) == 0 && errno == 4242, "async_wait(1): errno %d after success, expected 4242",
+          errno);
+    slots[0] = NULL;
+    errno = 4242;
+    CHECK(s_umem_add(&x, 1) == 1 && errno == 4242, "umem_add: errno %d after success, expected "
+          "4242", errno);
+    errno = 4242;
+    CHECK(s_unregister(&h, sizeof h) == 0 && errno == 4242, "async_unregister: errno %d after "
+          "success, expected 4242", errno);
+}
+
+static volatile sig_atomic_t g_signals;
+
+static void on_signal_count(int sig)
+{
+    (void)sig;
+    g_signals++;
+}
+
+static void c_wait_sa_restart(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal_count;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    CHECK(sigaction(SIGUSR1, &sa, NULL) == 0, "sigaction");
+    reg(4, -1UL);
+    int p[2];
+    mkpipe(p);
+    static char buf[4];
+    ATOM(&at[0], 0, SYS_read, R(), NULL, W(p[0]), W((unsigned long)buf), W(1));
+    exec_async(&at[0], NULL, "read of an empty pipe");
+    struct kicker k = {pthread_self(), 0, 100};
+    CHECK(pthread_create(&k.t, NULL, kick_main, &k) == 0, "pthread_create");
+    struct late l;
+    late_write(&l, p[1], "!", 300);
+    errno = 0;
+    long r = s_wait(1);
+    double back = now_ms();
+    pthread_join(k.t, NULL);
+    double w = late_join(&l);
+    CHECK(g_signals == 1, "the SA_RESTART handler ran %d times, expected once", (int)g_signals);
+    CHECK(r == 0, "async_wait(1) interrupted by an SA_RESTART handler: %ld, %s; expected the wait "
+          "to go on and return 0", r, ename(errno));
+    CHECK(back >= w, "async_wait(1) returned before the entry was there");
+    CHECK(reap1() == &at[0], "ring entry");
 }
 
 /* ==== syslet.h: the exported functions ============================================================ */
@@ -1721,12 +1801,15 @@ static const struct check CHECKS[] = {
      c_register_again},
     {"6-numbers", "6", "syscall() serves 1000-1004: async_register, async_exec, async_wait, "
      "async_unregister, umem_add", c_numbers},
-    {"6-umem_add-atom", "6", "an atom with nr 1004 runs umem_add (address, increment)",
-     c_umem_add_atom},
-    {"6-refused-numbers", "6", "atoms with nr 1000-1003 are refused with -EINVAL",
-     c_refused_numbers},
+    {"6-umem_add-atom", "6, 8", "an atom with nr 1004 runs umem_add (address, increment); so "
+     "do 1012 and 1022", c_umem_add_atom},
+    {"6-refused-numbers", "6", "atoms with the project's other numbers (1000-1039) are refused "
+     "with -EINVAL", c_refused_numbers},
     {"6-old-numbers", "6", "the 2007 numbers are today's calls: syscall(283) is timerfd_create",
      c_old_numbers},
+    {"12-errno-kept", "12", "a call that succeeds leaves errno as it was", c_errno_kept},
+    {"12-wait-sa-restart", "12", "async_wait goes on after a signal handler installed with "
+     "SA_RESTART", c_wait_sa_restart},
     {"h-functions", "syslet.h", "the calls are also exported as functions, with libc "
      "conventions", c_functions},
 };

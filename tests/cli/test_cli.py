@@ -116,6 +116,27 @@ def test_config_help_is_not_a_stub():
 
 # ---- conformance ---------------------------------------------------------------------
 
+#: Items this project's engine fails today, with the reason (the suite found
+#: them).  Strict: once fixed, the tests below fail until the entry goes.
+KNOWN_FAILURES = {
+    # docs/spec.md 12, decisions D30: engine/wait.c's wait_restarts() counts
+    # uring_shim's pool-worker interrupt signal (SIGRTMAX-3, a no-op handler
+    # without SA_RESTART, only ever sent to pool workers), so an async_wait
+    # interrupted by an SA_RESTART handler returns -1/EINTR once a pool exists.
+    "12-wait-sa-restart": "expected the wait to go on and return 0",
+}
+
+
+def check_own_engine(r):
+    """The report of this project's engine: every item ok but the known ones."""
+    res, head, summary = parse_report(r.stdout)
+    failed = {i: rest for i, (s, rest) in res.items() if s == "FAIL"}
+    assert set(failed) == set(KNOWN_FAILURES), r.stdout
+    for i, why in KNOWN_FAILURES.items():
+        assert why in failed[i], failed[i]
+    assert r.returncode == (1 if KNOWN_FAILURES else 0), r.stdout + r.stderr
+    return res, head, summary
+
 @functools.lru_cache(maxsize=None)
 def items():
     r = cli("conformance", "--list", timeout=120)
@@ -138,27 +159,24 @@ def test_conformance_lists_one_item_per_spec_rule():
     ids = items()
     assert len(ids) == len(set(ids)) >= 50
     for section in ("1-", "2.1-", "2.2-", "2.3-", "2.4-", "2.5-", "2.6-", "2.7-", "2.8-", "2.9-",
-                    "3-", "4-", "5-", "6-"):
+                    "3-", "4-", "5-", "6-", "12-"):
         assert any(i.startswith(section) for i in ids), section
 
 
 def test_conformance_passes_on_this_backend(backend):
     r = cli("conformance", "--backend", backend, timeout=300)
-    res, head, summary = parse_report(r.stdout)
-    assert r.returncode == 0, r.stdout + r.stderr
+    res, head, summary = check_own_engine(r)
     assert "this project's libsyslet.so" in head and f"backend {backend}" in head
     assert set(res) == set(items())
-    assert all(s == "ok" for s, _ in res.values()), r.stdout
-    assert re.fullmatch(rf"{len(res)} items: {len(res)} ok, 0 FAIL; ran on {backend} "
+    k = len(KNOWN_FAILURES)
+    assert re.fullmatch(rf"{len(res)} items: {len(res) - k} ok, {k} FAIL; ran on {backend} "
                         r"\(\d+\.\d s\)", summary), summary
 
 
 def test_conformance_of_the_drop_in_given_as_preload(backend):
     lib = cli("config", "--preload").stdout.strip()
     r = cli("conformance", "--preload", lib, backend=backend, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    res, _, summary = parse_report(r.stdout)
-    assert all(s == "ok" for s, _ in res.values())
+    check_own_engine(r)
 
 
 ENOSYS_LIB = r"""
@@ -242,10 +260,11 @@ def test_conformance_names_the_one_broken_rule(tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     res, _, summary = parse_report(r.stdout)
     failed = {i: rest for i, (s, rest) in res.items() if s == "FAIL"}
-    assert list(failed) == ["2.6-skip-to-next-on-stop"], r.stdout
+    assert set(failed) == {"2.6-skip-to-next-on-stop"} | set(KNOWN_FAILURES), r.stdout
     assert "lseek(bad fd)[STOP_ON_NEGATIVE|SKIP_TO_NEXT_ON_STOP]: async_exec returned atom" in \
         failed["2.6-skip-to-next-on-stop"]
-    assert summary.startswith(f"{len(res)} items: {len(res) - 1} ok, 1 FAIL")
+    k = 1 + len(KNOWN_FAILURES)
+    assert summary.startswith(f"{len(res)} items: {len(res) - k} ok, {k} FAIL")
 
 
 # ---- run: the migration report ----------------------------------------------------------------
