@@ -133,6 +133,7 @@ struct sl_ctx {
      * single bytes, read and written without the mutex */
     uint8_t fdk[SL_FDK_SLOTS];
     unsigned fdk_direct_uses;   /* FDK_DIRECT lookups (SL_FDK_RECHECK) */
+    const char *broken;         /* the ring is unusable (ring_broken): why; every call gives -EIO */
 };
 
 const char *sl_version(void) { return SL_VERSION; }
@@ -147,8 +148,21 @@ static void atfork_install(void) { pthread_atfork(NULL, NULL, on_fork_child); }
 
 static void fast_update(struct sl_ctx *c)
 {
-    int ok = c->registered && !c->sync_only && !c->budget && !c->trace;
+    int ok = c->registered && !c->sync_only && !c->budget && !c->trace && !c->broken;
     __atomic_store_n(&c->fast_ok, ok, __ATOMIC_RELAXED);
+}
+
+/* Is the ring unusable (us_ring_fault: the program wrote over its shared
+ * indices, or its descriptor was lost for good)?  From the first time on,
+ * every call fails with -EIO, and whoever waits is woken to see it. */
+static int ring_broken(struct sl_ctx *c)
+{
+    if (c->broken || !c->backend || !(c->broken = us_ring_fault(&c->ring)))
+        return c->broken != NULL;
+    fast_update(c);
+    pthread_cond_broadcast(&c->cv);
+    pthread_cond_signal(&c->dcv);
+    return 1;
 }
 
 /* ---- syscall classification ------------------------------------------ */
@@ -1219,9 +1233,14 @@ static void advance(struct sl_ctx *c, struct syslet *s)
         if (use_uring && has_op) {
             if (io_uring_sq_space_left(&c->ring) == 0) {
                 c->cnt.enters++;
-                io_uring_submit(&c->ring);
+                us_submit(&c->ring);
                 c->sqes_pending = 0;
                 peeked = 0;     /* what ran may have written the successor */
+            }
+            if (ring_broken(c)) {   /* nothing goes into that ring: the syslet ends */
+                complete_atom(c, s, &m, -EIO);
+                s->cur = 0;
+                continue;
             }
             plan_segment(c, s, &m, peeked ? &peekm : NULL);
             return;
@@ -1289,7 +1308,7 @@ static void flush(struct sl_ctx *c)
         c->cnt.enters++;
         int r;
         do {
-            r = io_uring_submit(&c->ring);
+            r = us_submit(&c->ring);
         } while (r == -EINTR);
         c->sqes_pending = 0;
     }
@@ -1403,6 +1422,8 @@ static unsigned reap_all(struct sl_ctx *c)
 {
     struct us_cqe cq[64];
     unsigned total = 0, n;
+    if (ring_broken(c))
+        return 0;
     do {
         if (c->backend)
             n = us_reap(&c->ring, cq, 64);
@@ -1494,7 +1515,7 @@ static void kick_waiters(struct sl_ctx *c)
     if (c->backend) {
         if (queue_wake_nop(c)) {    /* submitted now (the SQEs only: no pool hand-off) */
             c->cnt.enters++;
-            while (io_uring_submit(&c->ring) == -EINTR)
+            while (us_submit(&c->ring) == -EINTR)
                 ;
             c->sqes_pending = 0;
         }
@@ -1566,6 +1587,8 @@ static void *driver_main(void *arg)
     int64_t deadline = 0;
     pthread_mutex_lock(&c->mu);
     for (;;) {
+        if (c->broken)
+            break;      /* nothing more can complete; sl_ctx_free joins it */
         run_ready(c);
         flush(c);
         try_publish(c);
@@ -1583,7 +1606,7 @@ static void *driver_main(void *arg)
                 if (sqe) {
                     io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
                     sqe->user_data = (uint64_t)-2;
-                    io_uring_submit(&c->ring);
+                    us_submit(&c->ring);
                     cancel_sent = 1;
                 }
             }
@@ -1725,14 +1748,14 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
         memset(&p, 0, sizeof p);
         p.flags = IORING_SETUP_CQSIZE;
         p.cq_entries = (sq_entries ? sq_entries : 256) * 8;
-        int r = io_uring_queue_init_params(sq_entries ? sq_entries : 256, &c->ring, &p);
+        int r = us_ring_init(sq_entries ? sq_entries : 256, &c->ring, &p);
         if (r < 0) {
             /* Fall back to the pool: everything still works. */
             c->backend = 0;
         } else if (nop_round_trip(&c->ring) < 0) {
             /* Setup allowed but io_uring_enter refused (some seccomp
              * profiles): every submission would fail; use the pool. */
-            io_uring_queue_exit(&c->ring);
+            us_ring_exit(&c->ring);
             c->backend = 0;
         } else {
             c->ring_ok = 1;
@@ -1742,7 +1765,7 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
     if (!c->pool && c->ring_ok) {
         /* The pool could not take its reference to the ring (EMFILE at
          * RLIMIT_NOFILE): run on the pool alone, which needs no fd. */
-        io_uring_queue_exit(&c->ring);
+        us_ring_exit(&c->ring);
         c->ring_ok = 0;
         c->backend = 0;
         c->pool = us_pool_new(c->pool_max, -1);
@@ -1783,9 +1806,9 @@ int sl_register(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, uint64_t m
         if (g_probe_write(a))
             return -EFAULT;
     pthread_mutex_lock(&c->mu);
-    if (c->registered) {
+    if (c->registered || ring_broken(c)) {
         pthread_mutex_unlock(&c->mu);
-        return -EBUSY;
+        return c->broken ? -EIO : -EBUSY;
     }
     __atomic_store_n(&c->registered, 1, __ATOMIC_RELAXED);
     c->ring_addr = ring;
@@ -1850,6 +1873,10 @@ int sl_unregister(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, int64_t 
     }
     /* Drain: every in-flight syslet completes and is published. */
     while (c->inflight || c->pubq_n) {
+        if (c->broken) {
+            pthread_mutex_unlock(&c->mu);
+            return -EIO;
+        }
         pthread_cond_signal(&c->dcv);
         if (timeout_ns >= 0) {
             if (pthread_cond_timedwait(&c->cv, &c->mu, &dl) == ETIMEDOUT &&
@@ -1877,6 +1904,10 @@ static struct syslet *start_syslet(struct sl_ctx *c, uint64_t atom, int64_t *err
 {
     struct member first;
     int rr = 0;
+    if (c->broken) {
+        *err = -EIO;
+        return NULL;
+    }
     if (pre) {          /* the exec fast path read it and began it (a short read) */
         first = *pre;
     } else {
@@ -1942,7 +1973,7 @@ static struct syslet *start_syslet(struct sl_ctx *c, uint64_t atom, int64_t *err
 /* Waits (caller side) for s to leave a waiting state; the driver reaps. */
 static void wait_for(struct sl_ctx *c, struct syslet *s)
 {
-    while (s->state == ST_URING || s->state == ST_POOL) {
+    while ((s->state == ST_URING || s->state == ST_POOL) && !c->broken) {
         pthread_cond_signal(&c->dcv);
         struct timespec t;
         clock_gettime(CLOCK_MONOTONIC, &t);
@@ -1959,6 +1990,8 @@ static void drive_caller(struct sl_ctx *c, struct syslet **ss, unsigned n, const
         flush(c);
         if (c->backend || !c->driver_started || caller_reaps(c))
             reap_all(c);
+        if (c->broken)
+            return;
         int progressed = 0, waiting_sync = 0;
         for (unsigned i = 0; i < n; i++) {
             struct syslet *s = ss[i];
@@ -2070,7 +2103,7 @@ static int exec_many(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_
     drive_caller(c, ss, n, sync_all);
     for (unsigned i = 0; i < n; i++)
         if (ss[i])
-            results[i] = settle(c, ss[i]);
+            results[i] = c->broken ? -EIO : settle(c, ss[i]);
     flush(c);
     pthread_mutex_unlock(&c->mu);
     if (n > 64) { free(ss); free(sync_all); }
@@ -2275,6 +2308,10 @@ static int wait_ring(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns, 
             caller_progress(c);
         else
             try_publish(c);
+        if (ring_broken(c)) {
+            r = -EIO;
+            break;
+        }
         if (ring_count_locked(c) >= min_events) {
             r = 0;
             break;
@@ -2343,6 +2380,11 @@ void sl_get_counters(struct sl_ctx *c, struct sl_counters *out)
     out->atoms_inline += hits;
     out->atoms_nowait += hits;
     out->faults += __atomic_load_n(&c->fast_faults, __ATOMIC_RELAXED);
+    struct us_pool_stats ps;
+    us_pool_stats(c->pool, &ps);
+    out->post_retries = ps.post_retries;
+    out->post_fallbacks = ps.post_fallbacks;
+    out->fd_recoveries = ps.fd_recoveries + (c->backend ? us_ring_recoveries(&c->ring) : 0);
 }
 
 void sl_set_trace(struct sl_ctx *c, int on)
@@ -2390,6 +2432,23 @@ unsigned sl_threads(struct sl_ctx *c)
     return us_pool_workers(c->pool) + (c->driver_started ? 1 : 0);
 }
 
+const char *sl_ctx_fault(struct sl_ctx *c)
+{
+    pthread_mutex_lock(&c->mu);
+    ring_broken(c);
+    const char *f = c->broken;
+    pthread_mutex_unlock(&c->mu);
+    return f;
+}
+
+int sl_ring_index_addrs(struct sl_ctx *c, uint64_t *out)
+{
+    if (!c->backend)
+        return -EOPNOTSUPP;
+    us_ring_index_addrs(&c->ring, out);
+    return 0;
+}
+
 int sl_ctx_free(struct sl_ctx *c, int cancel)
 {
     if (!c)
@@ -2420,7 +2479,7 @@ int sl_ctx_free(struct sl_ctx *c, int cancel)
             if (sqe) {
                 io_uring_prep_nop(sqe);
                 sqe->user_data = (uint64_t)-1;
-                io_uring_submit(&c->ring);
+                us_submit(&c->ring);
             }
             pthread_mutex_unlock(&c->mu);
         }
@@ -2429,7 +2488,7 @@ int sl_ctx_free(struct sl_ctx *c, int cancel)
     int abandoned = (int)c->inflight;
     us_pool_free(c->pool);
     if (c->ring_ok)
-        io_uring_queue_exit(&c->ring);
+        us_ring_exit(&c->ring);
     for (uint32_t i = 0; i < c->tab_used; i++)
         free(c->tab[i]);
     free(c->tab);
