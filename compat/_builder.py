@@ -336,7 +336,12 @@ class Context:
         syslet completed synchronously, None when it went async (see
         :meth:`wait`).  Raises OSError with the errno of async_exec."""
         head = chain.head if isinstance(chain, Chain) else chain
-        r = self.engine.exec(head.addr)
+        try:
+            r = self.engine.exec(head.addr)
+        except OSError as e:
+            if e.errno != errno.EIO or not hasattr(self.engine, "explain"):
+                raise
+            raise self.engine.explain(e) from None      # a broken engine says why
         return self.atom_or_wrap(r) if r else None
 
     def exec_many(self, chains):

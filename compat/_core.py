@@ -138,7 +138,7 @@ class Engine:
         """Registers a completion ring; raw-ABI semantics (EINVAL, EBUSY, EFAULT)."""
         r = self._call(lib.sl_register, ring_addr, ring_bytes, max_threads & 0xFFFFFFFFFFFFFFFF)
         if r < 0:
-            raise _oserror(r, "async_register")
+            raise self._error(r, "async_register")
         return 0
 
     def exec(self, atom_addr):
@@ -152,7 +152,7 @@ class Engine:
         r = _sl_exec(self._c, atom_addr)
         if r < 0:
             self._cp()          # closed, or the parent's: raises as every call does
-            raise _oserror(r, "async_exec")
+            raise self._error(r, "async_exec")
         return r
 
     def exec_batch(self, atom_addrs):
@@ -163,7 +163,7 @@ class Engine:
         res = ffi.new("int64_t[]", n)
         r = self._call(lib.sl_exec_batch, arr, n, res)
         if r < 0:
-            raise _oserror(r, "exec_batch")
+            raise self._error(r, "exec_batch")
         return list(res)
 
     def batch_runner(self, atom_addrs):
@@ -179,7 +179,7 @@ class Engine:
         def run_batch():
             r = self._call(run, arr, n, res)
             if r < 0:
-                raise _oserror(r, "exec_batch")
+                raise self._error(r, "exec_batch")
             return res
         return run_batch
 
@@ -194,7 +194,7 @@ class Engine:
                 if r == 0:
                     return True
                 if r != -errno.ETIME:
-                    raise _oserror(r, "async_wait")
+                    raise self._error(r, "async_wait")
         import time
         deadline = time.monotonic() + timeout
         while True:
@@ -203,7 +203,7 @@ class Engine:
             if r == 0:
                 return True
             if r != -errno.ETIME:
-                raise _oserror(r, "async_wait")
+                raise self._error(r, "async_wait")
             if left <= 0:
                 return False
 
@@ -212,7 +212,7 @@ class Engine:
         r = self._call(lib.sl_unregister, ring_addr, ring_bytes,
                        -1 if timeout is None else int(timeout * 1e9))
         if r < 0:
-            raise _oserror(r, "async_unregister")
+            raise self._error(r, "async_unregister")
         return 0
 
     # -- observability ---------------------------------------------------
@@ -249,6 +249,39 @@ class Engine:
     def cancel(self):
         """Stops every running syslet before its next atom (-ECANCELED)."""
         self._call(lib.sl_cancel_all)
+
+    def fault(self):
+        """None while the engine is usable; else why it is not: its io_uring's
+        shared indices were written over, or its descriptor was closed or
+        replaced and could not be taken back (docs/decisions.md D33).  Every
+        call then raises OSError(EIO)."""
+        f = self._call(lib.sl_ctx_fault)
+        return None if f == ffi.NULL else ffi.string(f).decode()
+
+    def _ring_index_addrs(self):
+        """For tests: the addresses of the io_uring's shared SQ head, SQ tail,
+        CQ head and CQ tail.  OSError(EOPNOTSUPP) on the pool-only backend."""
+        out = ffi.new("uint64_t[4]")
+        r = self._call(lib.sl_ring_index_addrs, out)
+        if r < 0:
+            raise _oserror(r, "ring_index_addrs")
+        return list(out)
+
+    def _error(self, r, what):
+        """The OSError for the engine's -errno r; EIO from a broken engine says why."""
+        if r == -errno.EIO and self._c is not CLOSED and self._gen == _fork_gen:
+            why = self.fault()
+            if why:
+                return OSError(errno.EIO, f"{os.strerror(errno.EIO)}: the syslet context is "
+                               f"unusable: {why}", what)
+        return _oserror(r, what)
+
+    def explain(self, e):
+        """``e`` (an OSError from this engine's calls, e.g. the builtin
+        ``exec``), with the reason added when it is EIO from a broken engine."""
+        if e.errno == errno.EIO and self._c is not CLOSED and self._gen == _fork_gen:
+            return self._error(-errno.EIO, e.filename or "async_exec")
+        return e
 
     # -- lifetime -----------------------------------------------------------
     def _cp(self):

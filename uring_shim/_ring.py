@@ -527,8 +527,9 @@ class Ring:
             for pool in list(self._pools):
                 self._unposted += pool._reap_unposted()
             if self._unposted:
-                take = self._unposted if limit is None else self._unposted[:limit]
-                del self._unposted[:len(take)]
+                n = len(self._unposted) if limit is None else min(limit, len(self._unposted))
+                take = self._unposted[:n]
+                del self._unposted[:n]
                 for ud, res in take:
                     if pool_jobs.pop(ud, None) is not None:
                         self._outstanding -= 1

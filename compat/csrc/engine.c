@@ -1872,7 +1872,7 @@ int sl_unregister(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, int64_t 
         if (dl.tv_nsec >= 1000000000) { dl.tv_sec++; dl.tv_nsec -= 1000000000; }
     }
     /* Drain: every in-flight syslet completes and is published. */
-    while (c->inflight || c->pubq_n) {
+    while (c->inflight || c->pubq_n || ring_broken(c)) {
         if (c->broken) {
             pthread_mutex_unlock(&c->mu);
             return -EIO;
