@@ -118,6 +118,9 @@ static int fd_is(int fd, const struct fd_ident *id)
     return ok;
 }
 
+/* How long a keeper holding nothing waits for the next copy before it ends. */
+#define US_KEEPER_IDLE_NS 100000000
+
 /* The keeper.  One request at a time: op, arg, from -> res. */
 enum { KEEP_PUT = 1, KEEP_DROP };
 static struct {
@@ -188,8 +191,22 @@ static void *keeper_main(void *arg)
         }
         keeper.done = keeper.seq;
         pthread_cond_broadcast(&keeper.cv);
-        if (keeper.nkeys == 0 || keeper.state < 0)
-            break;              /* nothing to keep: the next put starts another */
+        if (keeper.state < 0)
+            break;
+        if (keeper.nkeys == 0) {
+            /* Nothing to keep: linger US_KEEPER_IDLE_NS for the next put (a
+             * program that makes context after context starts no thread
+             * for each), then leave; a later put starts another. */
+            struct timespec t;
+            clock_gettime(CLOCK_REALTIME, &t);
+            t.tv_nsec += US_KEEPER_IDLE_NS;
+            while (t.tv_nsec >= 1000000000) { t.tv_sec++; t.tv_nsec -= 1000000000; }
+            while (keeper.done == keeper.seq &&
+                   pthread_cond_timedwait(&keeper.cv, &keeper.mu, &t) != ETIMEDOUT)
+                ;
+            if (keeper.done == keeper.seq)
+                break;
+        }
     }
     if (keeper.state > 0)
         keeper.state = 0;
@@ -289,6 +306,7 @@ struct us_ownfd {
     int fd;                 /* -1: none */
     int key;                /* the keeper's copy, -1: none */
     unsigned gen;
+    int borrowed;           /* key is another ownfd's (the ring's): not ours to drop */
     struct fd_ident id;
     uint64_t recoveries;    /* times taken back or made anew */
 };
@@ -299,6 +317,7 @@ static void ownfd_init(struct us_ownfd *o, int fd, int check_cloexec, int keep)
     o->fd = fd_move_high(fd);
     o->key = -1;
     o->gen = 0;
+    o->borrowed = 0;
     o->recoveries = 0;
     if (fd_ident_of(o->fd, &o->id, check_cloexec) != 0)
         memset(&o->id, 0, sizeof o->id);
@@ -315,6 +334,10 @@ static int ownfd_take_back_locked(struct us_ownfd *o)
     int nfd = keeper_get(o->key, o->gen);
     if (nfd < 0)
         return nfd;
+    if (!fd_is(nfd, &o->id)) {      /* not the file deposited: cannot happen */
+        close(nfd);
+        return -ESTALE;
+    }
     __atomic_store_n(&o->fd, nfd, __ATOMIC_RELEASE);
     o->recoveries++;
     return 0;
@@ -327,7 +350,8 @@ static void ownfd_close(struct us_ownfd *o)
     if (fd_is(o->fd, &o->id))
         close(o->fd);
     o->fd = -1;
-    keeper_drop(o->key, o->gen);
+    if (!o->borrowed)
+        keeper_drop(o->key, o->gen);
     o->key = -1;
 }
 
@@ -1203,7 +1227,20 @@ struct us_pool *us_pool_new(unsigned max_workers, int target_ring_fd)
             return NULL;
         }
         p->has_target = 1;
-        ownfd_init(&p->target, fd, 0, 1);
+        /* A ring of us_ring_init (the engine's) has its copy with the keeper
+         * already, and outlives the pool: borrow its key. */
+        pthread_mutex_lock(&ownfd_mu);
+        struct us_ownfd ring_fd = {-1, -1, 0, 0, {0, 0, 0}, 0};
+        for (unsigned i = 0; i < g_nrings; i++)
+            if (g_rings[i].fd.fd == target_ring_fd)
+                ring_fd = g_rings[i].fd;
+        pthread_mutex_unlock(&ownfd_mu);
+        ownfd_init(&p->target, fd, 0, ring_fd.key < 0);
+        if (ring_fd.key >= 0) {
+            p->target.key = ring_fd.key;
+            p->target.gen = ring_fd.gen;
+            p->target.borrowed = 1;
+        }
     }
     return p;
 }
