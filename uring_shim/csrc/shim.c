@@ -400,23 +400,23 @@ int us_ring_init(unsigned entries, struct io_uring *ring, struct io_uring_params
     int r = io_uring_queue_init_params(entries, ring, p);
     if (r < 0)
         return r;
+    struct ring_rec rec = {ring, {0}, NULL};
+    ownfd_init(&rec.fd, ring->ring_fd, 0, 1);
+    ring->ring_fd = ring->enter_ring_fd = rec.fd.fd;
     pthread_mutex_lock(&ownfd_mu);
     if (g_nrings == g_rings_cap) {
         unsigned cap = g_rings_cap ? 2 * g_rings_cap : 8;
         struct ring_rec *t = realloc(g_rings, cap * sizeof *t);
         if (!t) {
             pthread_mutex_unlock(&ownfd_mu);
+            ownfd_close(&rec.fd);
+            ring->ring_fd = ring->enter_ring_fd = -1;
             io_uring_queue_exit(ring);
             return -ENOMEM;
         }
         g_rings = t;
         g_rings_cap = cap;
     }
-    pthread_mutex_unlock(&ownfd_mu);
-    struct ring_rec rec = {ring, {0}, NULL};
-    ownfd_init(&rec.fd, ring->ring_fd, 0, 1);
-    ring->ring_fd = ring->enter_ring_fd = rec.fd.fd;
-    pthread_mutex_lock(&ownfd_mu);
     g_rings[g_nrings++] = rec;
     pthread_mutex_unlock(&ownfd_mu);
     return 0;
