@@ -4,8 +4,10 @@
  *
  * Thread discipline: functions taking a struct io_uring * follow liburing's
  * rules (one submitter and one reaper at a time); us_wait() only reads the
- * shared ring indices and may run concurrently with either.  The pool is
- * fully thread-safe.
+ * shared ring indices and may run concurrently with either (for a ring of
+ * us_ring_init it may also replace ring->ring_fd, atomically, when it takes
+ * a lost descriptor back).  The pool and the descriptor keeper are fully
+ * thread-safe.
  */
 #ifndef URING_SHIM_H
 #define URING_SHIM_H
