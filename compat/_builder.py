@@ -612,7 +612,12 @@ class Context:
             addr = chain.atoms[0]._addr
         else:
             addr = self._head_addr(chain)
-        r = self.engine.exec(addr)
+        try:
+            r = self.engine.exec(addr)
+        except OSError as e:
+            if e.errno != errno.EIO or not hasattr(self.engine, "explain"):
+                raise
+            raise self.engine.explain(e) from None      # a broken engine says why
         return self.atom_or_wrap(r) if r else None
 
     def exec_many(self, chains):

@@ -155,7 +155,7 @@ class Engine:
         """Registers a completion ring; raw-ABI semantics (EINVAL, EBUSY, EFAULT)."""
         r = self._call(lib.sl_register, ring_addr, ring_bytes, max_threads & 0xFFFFFFFFFFFFFFFF)
         if r < 0:
-            raise _oserror(r, "async_register")
+            raise self._error(r, "async_register")
         return 0
 
     def exec(self, atom_addr):
@@ -169,7 +169,7 @@ class Engine:
         r = _sl_exec(self._c, atom_addr)
         if r < 0:
             self._cp()          # closed, or the parent's: raises as every call does
-            raise _oserror(r, "async_exec")
+            raise self._error(r, "async_exec")
         return r
 
     def exec_batch(self, atom_addrs):
@@ -180,7 +180,7 @@ class Engine:
         res = ffi.new("int64_t[]", n)
         r = self._call(lib.sl_exec_batch, arr, n, res)
         if r < 0:
-            raise _oserror(r, "exec_batch")
+            raise self._error(r, "exec_batch")
         return list(res)
 
     def batch_runner(self, atom_addrs):
@@ -196,7 +196,7 @@ class Engine:
         def run_batch():
             r = self._call(run, arr, n, res)
             if r < 0:
-                raise _oserror(r, "exec_batch")
+                raise self._error(r, "exec_batch")
             return res
         return run_batch
 
@@ -211,7 +211,7 @@ class Engine:
                 if r == 0:
                     return True
                 if r != -errno.ETIME:
-                    raise _oserror(r, "async_wait")
+                    raise self._error(r, "async_wait")
         if timeout != timeout:
             raise ValueError("timeout is NaN")     # would never end
         import time
@@ -222,7 +222,7 @@ class Engine:
             if r == 0:
                 return True
             if r != -errno.ETIME:
-                raise _oserror(r, "async_wait")
+                raise self._error(r, "async_wait")
             if left <= 0:
                 return False
 
@@ -233,7 +233,7 @@ class Engine:
         completion then goes to that head's ring).  Raises OSError."""
         r = self._call(lib.sl_exec_head, abi, atom_addr, ahu_addr, ffi.NULL)
         if r < 0:
-            raise _oserror(r, "async_exec")
+            raise self._error(r, "async_exec")
         return r
 
     def _wait_slices(self, what, fn, *args, timeout=None):
@@ -249,7 +249,7 @@ class Engine:
             if r == 0:
                 return True
             if r != -errno.ETIME:
-                raise _oserror(r, what)
+                raise self._error(r, what)
             if deadline is not None and time.monotonic() >= deadline:
                 return False
 
@@ -265,7 +265,7 @@ class Engine:
         (the GIL released); raises OSError(EINTR) then, EFAULT for an
         unreadable head."""
         r = self._call(lib.sl_async_thread, event_addr, ahu_addr)
-        raise _oserror(r, "async_thread")
+        raise self._error(r, "async_thread")
 
     def indirect(self, regs_addr, params_addr, paramslen, flags):
         """v7 ``indirect``: the call's result (32 bits, sign-extended).
@@ -276,7 +276,7 @@ class Engine:
         if r == -ESYSLETPENDING:
             raise OSError(ESYSLETPENDING, "ESYSLETPENDING: the call went async", "indirect")
         if -4095 <= r < 0:
-            raise _oserror(r, "indirect")
+            raise self._error(r, "indirect")
         return r
 
     def ring_wait(self, ring_addr, idx, timeout=None):
@@ -291,7 +291,7 @@ class Engine:
         r = self._call(lib.sl_unregister, ring_addr, ring_bytes,
                        -1 if timeout is None else int(timeout * 1e9))
         if r < 0:
-            raise _oserror(r, "async_unregister")
+            raise self._error(r, "async_unregister")
         return 0
 
     # -- observability ---------------------------------------------------
@@ -328,6 +328,39 @@ class Engine:
     def cancel(self):
         """Stops every running syslet before its next atom (-ECANCELED)."""
         self._call(lib.sl_cancel_all)
+
+    def fault(self):
+        """None while the engine is usable; else why it is not: its io_uring's
+        shared indices were written over, or its descriptor was closed or
+        replaced and could not be taken back (docs/decisions.md D33).  Every
+        call then raises OSError(EIO)."""
+        f = self._call(lib.sl_ctx_fault)
+        return None if f == ffi.NULL else ffi.string(f).decode()
+
+    def _ring_index_addrs(self):
+        """For tests: the addresses of the io_uring's shared SQ head, SQ tail,
+        CQ head and CQ tail.  OSError(EOPNOTSUPP) on the pool-only backend."""
+        out = ffi.new("uint64_t[4]")
+        r = self._call(lib.sl_ring_index_addrs, out)
+        if r < 0:
+            raise _oserror(r, "ring_index_addrs")
+        return list(out)
+
+    def _error(self, r, what):
+        """The OSError for the engine's -errno r; EIO from a broken engine says why."""
+        if r == -errno.EIO and self._c is not CLOSED and self._gen == _fork_gen:
+            why = self.fault()
+            if why:
+                return OSError(errno.EIO, f"{os.strerror(errno.EIO)}: the syslet context is "
+                               f"unusable: {why}", what)
+        return _oserror(r, what)
+
+    def explain(self, e):
+        """``e`` (an OSError from this engine's calls, e.g. the builtin
+        ``exec``), with the reason added when it is EIO from a broken engine."""
+        if e.errno == errno.EIO and self._c is not CLOSED and self._gen == _fork_gen:
+            return self._error(-errno.EIO, e.filename or "async_exec")
+        return e
 
     # -- lifetime -----------------------------------------------------------
     def _cp(self):

@@ -157,6 +157,13 @@ class Pool:
             while self._users:
                 self._cond.wait(_WAIT_SLICE)
             p = self._p
+        if self._ring is not None:
+            # Completions that could not be posted are queued in the pool:
+            # hand them to the ring before the pool goes.
+            lib.us_pool_stop(p)
+            left = self._drain_unposted(p)
+            if left:
+                self._ring._take_unposted(left)
         lib.us_pool_free(p)
         with self._lock:
             self._p = ffi.NULL
@@ -213,6 +220,22 @@ class Pool:
             if self._closed:
                 return 0
             return lib.us_pool_workers(self._p)
+
+    def stats(self):
+        """A dict of counts: ``posted`` (completions posted into the ring),
+        ``post_retries`` (posts tried again after a sleep: the ring's CQ was
+        full), ``post_fallbacks`` (completions that could not be posted and
+        were queued in the pool instead: ``ring.wait()`` reaps them there
+        too), ``fd_recoveries`` (the pool's own descriptors that the program
+        closed or replaced, taken back or made anew).  Raises
+        ``OSError(EBADF)`` when closed."""
+        out = ffi.new("struct us_pool_stats *")
+        self._enter("Pool.stats")
+        try:
+            lib.us_pool_stats(self._p, out)
+        finally:
+            self._leave()
+        return {name: getattr(out, name) for name, _ in ffi.typeof("struct us_pool_stats").fields}
 
     @property
     def max_workers(self):
@@ -328,6 +351,27 @@ class Pool:
         return uds
 
     # ---- completion (without a ring) --------------------------------------
+
+    def _reap_unposted(self):
+        """For the pool's ring: [(user_data, res)] of completions that could
+        not be posted into it (queued in the pool instead); [] when closing."""
+        try:
+            self._enter("Pool._reap_unposted")
+        except OSError:
+            return []
+        try:
+            return self._drain_unposted(self._p)
+        finally:
+            self._leave()
+
+    def _drain_unposted(self, p):
+        out = []
+        while True:
+            n = lib.us_pool_reap64(p, self._uds, self._res, _REAP_CHUNK)
+            if n:
+                out += zip(ffi.unpack(self._uds, n), ffi.unpack(self._res, n))
+            if n < _REAP_CHUNK:
+                return out
 
     def _no_ring(self, what):
         if self._ring is not None:

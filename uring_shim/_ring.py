@@ -139,6 +139,7 @@ class Ring:
         self._prepped = collections.deque()   # user_data of SQEs not yet submitted
         self._held = []             # kept objects of CQE_SKIP_SUCCESS SQEs (until close)
         self._pools = weakref.WeakSet()
+        self._unposted = []         # (user_data, res) of pool jobs not posted into the ring
         self._waiters = 0
         self._closing = False
         self._probe = None
@@ -521,6 +522,19 @@ class Ring:
         pool_jobs = self._pool_jobs
         ring = self._ring
         total = 0
+        if pool_jobs:
+            # Pool completions that could not be posted (shim.h: never dropped)
+            for pool in list(self._pools):
+                self._unposted += pool._reap_unposted()
+            if self._unposted:
+                n = len(self._unposted) if limit is None else min(limit, len(self._unposted))
+                take = self._unposted[:n]
+                del self._unposted[:n]
+                for ud, res in take:
+                    if pool_jobs.pop(ud, None) is not None:
+                        self._outstanding -= 1
+                    out.append(_new_completion(Completion, (ud, res, 0)))
+                total = len(take)
         while limit is None or total < limit:
             want = self._ncqes if limit is None else min(self._ncqes, limit - total)
             n = lib.us_reap(ring, cqes, want)
@@ -808,6 +822,11 @@ class Ring:
 
     def _detach_pool(self, pool):
         self._pools.discard(pool)
+
+    def _take_unposted(self, items):
+        """A closing pool's completions that could not be posted into this ring."""
+        with self._lock:
+            self._unposted += items
 
     def _track_pool_jobs(self, uds, jobs, owner):
         """Register pool jobs: ``jobs`` is the ``struct us_job[]`` array (held by

@@ -303,7 +303,8 @@ static void print_counters(void)
             "libsyslet: pid %d counters: sync=%llu async=%llu uring=%llu inline=%llu "
             "pool=%llu nowait=%llu segments=%llu enters=%llu published=%llu "
             "ring_full_waits=%llu faults=%llu direct_reads=%llu caller_waits=%llu "
-            "driver_waits=%llu cold_reads=%llu\n", (int)getpid(),
+            "driver_waits=%llu cold_reads=%llu post_retries=%llu post_fallbacks=%llu "
+            "fd_recoveries=%llu\n", (int)getpid(),
             (unsigned long long)k.syslets_sync, (unsigned long long)k.syslets_async,
             (unsigned long long)k.atoms_uring, (unsigned long long)k.atoms_inline,
             (unsigned long long)k.atoms_pool, (unsigned long long)k.atoms_nowait,
@@ -311,7 +312,8 @@ static void print_counters(void)
             (unsigned long long)k.published, (unsigned long long)k.ring_full_waits,
             (unsigned long long)k.faults, (unsigned long long)k.direct_reads,
             (unsigned long long)k.caller_waits, (unsigned long long)k.driver_waits,
-            (unsigned long long)k.cold_reads);
+            (unsigned long long)k.cold_reads, (unsigned long long)k.post_retries,
+            (unsigned long long)k.post_fallbacks, (unsigned long long)k.fd_recoveries);
 }
 
 /* ---- SYSLET_COMPAT_REPORT: the counters, for `syslet-compat run` ------------
@@ -354,7 +356,8 @@ static void report_write(void)
     RC(atoms_inline, ", "); RC(atoms_pool, ", "); RC(atoms_nowait, ", "); RC(segments, ", ");
     RC(enters, ", "); RC(overstops, ", "); RC(ring_full_waits, ", "); RC(published, ", ");
     RC(pool_batches, ", "); RC(faults, ", "); RC(direct_reads, ", "); RC(caller_waits, ", ");
-    RC(driver_waits, ", "); RC(cold_reads, "");
+    RC(driver_waits, ", "); RC(cold_reads, ", "); RC(post_retries, ", ");
+    RC(post_fallbacks, ", "); RC(fd_recoveries, "");
 #undef RC
     fprintf(f, "}, \"calls\": {");
     const char *sep = "";

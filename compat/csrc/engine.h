@@ -29,6 +29,9 @@ struct sl_counters {
     uint64_t caller_waits;      /* kernel waits for completions by a waiting caller */
     uint64_t driver_waits;      /* kernel waits for completions by the driver thread */
     uint64_t cold_reads;        /* reads sent to io_uring untried: their fd's last try missed the cache */
+    uint64_t post_retries;      /* pool completions posted again into the ring after a sleep */
+    uint64_t post_fallbacks;    /* pool completions queued in the pool: they could not be posted */
+    uint64_t fd_recoveries;     /* own descriptors the program closed or replaced, taken back */
 };
 
 struct sl_ctx;
@@ -114,6 +117,14 @@ void sl_set_budget(struct sl_ctx *c, uint64_t max_atoms);
  * (-ECANCELED stored through that atom's ret_ptr). */
 void sl_cancel_all(struct sl_ctx *c);
 unsigned sl_threads(struct sl_ctx *c);
+/* NULL while the context is usable; else why it is not (its io_uring's
+ * shared indices were written over, or its descriptor was lost for good):
+ * every call then fails with -EIO. */
+const char *sl_ctx_fault(struct sl_ctx *c);
+/* For tests: the addresses of the io_uring's shared SQ head, SQ tail, CQ
+ * head and CQ tail (us_ring_index_addrs); -EOPNOTSUPP on the pool-only
+ * backend. */
+int sl_ring_index_addrs(struct sl_ctx *c, uint64_t *out);
 
 /* Guarded user-memory accessors: -EFAULT instead of SIGSEGV/SIGBUS. */
 int sl_peek(uint64_t addr, void *out, uint64_t n);

@@ -442,31 +442,6 @@ class Executor:
         self.bufsets = [{"B0": self.ctx.buffer(BUF), "B1": self.ctx.buffer(BUF),
                          "S": self.ctx.buffer(256), "P": self.ctx.buffer(16)} for _ in range(MAX_BATCH)]
 
-    def warm_up(self):
-        """Starts every pool worker: an io_uring engine's workers each own a
-        ring fd, which must not appear while a program runs (fd numbers would
-        no longer line up).  A batch of jobs spawns all of them at once; their
-        rings are made by the workers themselves, so wait until they exist."""
-        if self.kind != "io_uring":
-            return
-        rings = _count_rings()
-        ts = self.ctx.buffer(16)
-        ts.write((1_000_000).to_bytes(8, "little"), 8)
-        chains = []
-        for _ in range(8):
-            ch = self.ctx.chain()
-            ch.nanosleep(ts, 0)
-            chains.append(ch)
-        res = self.ctx.exec_many(chains)
-        pending = sum(1 for r in res if r is None)
-        deadline = time.monotonic() + 10
-        while pending and time.monotonic() < deadline:
-            pending -= len(self.ctx.wait(1, timeout=1))
-        workers = self.ctx.engine.threads() - 1         # minus the driver
-        while _count_rings() < rings + workers and time.monotonic() < deadline:
-            time.sleep(0.0002)
-        assert not pending and _count_rings() >= rings + workers, "pool warm-up did not finish"
-
     def set_budget(self, n):
         if self.kind == "reference":
             self.ctx.engine.budget = n
@@ -504,16 +479,6 @@ def _fd_table():
         if target not in _ENGINE_FDS:
             out[int(name)] = target
     return out
-
-
-def _count_rings():
-    n = 0
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            n += os.readlink(f"/proc/self/fd/{name}") == "anon_inode:[io_uring]"
-        except OSError:
-            pass
-    return n
 
 
 def _poke_word(addr, v):
@@ -779,8 +744,6 @@ def _run_all(progs, tmp_root, stats, batch):
     try:
         for kind in EXECUTORS:
             executors.append(Executor(kind, progs[0]))
-        for ex in executors:
-            ex.warm_up()
         runs = {}
         for ex in executors:
             runs[ex.kind] = _run(ex, progs, base, batch, runs.get("reference"))

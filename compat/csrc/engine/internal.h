@@ -165,6 +165,7 @@ struct sl_ctx {
      * single bytes, read and written without the mutex */
     uint8_t fdk[SL_FDK_SLOTS];
     unsigned fdk_direct_uses;   /* FDK_DIRECT lookups (SL_FDK_RECHECK) */
+    const char *broken;         /* the ring is unusable (ring_broken): why; every call gives -EIO */
 };
 
 const char *sl_version(void) { return SL_VERSION; }
@@ -187,10 +188,23 @@ static inline unsigned nrc_slot(uint64_t nr)
 
 static void fast_update(struct sl_ctx *c)
 {
-    int free_ = !c->budget && !c->trace;
+    int free_ = !c->budget && !c->trace && !c->broken;
     int ok = free_ && c->registered && !c->sync_only;
     __atomic_store_n(&c->fast_free, free_, __ATOMIC_RELAXED);
     __atomic_store_n(&c->fast_ok, ok, __ATOMIC_RELAXED);
+}
+
+/* Is the ring unusable (us_ring_fault: the program wrote over its shared
+ * indices, or its descriptor was lost for good)?  From the first time on,
+ * every call fails with -EIO, and whoever waits is woken to see it. */
+static int ring_broken(struct sl_ctx *c)
+{
+    if (c->broken || !c->backend || !(c->broken = us_ring_fault(&c->ring)))
+        return c->broken != NULL;
+    fast_update(c);
+    pthread_cond_broadcast(&c->cv);
+    pthread_cond_signal(&c->dcv);
+    return 1;
 }
 
 #endif

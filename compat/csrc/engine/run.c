@@ -105,9 +105,14 @@ static void advance(struct sl_ctx *c, struct syslet *s)
         if (use_uring && has_op) {
             if (io_uring_sq_space_left(&c->ring) == 0) {
                 c->cnt.enters++;
-                io_uring_submit(&c->ring);
+                us_submit(&c->ring);
                 c->sqes_pending = 0;
                 peeked = 0;     /* what ran may have written the successor */
+            }
+            if (ring_broken(c)) {   /* nothing goes into that ring: the syslet ends */
+                complete_atom(c, s, &m, -EIO);
+                s->cur = 0;
+                continue;
             }
             plan_segment(c, s, &m, peeked ? &peekm : NULL);
             return;
@@ -177,7 +182,7 @@ static void flush(struct sl_ctx *c)
         c->cnt.enters++;
         int r;
         do {
-            r = io_uring_submit(&c->ring);
+            r = us_submit(&c->ring);
         } while (r == -EINTR);
         c->sqes_pending = 0;
     }
@@ -293,6 +298,8 @@ static unsigned reap_all(struct sl_ctx *c)
 {
     struct us_cqe cq[64];
     unsigned total = 0, n;
+    if (ring_broken(c))
+        return 0;
     do {
         if (c->backend)
             n = us_reap(&c->ring, cq, 64);

@@ -104,6 +104,10 @@ static int wait_ring(struct sl_ctx *c, const struct wcond *w, int64_t timeout_ns
             caller_progress(c);
         else
             try_publish(c);
+        if (ring_broken(c)) {
+            r = -EIO;
+            break;
+        }
         if ((r = wcond_check(c, w)) != 0) {
             r = r > 0 ? 0 : r;
             break;
