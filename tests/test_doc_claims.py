@@ -1,0 +1,338 @@
+"""Lists in the docs checked against the code they describe (issue 14,
+item 6): what can be derived from the code is compared, not trusted.
+
+Each test reads a table or a list out of the Markdown source and compares
+it with the module, the C source or the Makefile it documents.
+"""
+import glob
+import inspect
+import os
+import re
+
+import compat
+import uring_shim
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = ["README.md"] + sorted(os.path.relpath(p, ROOT)
+                              for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
+
+
+def read(path):
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+        return f.read()
+
+
+def section(text, anchor):
+    """The Markdown after the ``(anchor)=`` label up to the next heading of
+    the same or a higher level."""
+    i = text.index(f"({anchor})=")
+    head = re.compile(r"^(#+) ", re.M)
+    m = head.search(text, i)
+    level = len(m.group(1))
+    for n in head.finditer(text, m.end()):
+        if len(n.group(1)) <= level:
+            return text[m.start():n.start()]
+    return text[m.start():]
+
+
+def table_rows(text):
+    """The cells of every Markdown table row in ``text`` (header and rule excluded)."""
+    rows = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("|") or re.fullmatch(r"[|\-: ]+", line):
+            continue
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return [r for r in rows[1:]] if rows else []
+
+
+def code_spans(cell):
+    return re.findall(r"`([^`]+)`", cell)
+
+
+# -- the compat API page ----------------------------------------------------------
+
+def test_the_api_page_documents_every_public_name():
+    """Every name of ``compat.__all__`` is on the API page: classes and
+    functions through autodoc, constants by name."""
+    page = read("docs/compat.md")
+    missing = []
+    for name in compat.__all__:
+        obj = getattr(compat, name)
+        if inspect.isclass(obj):
+            ok = f".. autoclass:: compat.{name}\n" in page
+        elif callable(obj):
+            ok = f".. autofunction:: compat.{name}\n" in page
+        else:
+            ok = f"`{name}`" in page or f"compat.{name}" in page
+        if not ok:
+            missing.append(name)
+    assert not missing
+
+
+def test_public_methods_have_docstrings():
+    """autodoc shows only documented members: a public method or property
+    without a docstring would be missing from the API pages."""
+    bare = []
+    for mod in (compat, uring_shim):
+        for name in mod.__all__:
+            obj = getattr(mod, name)
+            if not (inspect.isclass(obj) or callable(obj)):
+                continue
+            if not obj.__doc__:
+                bare.append(f"{mod.__name__}.{name}")
+            if not inspect.isclass(obj) or issubclass(obj, (BaseException,)):
+                continue
+            for attr, v in vars(obj).items():
+                if attr.startswith("_") or not (callable(v) or isinstance(v, property)):
+                    continue
+                if not getattr(v, "__doc__", None):
+                    bare.append(f"{mod.__name__}.{name}.{attr}")
+    assert not bare
+
+
+def test_counter_table_is_the_engine_counters():
+    """The counters table lists exactly ``compat.COUNTERS``, in order."""
+    rows = table_rows(section(read("docs/compat.md"), "compat-counters"))
+    documented = [code_spans(r[0])[0] for r in rows]
+    assert documented == list(compat.COUNTERS)
+
+
+def test_constant_table_values():
+    """Every ``| `NAME` | value |`` row of the ABI constants table holds
+    the module's value (``A`` / ``B`` rows pair up)."""
+    rows = table_rows(section(read("docs/compat.md"), "compat-constants"))
+    seen = set()
+    for cells in rows:
+        names = [n for n in code_spans(cells[0]) if hasattr(compat, n)]
+        values = [v.strip(" `") for v in cells[1].split("/")]
+        if cells[1].strip() == "dict":
+            assert all(isinstance(getattr(compat, n), dict) for n in names)
+            seen.update(names)
+            continue
+        assert len(names) == len(values), cells
+        for n, v in zip(names, values):
+            assert getattr(compat, n) == int(v, 0), n
+            seen.add(n)
+    consts = {n for n in compat.__all__ if isinstance(getattr(compat, n), (int, dict))
+              and not n == "COUNTERS"}
+    assert consts <= seen
+
+
+# -- the trace format -------------------------------------------------------------
+
+def _c_trace_kinds():
+    """(what trace_member is called with, the link words of a uring line),
+    read from the C engine."""
+    src = "".join(read(p) for p in sorted(glob.glob(os.path.join(ROOT, "compat/csrc/engine/*.c"))))
+    kinds = set(re.findall(r'trace_member\(c, s, [^,]+, "([^"]+)"\)', src))
+    i = src.index("static void trace_member(")
+    body = src[i:src.index("\n}\n", i)]
+    links = set(re.findall(r'\? "([A-Za-z]+)"|: "([A-Za-z]+)"\)', body))
+    return kinds, {w for pair in links for w in pair if w}
+
+
+TRACE_LINE = re.compile(r"^\[syslet (\d+|N)\] atom (\S+) +nr=(\d+) flags=(0|0x[0-9a-f]+) -> (.*)$")
+
+
+def _how_ok(how, kinds, links):
+    m = re.fullmatch(r"uring op=\d+ (\S+)", how)
+    if m:
+        return "uring" in kinds and m.group(1) in links
+    return how in kinds
+
+
+def test_trace_table_is_what_the_engine_prints():
+    """The trace section lists every kind of line the C engine prints, and
+    no other."""
+    kinds, links = _c_trace_kinds()
+    assert kinds and links
+    rows = table_rows(section(read("docs/compat.md"), "compat-trace"))
+    documented = {code_spans(r[0])[0] for r in rows}
+    shown = {h.split()[0] for h in documented}
+    shown_links = {h.split()[-1] for h in documented if h.startswith("uring ")}
+    assert shown == kinds
+    assert shown_links == links
+
+
+def test_traces_shown_in_the_docs_have_the_engine_format():
+    """Every ``[syslet N] atom ...`` line in a docs page has the format
+    and a kind the engine prints (a text block's annotations in parentheses
+    after it are allowed)."""
+    kinds, links = _c_trace_kinds()
+    bad = []
+    for path in DOCS:
+        for n, line in enumerate(read(path).splitlines(), 1):
+            if not line.startswith("[syslet "):
+                continue
+            m = TRACE_LINE.match(line)
+            how = m and re.sub(r"\s+\(.*\)$", "", m.group(5)).strip()
+            if not m or not _how_ok(how, kinds, links):
+                bad.append(f"{path}:{n}: {line}")
+    assert not bad
+
+
+def test_traces_really_look_like_that(tmp_path):
+    """The engine's own output matches the format the docs describe."""
+    import subprocess
+    import sys
+    prog = (
+        "import compat, os\n"
+        "with compat.Context() as ctx:\n"
+        "    ctx.engine.set_trace(True)\n"
+        "    ch = ctx.chain()\n"
+        "    fd = ctx.var()\n"
+        "    ch.openat(compat.AT_FDCWD, b'/', os.O_RDONLY | os.O_DIRECTORY, ret=fd)\n"
+        "    ch.getdents64(fd, ctx.buffer(4096), 4096, ret=True)\n"
+        "    ch.close(fd)\n"
+        "    ctx.exec(ch) or ctx.wait(1)\n")
+    p = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=60,
+                       cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    kinds, links = _c_trace_kinds()
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith("[syslet ")]
+    assert len(lines) >= 3
+    for line in lines:
+        m = TRACE_LINE.match(line)
+        assert m and _how_ok(m.group(5), kinds, links), line
+
+
+# -- build, make, environment ------------------------------------------------------
+
+def test_build_page_documents_every_make_target():
+    """docs/build.md's target table names exactly the Makefile's targets."""
+    mk = read("Makefile")
+    phony = set(re.search(r"^\.PHONY:(.*)$", mk, re.M).group(1).split()) - {"all"}
+    rows = table_rows(read("docs/build.md").split("## Targets", 1)[1].split("\n## ", 1)[0])
+    documented = {m for r in rows for span in code_spans(r[0])
+                  for m in re.findall(r"^make (\S+)$", span)}
+    assert documented == phony
+
+
+def _env_vars_read_by_the_code():
+    names = set()
+    pats = (r'environ(?:\.get)?\(?\[?"([A-Z][A-Z0-9_]+)"', r'getenv\("([A-Z][A-Z0-9_]+)"\)',
+            r'env_is\("([A-Z][A-Z0-9_]+)"')
+    for pkg in ("compat", "uring_shim"):
+        for p in glob.glob(os.path.join(ROOT, pkg, "**", "*.[pch]*"), recursive=True):
+            if p.endswith((".py", ".c", ".h")):
+                src = read(p)
+                for pat in pats:
+                    names.update(re.findall(pat, src))
+    return names
+
+
+def test_every_environment_variable_is_documented():
+    names = _env_vars_read_by_the_code()
+    assert "URING_SHIM_BACKEND" in names and "SYSLET_COMPAT_TRACE" in names
+    text = "".join(read(p) for p in DOCS)
+    assert {n for n in names if n not in text} == set()
+
+
+# -- names mentioned in the docs exist -----------------------------------------------
+
+CLASSES = {
+    "Context": compat.Context, "Chain": compat.Chain, "Batch": compat.Batch,
+    "Atom": compat.Atom, "Var": compat.Var, "Buffer": compat.Buffer, "Arena": compat.Arena,
+    "Engine": compat.Engine, "Reference": compat.Reference,
+    "Ring": uring_shim.Ring, "Pool": uring_shim.Pool,
+}
+
+
+def _resolve(dotted):
+    import importlib
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for p in parts[i:]:
+            obj = getattr(obj, p)
+        return obj
+    raise ImportError(dotted)
+
+
+def _has(cls, attr):
+    """A class attribute, or an instance attribute its methods assign."""
+    if hasattr(cls, attr):
+        return True
+    try:
+        src = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return False
+    return re.search(rf"\bself\.{attr}\s*=", src) is not None
+
+
+def test_names_the_docs_mention_exist():
+    """``compat.x``, ``uring_shim.x`` and ``Context.x``-style names in code
+    spans resolve (functions, methods, attributes, modules)."""
+    bad = []
+    for path in DOCS:
+        text = read(path)
+        for span in re.findall(r"`([^`\n]+)`", text):
+            for m in re.finditer(r"\b((?:compat|uring_shim)(?:\.[A-Za-z_]\w*)+)", span):
+                try:
+                    _resolve(m.group(1))
+                except (ImportError, AttributeError):
+                    bad.append(f"{path}: {m.group(1)}")
+            for m in re.finditer(r"(?<![\w.])(%s)\.([a-z_]\w*)" % "|".join(CLASSES), span):
+                cls, attr = m.groups()
+                if not _has(CLASSES[cls], attr):
+                    bad.append(f"{path}: {cls}.{attr}")
+    assert not bad
+
+
+def test_relative_links_resolve():
+    """Links from README.md and the docs to files of the repository point at
+    files that exist (Sphinx checks the links between docs pages; nothing
+    checks README.md's)."""
+    bad = []
+    for path in DOCS:
+        base = os.path.dirname(os.path.join(ROOT, path))
+        for target in re.findall(r"\]\(([^)\s]+)\)", read(path)):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            if not os.path.exists(os.path.join(base, target.split("#")[0])):
+                bad.append(f"{path}: {target}")
+    assert not bad
+
+
+# -- docs/conf.py ---------------------------------------------------------------------
+
+def test_docs_build_stops_when_compat_does_not_import(tmp_path):
+    """docs/conf.py imports compat itself: an ImportError there ends the
+    build instead of leaving the API page empty."""
+    import subprocess
+    import sys
+    prog = ("import runpy, sys\n"
+            "sys.modules['compat._engine'] = None\n"        # a broken build of the engine
+            "try:\n"
+            f"    runpy.run_path({os.path.join(ROOT, 'docs', 'conf.py')!r})\n"
+            "except ImportError:\n"
+            "    sys.exit(3)\n")
+    p = subprocess.run([sys.executable, "-c", prog], cwd=tmp_path, timeout=60)
+    assert p.returncode == 3
+
+
+def test_ctypes_structures_get_a_field_table():
+    """docs/conf.py's autodoc hook lists every field of every ctypes
+    structure of the public modules, at its offset."""
+    import ctypes
+    import importlib
+    import runpy
+    conf = runpy.run_path(os.path.join(ROOT, "docs", "conf.py"))
+    seen = 0
+    for modname in ("compat", "compat.v5", "compat.v6", "compat.v7"):
+        mod = importlib.import_module(modname)
+        for name in getattr(mod, "__all__", []):
+            obj = getattr(mod, name)
+            if not (isinstance(obj, type) and issubclass(obj, ctypes.Structure)):
+                continue
+            lines = []
+            conf["_struct_fields"](None, "class", f"{modname}.{name}", obj, {}, lines)
+            text = "\n".join(lines)
+            for fname, *_ in obj._fields_:
+                assert f"   * - {getattr(obj, fname).offset}\n     - ``{fname}``" in text
+            seen += 1
+    assert seen >= 6
