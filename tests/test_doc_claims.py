@@ -336,3 +336,63 @@ def test_ctypes_structures_get_a_field_table():
                 assert f"   * - {getattr(obj, fname).offset}\n     - ``{fname}``" in text
             seen += 1
     assert seen >= 6
+
+
+# -- lists of system calls ------------------------------------------------------------
+
+def _c_function(path, name):
+    src = read(path)
+    i = src.index(f" {name}(")
+    return src[i:src.index("\n}\n", i)]
+
+
+def _names(numbers):
+    from compat._syscalls import NAMES
+    return {NAMES[n] for n in numbers}
+
+
+def _step4():
+    text = read("docs/translation.md")
+    return text[text.index("4. **Inline**"):text.index("5. **RWF_NOWAIT first**")]
+
+
+def test_never_blocking_calls_are_the_engines():
+    """translation.md's "calls that never sleep" are never_blocks()'s cases."""
+    body = _c_function("compat/csrc/engine/sysclass.c", "never_blocks")
+    plain = body[:body.index("case 72:")]
+    numbers = {int(n) for n in re.findall(r"case (\d+):", plain)}
+    step = _step4()
+    listed = step[step.index("calls that never sleep"):step.index("and `fcntl` with")]
+    assert set(code_spans(listed)) == _names(numbers)
+    fcntl = step[step.index("and `fcntl` with"):]
+    fcntl = fcntl[:fcntl.index(";")]
+    cmds = re.findall(r"case (F_\w+):", body[body.index("case 72:"):])
+    assert set(code_spans(fcntl)) - {"fcntl"} == set(cmds)
+
+
+def test_refused_calls_are_the_engines():
+    """translation.md's refused calls are is_refused()'s, and compat's REFUSED."""
+    from compat._abi import REFUSED
+    body = _c_function("compat/csrc/engine/sysclass.c", "is_refused")
+    named = set(re.findall(r"case SYS_(\w+):", body))
+    step = _step4()
+    listed = step[step.index("refused calls"):step.index("numbers at or above")]
+    spans = {s for s in code_spans(listed) if s != "-EINVAL" and not s.startswith("umem")}
+    assert spans == named == _names(n for n in REFUSED if n < 1000)
+
+
+def test_builder_call_table_numbers():
+    """compat.md's counts and lists of the builder's call table are the table's."""
+    from compat._argcheck import SIGNATURES, THREAD_STATE
+    text = read("docs/compat.md")
+    sized = sum(1 for sig in SIGNATURES.values() for p in sig if p.dir not in (None, "map"))
+    maps = {name for name, sig in SIGNATURES.items() if any(p.dir == "map" for p in sig)}
+    nmaps = sum(1 for sig in SIGNATURES.values() for p in sig if p.dir == "map")
+    m = re.search(r"lists, for (\d+) x86_64 calls.*?\((\d+) sized pointers, plus the (\d+) "
+                  r"mapping addresses", text, re.S)
+    assert m and tuple(map(int, m.groups())) == (len(SIGNATURES), sized, nmaps)
+    rows = table_rows(section(text, "compat-builder-checks"))
+    row = next(r for r in rows if "as the address of" in r[0])
+    assert set(code_spans(row[0].split("as the address of")[1])) == maps
+    row = next(r for r in rows if "whatever the arguments" in r[0])
+    assert set(code_spans(row[0])) == set(THREAD_STATE)
