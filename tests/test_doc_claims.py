@@ -407,3 +407,39 @@ def test_the_uring_shim_page_covers_every_constant():
             if not callable(getattr(uring_shim, n)) and n != "__version__"
             and f"`{n}`" not in page and not any(n.startswith(g) for g in groups)]
     assert groups and not bare
+
+
+# -- files and tests the docs cite -------------------------------------------------------
+
+#: Paths the docs name that are not files of this repository, on purpose.
+NOT_OURS = {"kernel/async.c"}       # the 2007 kernel's (decisions.md)
+
+
+def test_files_the_docs_name_exist():
+    """A code span that names a file of the repository (``dir/file.ext``)
+    names one that exists, from the top or from ``compat/csrc``
+    (``engine/plan.c``); generated paths (under ``_build``) and
+    ``<placeholders>`` are left out, and so is anything that does not start
+    with an entry of those two directories."""
+    bases = ("", "compat/csrc")
+    tops = {e for b in bases for e in os.listdir(os.path.join(ROOT, b))}
+    bad = []
+    for path in DOCS:
+        for span in re.findall(r"`([^`\n]+)`", read(path)):
+            for tok in re.findall(r"(?<![\w<$/.~-])((?:[\w.-]+/)+[\w.*-]+)", span):
+                if tok in NOT_OURS or "_build" in tok or tok.split("/")[0] not in tops:
+                    continue
+                found = any(glob.glob(os.path.join(ROOT, base, tok)) for base in bases)
+                if not found:
+                    bad.append(f"{path}: {tok}")
+    assert not bad
+
+
+def test_tests_the_docs_name_exist():
+    """Every ``test_...`` name a page cites is a test function of the suite."""
+    src = "".join(read(p) for p in glob.glob(os.path.join(ROOT, "tests", "**", "*.py"),
+                                              recursive=True))
+    bad = [f"{path}: {name}" for path in DOCS
+           for name in sorted(set(re.findall(r"`(test_\w+)`", read(path))))
+           if not re.search(rf"def {name}\b", src)]
+    assert not bad
