@@ -443,3 +443,30 @@ def test_tests_the_docs_name_exist():
            for name in sorted(set(re.findall(r"`(test_\w+)`", read(path))))
            if not re.search(rf"def {name}\b", src)]
     assert not bad
+
+
+def test_calls_the_docs_show_take_those_keywords():
+    """``ctx.wait(n, timeout=t)``, ``Context(ring_slots=0)``,
+    ``ch.read(fd, buf, n, ret=v)``... in code spans: the method exists and
+    takes every keyword shown."""
+    from compat._syscalls import NR
+    owners = dict(CLASSES, ctx=compat.Context, ch=compat.Chain, chain=compat.Chain,
+                  buf=compat.Buffer, arena=compat.Arena, engine=compat.Engine)
+    call = re.compile(r"(?<![\w.])(%s)(?:\.(\w+))?\(([^()]*)\)" % "|".join(owners))
+    bad, seen = [], 0
+    for path in DOCS:
+        for span in re.findall(r"`([^`\n]+)`", read(path)):
+            for m in call.finditer(span):
+                name, meth, args = m.groups()
+                cls = owners[name]
+                if meth and cls is compat.Chain and meth in NR:
+                    params = {"ret", "flags", "link"}       # chain.<syscall>(*args, ...)
+                elif meth and not hasattr(cls, meth):
+                    bad.append(f"{path}: {m.group(0)}")
+                    continue
+                else:
+                    params = set(inspect.signature(getattr(cls, meth) if meth else cls).parameters)
+                bad += [f"{path}: {m.group(0)} ({k}=)" for k in re.findall(r"(\w+)\s*=(?!=)", args)
+                        if k not in params]
+                seen += 1
+    assert seen > 20 and not bad
