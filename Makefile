@@ -55,23 +55,13 @@ test: deps venv
 	$(MAKE) --no-print-directory docs
 
 demo: deps venv
-	@if [ -f compat/__main__.py ]; then \
-		echo "+ $(VPY) -m compat demo"; $(VPY) -m compat demo; \
-	elif [ -f uring_shim/__main__.py ]; then \
-		echo "+ $(VPY) -m uring_shim demo"; $(VPY) -m uring_shim demo; \
-	else \
-		echo "demo: neither compat/__main__.py nor uring_shim/__main__.py exists yet" >&2; exit 1; \
-	fi
+	$(VPY) -m compat demo
 
 bench: deps venv
 	@VPY='$(VPY)' bash scripts/bench-deps.sh
 	$(VPY) bench/bench_shim.py
-	@if [ -f bench/bench_compat.py ]; then \
-		echo "+ $(VPY) bench/bench_compat.py"; $(VPY) bench/bench_compat.py; \
-	fi
-	@if [ -f bench/bench_dropin.py ]; then \
-		echo "+ $(VPY) bench/bench_dropin.py"; $(VPY) bench/bench_dropin.py; \
-	fi
+	$(VPY) bench/bench_compat.py
+	$(VPY) bench/bench_dropin.py
 	$(VPY) bench/bench_blocking.py
 
 # Long reliability runs (docs/reliability.md): the bounded versions are in `make test`.

@@ -95,7 +95,7 @@ def async_register(ahu_addr, size):
     fields are copied; the ring memory must stay valid until unregister).
     Raises OSError: EINVAL (size != 24, ring size not a positive multiple of
     8), EBUSY (a head is already registered), EFAULT (unreadable head)."""
-    ring, nbytes, maxthr = _core.read_head(ahu_addr, size)
+    ring, nbytes, maxthr = _core.read_head(ahu_addr, size, "async_register")
     return default_engine().register(ring, nbytes, maxthr)
 
 
@@ -124,7 +124,7 @@ def async_unregister(ahu_addr, size):
     published, then unregisters it.  The head is identified by the ring
     address and size it carries.  Raises OSError(EINVAL) when no registered
     head matches, EFAULT for an unreadable ``ahu``."""
-    ring, nbytes, _ = _core.read_head(ahu_addr, size)
+    ring, nbytes, _ = _core.read_head(ahu_addr, size, "async_unregister")
     return default_engine().unregister(ring, nbytes)
 
 

@@ -604,8 +604,8 @@ class Context:
 
     def exec(self, chain):
         """Runs a chain (or an :class:`Atom`) built by this Context.  Returns
-        the final atom when the syslet completed synchronously, None when it
-        went async (see :meth:`wait`).  Raises OSError with the errno of
+        the final atom (an :class:`Atom`, see :meth:`reap`) when the syslet
+        completed synchronously, None when it went async (see :meth:`wait`).  Raises OSError with the errno of
         async_exec; TypeError for anything but a Chain or an Atom, ValueError
         for an empty chain or one of another Context."""
         if type(chain) is Chain and chain._ctx is self and chain.atoms:     # the usual case, inline
@@ -637,7 +637,10 @@ class Context:
         return Batch(self, chains)
 
     def reap(self):
-        """Takes every published final atom out of the ring (oldest first)."""
+        """Takes every published final atom out of the ring (oldest first)
+        and returns them as a list of :class:`Atom`: the one built here at
+        that address, or a plain view (:meth:`atom_or_wrap`) of an atom
+        built elsewhere."""
         out = []
         n = self.ring_slots
         while len(out) < n:

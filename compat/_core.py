@@ -421,10 +421,15 @@ class Engine:
             self.close()
 
 
-def read_head(ahu_addr, size):
-    """Reads a ``struct async_head_user``: (ring, ring_size_bytes, max_nr_threads)."""
+def read_head(ahu_addr, size, what):
+    """Reads a ``struct async_head_user``: (ring, ring_size_bytes, max_nr_threads).
+    Its OSErrors (EINVAL for a size other than 24, EFAULT) name ``what``,
+    the call that reads it."""
     if size != AHU_SIZE:
-        raise OSError(errno.EINVAL, "async_head_user size must be 24")
-    raw = peek(ahu_addr, AHU_SIZE)
+        raise OSError(errno.EINVAL, "async_head_user size must be 24", what)
+    try:
+        raw = peek(ahu_addr, AHU_SIZE)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, what) from None
     return (int.from_bytes(raw[0:8], "little"), int.from_bytes(raw[8:16], "little"),
             int.from_bytes(raw[16:24], "little"))

@@ -61,6 +61,7 @@ class Reference:
         self._counters = dict.fromkeys(_core.COUNTERS, 0)
 
     def register(self, ring_addr, ring_bytes, max_threads=-1):
+        """As :meth:`Engine.register` (``max_threads`` is accepted and ignored)."""
         if ring_bytes == 0 or ring_bytes % 8 or ring_addr % 8:
             raise OSError(errno.EINVAL, "ring_size_bytes must be a positive multiple of 8")
         if self._head is not None:
@@ -76,24 +77,31 @@ class Reference:
         return 0
 
     def unregister(self, ring_addr, ring_bytes, timeout=None):
+        """As :meth:`Engine.unregister`; nothing is ever in flight."""
         if self._head != (ring_addr, ring_bytes):
             raise OSError(errno.EINVAL, "no such head")
         self._head = None
         return 0
 
     def wait(self, min_events, timeout=None):
+        """True when ``min_events`` entries are in the ring already, else False
+        at once: nothing is ever published, so waiting could not help."""
         if self._head is None:
             raise OSError(errno.EINVAL, "no head registered")
         return self.ring_count() >= min_events
 
     def ring_count(self):
+        """Unconsumed (non-NULL) ring slots."""
         addr, size = self._head
         return sum(1 for i in range(size // 8) if _word(addr + 8 * i))
 
     def counters(self):
+        """A dict like :meth:`Engine.counters`; only ``syslets_sync`` and
+        ``atoms_inline`` move."""
         return dict(self._counters)
 
     def exec_batch(self, atoms):
+        """One :meth:`exec` per address; the final atom or ``-errno`` each."""
         out = []
         for a in atoms:
             try:
@@ -115,6 +123,8 @@ class Reference:
         return run_batch
 
     def exec(self, atom_addr):
+        """Runs the syslet to its end in the calling thread; returns the final
+        atom's address.  OSError as :meth:`Engine.exec`."""
         if self._head is None:
             raise OSError(errno.EINVAL, "no head registered")
         try:
@@ -205,6 +215,7 @@ class Reference:
         return final
 
     def close(self, cancel=True):
+        """Forgets the head.  Idempotent."""
         self._head = None
 
     def __enter__(self):
