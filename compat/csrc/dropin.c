@@ -6,11 +6,11 @@
  * arguments, to the next syscall() in the lookup order (libc's).
  *
  * Every call is plain C on the engine (engine.c) in this process: one
- * process-wide context, created on first use.  The embedded Python interpreter
- * (cffi embedding, see compat/_build_syslet.py) is used once, at that first
- * use, for policy only: which backend (uring_shim.backend(), which honours
- * URING_SHIM_BACKEND) and whether to trace (SYSLET_COMPAT_TRACE).  If Python
- * cannot start, or SYSLET_COMPAT_PYTHON=0, the same policy is computed in C.
+ * process-wide context, created on first use.  No Python runs here: the
+ * policy -- which backend (URING_SHIM_BACKEND), whether to trace
+ * (SYSLET_COMPAT_TRACE) or debug (SYSLET_COMPAT_DEBUG) -- comes from the
+ * environment, read and checked when the library is loaded (env_check); a
+ * bad value ends the process there with the one-line message Python gives.
  *
  * Fork: a pthread_atfork child handler forgets the parent's context without
  * touching it (its threads do not exist in the child); the child's first call
@@ -27,8 +27,6 @@
  * compiles engine.c with that call renamed to sl_dropin_cond_broadcast
  * (below), which also writes the eventfds of the threads blocked in
  * async_wait.
- *
- * This file is #included by the cffi-generated source (Python.h comes first).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -109,7 +107,118 @@ static syscall_fn next_syscall(void)
     return f;
 }
 
-/* ---- policy: backend and trace, decided once per process ------------------- */
+/* ---- the environment: read and checked once, when the library is loaded ---- */
+
+/* One variable and the values it accepts.  *index gets the position of its
+ * value in values[], or -1 when it is unset or empty.  Python checks the same
+ * variables, in the same order, with the same message (uring_shim/_env.py,
+ * compat/_env.py); docs/compat.md lists them.  A new variable is one more
+ * row of env_vars. */
+struct env_var {
+    const char *name;
+    const char *const *values;          /* NULL-terminated */
+    int *index;
+};
+
+static const char *const env_backend_values[] = {"auto", "io_uring", "threadpool", NULL};
+static const char *const env_switch_values[] = {"0", "1", NULL};
+
+static int env_backend = -1;            /* URING_SHIM_BACKEND: index in env_backend_values */
+static int env_trace = -1;              /* SYSLET_COMPAT_TRACE: index in env_switch_values */
+static int env_debug = -1;              /* SYSLET_COMPAT_DEBUG: index in env_switch_values */
+
+static const struct env_var env_vars[] = {
+    {"URING_SHIM_BACKEND", env_backend_values, &env_backend},
+    {"SYSLET_COMPAT_TRACE", env_switch_values, &env_trace},
+    {"SYSLET_COMPAT_DEBUG", env_switch_values, &env_debug},
+};
+
+#define ENV_SHOWN_MAX 64                /* bytes of a bad value the message quotes */
+
+static void msg_add(char *buf, size_t size, const char *s)
+{
+    size_t n = strlen(buf);
+    if (n < size)
+        snprintf(buf + n, size - n, "%s", s);
+}
+
+/* The message for a bad value, e.g.
+ *   syslet-compat: invalid URING_SHIM_BACKEND="uring"; expected auto, io_uring or threadpool (or unset)
+ * The value's bytes outside printable ASCII, '"' and '\' are written as \xNN,
+ * and after ENV_SHOWN_MAX bytes it is cut with "...": always one line. */
+static void env_message(char *buf, size_t size, const struct env_var *v, const char *val)
+{
+    buf[0] = '\0';
+    msg_add(buf, size, "syslet-compat: invalid ");
+    msg_add(buf, size, v->name);
+    msg_add(buf, size, "=\"");
+    size_t i;
+    for (i = 0; val[i] && i < ENV_SHOWN_MAX; i++) {
+        unsigned char ch = (unsigned char)val[i];
+        char one[8];
+        if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\')
+            snprintf(one, sizeof one, "%c", ch);
+        else
+            snprintf(one, sizeof one, "\\x%02x", ch);
+        msg_add(buf, size, one);
+    }
+    if (val[i])
+        msg_add(buf, size, "...");
+    msg_add(buf, size, "\"; expected ");
+    for (int k = 0; v->values[k]; k++) {
+        if (k)
+            msg_add(buf, size, v->values[k + 1] ? ", " : " or ");
+        msg_add(buf, size, v->values[k]);
+    }
+    msg_add(buf, size, " (or unset)");
+}
+
+/* Reads every variable of env_vars: 0, or -1 with the message of the first
+ * bad one in msg. */
+static int env_parse(char *msg, size_t size)
+{
+    for (size_t i = 0; i < sizeof env_vars / sizeof env_vars[0]; i++) {
+        const struct env_var *v = &env_vars[i];
+        const char *val = getenv(v->name);
+        *v->index = -1;
+        if (!val || !val[0])
+            continue;
+        int k = 0;
+        while (v->values[k] && strcmp(v->values[k], val) != 0)
+            k++;
+        if (!v->values[k]) {
+            env_message(msg, size, v, val);
+            return -1;
+        }
+        *v->index = k;
+    }
+    return 0;
+}
+
+static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+
+static void env_read(void)
+{
+    char msg[512];
+    if (env_parse(msg, sizeof msg) < 0) {
+        msg_add(msg, sizeof msg, "\n");
+        if (write(2, msg, strlen(msg)) < 0) {
+            /* nowhere to say it: the exit status still does */
+        }
+        _exit(2);
+    }
+}
+
+/* At load -- before main() for a linked or preloaded library, in dlopen()
+ * otherwise -- and, should a call come before that, at the first call: a bad
+ * value ends the process with the message and exit status 2, never a silent
+ * fallback. */
+__attribute__((constructor)) static void env_check(void)
+{
+    pthread_once(&env_once, env_read);
+}
+
+/* ---- policy: backend, trace and debug, from the environment ------------------- */
 
 static int g_backend = 1;           /* 1 io_uring (+pool), 0 pool only */
 static int g_env_abi;               /* SYSLET_COMPAT_ABI: SL_ABI_*, 0 unset */
@@ -135,135 +244,22 @@ __attribute__((constructor)) static void env_abi_at_load(void)
     _exit(2);
 }
 static int g_trace;
-static const char *g_policy_src = "c";
-static int g_policy_done;
 static int g_debug;
 
-static int env_is(const char *name, const char *val)
-{
-    const char *v = getenv(name);
-    return v && strcmp(v, val) == 0;
-}
-
-static void policy_c(void)
-{
-    /* What uring_shim.backend() does, minus the probe: the engine itself
-     * falls back to the pool when io_uring cannot be set up. */
-    g_backend = env_is("URING_SHIM_BACKEND", "threadpool") ? 0 : 1;
-    g_trace = env_is("SYSLET_COMPAT_TRACE", "1");
-    g_policy_src = "c";
-}
-
-#ifdef SYSLET_EMBED
-/* Implemented in Python (extern "Python", see _build_syslet.py).  Returns
- * 0x100 | trace << 1 | io_uring, or 0 when Python failed (cffi's default). */
-int syslet_py_policy(void);
-
-static int py_broken;               /* set in a child forked mid-policy */
-
-const char *syslet_dropin_pkg_parent(void);
-
-/* The interpreter to start: the venv this libsyslet.so is installed in
- * (<venv>/lib/pythonX.Y/site-packages/compat/libsyslet.so, recognised by
- * <venv>/pyvenv.cfg), else the one it was built with (SYSLET_PYTHON_EXE:
- * sys.executable at build time, the venv's for editable installs). */
-static const char *py_program(void)
-{
-    static char buf[PATH_MAX];
-    const char *parent = syslet_dropin_pkg_parent();
-    if (parent[0] && strlen(parent) + 32 < sizeof buf) {
-        snprintf(buf, sizeof buf, "%s", parent);
-        int ok = 1;
-        for (int up = 0; up < 3 && ok; up++) {
-            char *slash = strrchr(buf, '/');
-            if (!slash || slash == buf)
-                ok = 0;
-            else
-                *slash = '\0';
-        }
-        if (ok) {
-            size_t n = strlen(buf);
-            snprintf(buf + n, sizeof buf - n, "/pyvenv.cfg");
-            if (access(buf, R_OK) == 0) {
-                snprintf(buf + n, sizeof buf - n, "/bin/python3");
-                if (access(buf, X_OK) == 0)
-                    return buf;
-            }
-        }
-    }
-    return SYSLET_PYTHON_EXE;
-}
-
-/* Starts that interpreter: its pyvenv.cfg gives the right sys.prefix and
- * site-packages (cffi's _cffi_backend, the editable-install finder).
- * Isolated: PYTHONPATH, PYTHONHOME and friends of the host program do not
- * leak in; no signal handlers. */
-static int py_init(void)
-{
-    if (Py_IsInitialized())
-        return 0;               /* a Python host: cffi takes the GIL itself */
-    const char *program = py_program();
-    if (g_debug)
-        fprintf(stderr, "libsyslet: starting Python as %s\n", program);
-    PyConfig config;
-    PyConfig_InitIsolatedConfig(&config);
-    config.install_signal_handlers = 0;
-    config.parse_argv = 0;
-    config.site_import = 1;
-    config.user_site_directory = 0;
-    config.write_bytecode = 0;
-    PyStatus st = PyConfig_SetBytesString(&config, &config.program_name, program);
-    if (!PyStatus_Exception(st))
-        st = Py_InitializeFromConfig(&config);
-    PyConfig_Clear(&config);
-    if (PyStatus_Exception(st)) {
-        if (g_debug)
-            fprintf(stderr, "libsyslet: Python init failed (%s): C policy\n",
-                    st.err_msg ? st.err_msg : "?");
-        return -1;
-    }
-    PyEval_SaveThread();        /* release the GIL: cffi's calls take it */
-    return 0;
-}
-
-static int policy_python(void)
-{
-    if (env_is("SYSLET_COMPAT_PYTHON", "0") || py_broken)
-        return -1;
-    if (py_init() < 0)
-        return -1;
-    if (cffi_start_python() < 0)
-        return -1;
-    int r = syslet_py_policy();
-    if (!(r & 0x100))
-        return -1;
-    g_backend = r & 1;
-    g_trace = (r >> 1) & 1;
-    g_policy_src = "python";
-    return 0;
-}
-#endif
-
-/* Called with g_mu held. */
+/* Called with g_mu held, before the first context.  The engine itself falls
+ * back to the pool when io_uring cannot be set up (or refuses a NOP). */
 static void decide_policy(void)
 {
-    if (g_policy_done)
-        return;
-    g_debug = env_is("SYSLET_COMPAT_DEBUG", "1");
-#ifdef SYSLET_EMBED
-    if (policy_python() < 0)
-        policy_c();
-#else
-    policy_c();
-#endif
-    g_policy_done = 1;
+    env_check();
+    g_backend = env_backend != 2;   /* auto and io_uring: io_uring */
+    g_trace = env_trace == 1;
+    g_debug = env_debug == 1;
 }
 
 /* ---- the process-wide context ----------------------------------------------- */
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic(struct sl_ctx *) g_ctx;
-static int g_in_policy;             /* policy being decided (fork hazard) */
 
 struct waiter {
     int efd;
@@ -282,11 +278,6 @@ static void atfork_child(void)
     pthread_mutex_init(&g_wmu, NULL);
     g_waiters = NULL;           /* only the forking thread exists: not waiting */
     atomic_store(&g_nwaiting, 0);
-#ifdef SYSLET_EMBED
-    if (g_in_policy)
-        py_broken = 1;          /* the GIL may be held by a thread that is gone */
-#endif
-    g_in_policy = 0;
 }
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
@@ -392,9 +383,7 @@ static __attribute__((noinline)) struct sl_ctx *ctx_slow(void)
     pthread_mutex_lock(&g_mu);
     struct sl_ctx *c = atomic_load_explicit(&g_ctx, memory_order_relaxed);
     if (!c) {
-        g_in_policy = 1;
         decide_policy();
-        g_in_policy = 0;
         int err = 0;
         c = sl_ctx_new(g_backend, SQ_ENTRIES, &err);
         if (!c) {
@@ -412,9 +401,9 @@ static __attribute__((noinline)) struct sl_ctx *ctx_slow(void)
         }
         if (g_debug) {
             static int atexit_done;
-            fprintf(stderr, "libsyslet: pid %d context: backend=%s (asked %s) policy=%s\n",
+            fprintf(stderr, "libsyslet: pid %d context: backend=%s (asked %s)\n",
                     (int)getpid(), sl_ctx_backend(c) ? "io_uring" : "threadpool",
-                    g_backend ? "io_uring" : "threadpool", g_policy_src);
+                    g_backend ? "io_uring" : "threadpool");
             if (!atexit_done) {
                 atexit_done = 1;
                 atexit(print_counters);
@@ -434,7 +423,7 @@ static inline struct sl_ctx *ctx(void)
 }
 
 /* The context if one exists: calls that need a registered ring fail with
- * EINVAL without one, and need not create it (or start Python) to say so. */
+ * EINVAL without one, and need not create it to say so. */
 static inline struct sl_ctx *ctx_if_any(void)
 {
     return atomic_load_explicit(&g_ctx, memory_order_acquire);
@@ -879,31 +868,3 @@ SYSLET_EXPORT long syscall(long nr, ...)
     return r;
 }
 #endif
-
-/* Where this library's package lives: <parent>/compat/libsyslet.so, so the
- * embedded Python can import compat/uring_shim from <parent> whatever the
- * environment's sys.path says.  "" when unknown. */
-const char *syslet_dropin_pkg_parent(void);
-const char *syslet_dropin_pkg_parent(void)
-{
-    static char buf[PATH_MAX];
-    Dl_info info;
-    if (buf[0])
-        return buf;
-    if (!dladdr((void *)&async_exec, &info) || !info.dli_fname)
-        return "";
-    char *real = realpath(info.dli_fname, NULL);
-    if (!real)
-        return "";
-    for (int up = 0; up < 2; up++) {
-        char *slash = strrchr(real, '/');
-        if (!slash || slash == real) {
-            free(real);
-            return "";
-        }
-        *slash = '\0';
-    }
-    snprintf(buf, sizeof buf, "%s", real);
-    free(real);
-    return buf;
-}

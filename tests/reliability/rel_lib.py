@@ -27,7 +27,7 @@ ASYNC, SYNC, NO_COMPLETE = 0x01, 0x02, 0x04
 S_NONZERO, S_ZERO, S_NEG, S_NONPOS, SKIP = 0x08, 0x10, 0x20, 0x40, 0x80
 
 #: Our environment variables that must not leak from the caller into a child.
-_OURS = ("LD_PRELOAD", "SYSLET_COMPAT_DEBUG", "SYSLET_COMPAT_TRACE", "SYSLET_COMPAT_PYTHON")
+_OURS = ("LD_PRELOAD", "SYSLET_COMPAT_DEBUG", "SYSLET_COMPAT_TRACE")
 
 
 # ---- children ------------------------------------------------------------------
