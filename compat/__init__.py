@@ -24,6 +24,7 @@ from ._abi import (AHU_SIZE, ATOM_SIZE, SYSLET_ASYNC, SYSLET_FLAGS_ALL, SYSLET_N
                    __NR_async_wait, __NR_umem_add, async_head_user, syslet_uatom)
 from ._builder import Arena, Atom, Batch, Buffer, Chain, Context, Var
 from ._core import COUNTERS, Engine
+from ._env import EnvVarError
 from ._reference import Reference
 from ._syscalls import NR
 
@@ -41,6 +42,7 @@ __all__ = [
     "__NR_umem_add", "NR", "AT_FDCWD", "ATOM_SIZE", "AHU_SIZE",
     "syslet_uatom", "async_head_user",
     "Context", "Chain", "Batch", "Atom", "Var", "Buffer", "Arena", "Engine", "Reference", "COUNTERS",
+    "EnvVarError",
 ]
 
 _default = None

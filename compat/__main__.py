@@ -108,6 +108,14 @@ def main(argv=None):
     if run is None:
         parser.print_help(sys.stderr)
         return 2
+    # The environment is checked before any command, as libsyslet does at
+    # load: a bad value is one line on stderr and status 2 (compat._env).
+    from ._env import EnvVarError, read
+    try:
+        read()
+    except EnvVarError as e:
+        print(e, file=sys.stderr)
+        return 2
     try:
         return int(run(args) or 0)
     except BrokenPipeError:     # `syslet-compat conformance --list | head`

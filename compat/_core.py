@@ -7,7 +7,7 @@ import os
 import sys
 import threading
 
-from . import _engine, _exec
+from . import _engine, _env, _exec
 from ._abi import AHU_SIZE
 
 ffi = _engine.ffi
@@ -119,10 +119,14 @@ class Engine:
     the pool and :attr:`backend` says so.  Use as a context manager or call
     :meth:`close`; closing cancels running syslets (loops stop before their
     next atom) and joins every thread.
+
+    Reads and checks the environment variables (``compat._env``) first:
+    raises :class:`compat.EnvVarError` (a ``ValueError``) for a bad value.
     """
 
     def __init__(self, backend=None, sq_entries=256):
         self._bindings = []     # compat._exec bindings of the context, detached by close()
+        env = _env.read()
         want = _resolve_backend(backend)
         err = ffi.new("int *")
         c = lib.sl_ctx_new(1 if want == "io_uring" else 0, sq_entries, err)
@@ -147,7 +151,7 @@ class Engine:
         b = _exec.Binding(SL_EXEC_UNLOCKING)
         self.bind(b)
         self.exec = b.function()
-        if os.environ.get("SYSLET_COMPAT_TRACE") == "1":
+        if env["SYSLET_COMPAT_TRACE"] == "1":
             lib.sl_set_trace(self._c, 1)
 
     # -- the five calls -------------------------------------------------

@@ -4,7 +4,8 @@ The probe really creates a small ring, does a NOP round trip and reads the
 opcode probe (the CPython ``selectors._can_use`` habit: probe by creating
 the object).  The outcome and its cause are computed once, on first use, and
 cached.  ``URING_SHIM_BACKEND=auto|io_uring|threadpool`` (read at that first
-use) forces a choice.
+use; unset or empty is ``auto``, any other value raises
+:class:`~uring_shim.EnvVarError`) forces a choice.
 """
 import errno
 import os
@@ -12,6 +13,7 @@ import platform
 import threading
 
 from ._binding import ffi, lib
+from ._env import choice as _env_choice
 
 ENV = "URING_SHIM_BACKEND"
 CHOICES = ("auto", "io_uring", "threadpool")
@@ -73,9 +75,7 @@ def _probe():
 
 
 def _detect():
-    choice = os.environ.get(ENV, "auto").strip().lower() or "auto"
-    if choice not in CHOICES:
-        raise ValueError(f"{ENV}={os.environ.get(ENV)!r} is not one of {', '.join(CHOICES)}")
+    choice = _env_choice(ENV, CHOICES) or "auto"
     kernel = platform.release()
     if choice == "threadpool":
         return {"backend": "threadpool", "errno": errno.ENOSYS, "opcodes": frozenset(),
@@ -123,8 +123,9 @@ def backend():
     The first call (or the first ``Ring()``) probes io_uring and reads
     ``URING_SHIM_BACKEND``; the result is cached for the process.
 
-    Raises ``ValueError`` if ``URING_SHIM_BACKEND`` is not ``auto``,
-    ``io_uring`` or ``threadpool``, and ``OSError`` with the probe's errno
+    Raises :class:`~uring_shim.EnvVarError` (a ``ValueError``) if
+    ``URING_SHIM_BACKEND`` is set to anything but ``auto``, ``io_uring`` or
+    ``threadpool``, and ``OSError`` with the probe's errno
     (e.g. EPERM, ENOSYS, ENOMEM) if ``io_uring`` was forced but does not work.
     Owns no memory.
     """
@@ -138,8 +139,8 @@ def backend_reason():
     """Return a human-readable sentence saying why ``backend()`` is what it is.
 
     Never raises ``OSError`` (also not when io_uring was forced but failed:
-    the sentence says so); raises ``ValueError`` for an invalid
-    ``URING_SHIM_BACKEND``.  Owns no memory.
+    the sentence says so); raises :class:`~uring_shim.EnvVarError` for an
+    invalid ``URING_SHIM_BACKEND``.  Owns no memory.
     """
     return _get()["reason"]
 
@@ -147,8 +148,8 @@ def backend_reason():
 def io_uring_available():
     """Return True if ``Ring()`` can be used (backend is io_uring and the probe passed).
 
-    Never raises ``OSError``; raises ``ValueError`` for an invalid
-    ``URING_SHIM_BACKEND``.  Owns no memory.
+    Never raises ``OSError``; raises :class:`~uring_shim.EnvVarError` for an
+    invalid ``URING_SHIM_BACKEND``.  Owns no memory.
     """
     st = _get()
     return st["backend"] == "io_uring" and st["errno"] == 0
