@@ -14,7 +14,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, NoReturn, Optional, Sequence
 
 DIST = "syslet-compat"
 
@@ -27,10 +27,10 @@ class Subcommand(NamedTuple):
     configure: Optional[Callable[[argparse.ArgumentParser], None]] = None
 
 
-def _lazy(module, attr):
+def _lazy(module: str, attr: str) -> Callable[..., Any]:
     """A callable that imports ``compat.<module>`` only when called."""
 
-    def call(*a, **kw):
+    def call(*a: Any, **kw: Any) -> Any:
         return getattr(importlib.import_module(f"compat.{module}"), attr)(*a, **kw)
 
     call.__name__ = attr
@@ -65,14 +65,14 @@ SUBCOMMANDS = {
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr, exit status 2."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         usage = " ".join(self.format_usage().split())
         if usage.startswith("usage: "):
             usage = usage[len("usage: "):]
         self.exit(2, f"{self.prog}: {message} (usage: {usage})\n")
 
 
-def prog_name():
+def prog_name() -> str:
     """``syslet-compat`` for the console script, ``python -m compat`` for -m."""
     base = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     if base in ("", "__main__.py", "-c", "-m"):
@@ -80,12 +80,12 @@ def prog_name():
     return base
 
 
-def version():
+def version() -> str:
     from . import __version__
     return __version__
 
 
-def build_parser(prog=None):
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=prog or prog_name(),
         description="syslet-compat: the 2007 syslet API (ABI v1) on io_uring.")
@@ -99,7 +99,7 @@ def build_parser(prog=None):
     return parser
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:   # reported by the subcommand's parser: its usage, not the top level's

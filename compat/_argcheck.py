@@ -25,6 +25,8 @@ migrate_pages), perf_event_open, io_uring_enter/_register, seccomp, kexec_*,
 and the iovec/msghdr *targets* of readv-style calls (only the arrays
 themselves are checked).  Path and name strings are read up to their NUL.
 """
+from typing import Callable, Dict, FrozenSet, Iterable, Mapping, Optional, Tuple
+
 
 # Sizes of x86_64 structures used below: stat 144, statx 256, statfs 120,
 # utsname 390, sysinfo 112, tms 32, rusage 144, rlimit 16, timeval 16,
@@ -216,11 +218,11 @@ THREAD_STATE = frozenset({"set_tid_address", "set_robust_list", "rseq", "sigalts
                           "arch_prctl", "set_thread_area"})
 
 
-def _bits(n):
+def _bits(n: int) -> int:
     return (n + 63) // 64 * 8
 
 
-def _pages(n):
+def _pages(n: int) -> int:
     return (n + 4095) // 4096
 
 
@@ -230,45 +232,51 @@ class Param:
 
     __slots__ = ("name", "dir", "size", "fn", "deps")
 
-    def __init__(self, spec):
+    def __init__(self, spec: str) -> None:
         name, _, rest = spec.partition(":")
         self.name = name.strip()
-        self.dir = self.size = self.fn = None
-        self.deps = ()
+        self.dir: Optional[str] = None
+        self.size: Optional[str] = None
+        self.fn: Optional[Callable[..., int]] = None
+        self.deps: Tuple[str, ...] = ()
         rest = rest.strip()
         if rest == "map":
             self.dir = "map"
         elif rest:
             d, _, size = rest.partition("[")
             self.dir = d
-            self.size = size.rstrip("]")
-            code = compile(self.size, self.size, "eval")
+            self.size = size = size.rstrip("]")
+            code = compile(size, size, "eval")
             self.deps = tuple(n for n in code.co_names if n not in ("bits", "pages"))
             # compiled once: lambda <deps>: <size>, over this table's own text
-            self.fn = eval(f"lambda {', '.join(self.deps)}: {self.size}",
+            self.fn = eval(f"lambda {', '.join(self.deps)}: {size}",
                            {"__builtins__": {}, "bits": _bits, "pages": _pages})
 
-    def need(self, consts):
+    def need(self, consts: Mapping[str, int]) -> Optional[int]:
         """Bytes this pointer must hold, given the constant arguments
         (name -> unsigned value), or None when a size argument is not a
         constant."""
+        if self.fn is None:
+            return None
         try:
             return self.fn(*[consts[d] for d in self.deps])
         except KeyError:
             return None
 
 
-class Signature(tuple):
+class Signature(Tuple[Param, ...]):
     """The :class:`Param` of a call, in argument order; ``sizes`` names
     the arguments that are sizes of a pointer."""
 
-    def __new__(cls, params):
+    sizes: FrozenSet[str]
+
+    def __new__(cls, params: Iterable[Param]) -> "Signature":
         self = super().__new__(cls, params)
         self.sizes = frozenset(d for p in self for d in p.deps)
         return self
 
 
-def _parse(text):
+def _parse(text: str) -> Dict[str, Signature]:
     out = {}
     for line in text.strip().splitlines():
         name, _, params = line.strip().partition(" ")

@@ -17,6 +17,7 @@ line, one line per item (``ok`` or ``FAIL`` with the reason), a summary line.
 Exit status 0 only when every item passed; 1 when one failed; 2 when the suite
 could not run (no C compiler, no such library, a bad option).
 """
+import argparse
 import os
 import shlex
 import shutil
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Dict, List, Optional, Sequence, TextIO, Tuple
 
 PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(PKG_DIR, "conformance", "conformance.c")
@@ -37,7 +39,7 @@ _OURS = ("LD_PRELOAD", "SYSLET_COMPAT_TRACE", "SYSLET_COMPAT_DEBUG", "SYSLET_COM
 SUITE_TIMEOUT = 600
 
 
-def add_arguments(p):
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("auto", "io_uring", "threadpool"), default=None,
                    help="backend of this project's engine (default: URING_SHIM_BACKEND, "
                         "else auto); ignored by other implementations")
@@ -56,7 +58,7 @@ class SuiteError(Exception):
     """The suite could not run (exit status 2)."""
 
 
-def _compiler(arg):
+def _compiler(arg: Optional[str]) -> List[str]:
     cc = arg or os.environ.get("CC") or "cc"
     words = shlex.split(cc)
     if not words or not shutil.which(words[0]):
@@ -64,7 +66,7 @@ def _compiler(arg):
     return words
 
 
-def build(outdir, cc=None):
+def build(outdir: str, cc: Optional[str] = None) -> str:
     """Compiles the checks; returns the executable's path."""
     if not os.path.exists(SOURCE):
         raise SuiteError(f"{SOURCE} is missing (a broken install?)")
@@ -81,20 +83,25 @@ def build(outdir, cc=None):
     return exe
 
 
-def list_items(exe):
+def list_items(exe: str) -> List[Tuple[str, str, str]]:
     """[(id, section, title)] in the program's order."""
     r = subprocess.run([exe, "--list"], capture_output=True, text=True, timeout=60,
                        env=_clean_env())
     if r.returncode != 0:
         raise SuiteError(f"{exe} --list failed: {r.stderr.strip()}")
-    return [tuple(line.split("\t", 2)) for line in r.stdout.splitlines() if line]
+    out: List[Tuple[str, str, str]] = []
+    for line in r.stdout.splitlines():
+        if line:
+            ident, section, title = line.split("\t", 2)
+            out.append((ident, section, title))
+    return out
 
 
-def _clean_env():
+def _clean_env() -> Dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in _OURS}
 
 
-def _describe(status):
+def _describe(status: int) -> str:
     if status < 0:
         import signal
         try:
@@ -104,7 +111,8 @@ def _describe(status):
     return f"exit status {status}"
 
 
-def run_suite(exe, library, backend, items, out=sys.stdout):
+def run_suite(exe: str, library: str, backend: Optional[str], items: Sequence[str],
+              out: TextIO = sys.stdout) -> Tuple[int, int, Optional[str]]:
     """Runs the checks with library preloaded; prints the report; returns
     (passed, failed, reported backend or None)."""
     titles = {i: (s, t) for i, s, t in list_items(exe)}
@@ -114,12 +122,14 @@ def run_suite(exe, library, backend, items, out=sys.stdout):
     if backend:
         env["URING_SHIM_BACKEND"] = backend
     width = max(len(i) for i in selected)
-    results = {}
+    results: Dict[str, Tuple[str, str]] = {}
     seen_backend = None
     proc = subprocess.Popen([exe, *items], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
+    stdout, stderr = proc.stdout, proc.stderr
+    assert stdout is not None and stderr is not None
     try:
-        for line in proc.stdout:
+        for line in stdout:
             parts = line.rstrip("\n").split("\t", 2)
             if len(parts) != 3:
                 continue
@@ -136,9 +146,9 @@ def run_suite(exe, library, backend, items, out=sys.stdout):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    err = proc.stderr.read().strip()
-    proc.stderr.close()
-    proc.stdout.close()
+    err = stderr.read().strip()
+    stderr.close()
+    stdout.close()
     why = (f"the suite's process ended early ({_describe(proc.returncode)})"
            + (f": {err.splitlines()[-1]}" if err else ""))
     for ident in selected:
@@ -149,7 +159,8 @@ def run_suite(exe, library, backend, items, out=sys.stdout):
     return passed, len(results) - passed, seen_backend
 
 
-def _print_item(out, ident, title, status, reason, width):
+def _print_item(out: TextIO, ident: str, title: str, status: str, reason: str,
+                width: int) -> None:
     if status == "ok":
         out.write(f"ok    {ident:<{width}}  {title}\n")
     else:
@@ -157,7 +168,7 @@ def _print_item(out, ident, title, status, reason, width):
     out.flush()
 
 
-def _usage_error(args, message):
+def _usage_error(args: argparse.Namespace, message: str) -> int:
     parser = getattr(args, "_parser", None)
     if parser is not None:
         parser.error(message)           # one line, exit status 2
@@ -165,7 +176,7 @@ def _usage_error(args, message):
     return 2
 
 
-def main(args):
+def main(args: argparse.Namespace) -> int:
     prog = getattr(getattr(args, "_parser", None), "prog", "syslet-compat conformance")
     libs = [os.path.abspath(p) for p in args.preload.split(":") if p] if args.preload \
         else [OWN_LIBRARY]

@@ -8,6 +8,7 @@ guarded accessors, so wild pointers give EFAULT, never a crash.
 """
 import ctypes
 import errno
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import _core
 from ._abi import (ATOM_SIZE, REFUSED, SYSLET_ASYNC, SYSLET_FLAGS_ALL, SYSLET_SKIP_TO_NEXT_ON_STOP,
@@ -23,18 +24,18 @@ _syscall.argtypes = [ctypes.c_long] * 7
 _M64 = 0xFFFFFFFFFFFFFFFF
 
 
-def _signed(v):
+def _signed(v: int) -> int:
     return v - (1 << 64) if v & (1 << 63) else v
 
 
-def _word(addr):
+def _word(addr: int) -> int:
     return _core.peek_word(addr) & _M64
 
 
-def raw_syscall(nr, args):
+def raw_syscall(nr: int, args: Sequence[int]) -> int:
     """syscall(nr, *args) with the raw kernel convention (-errno on failure)."""
     cargs = [ctypes.c_long(_signed(a & _M64)) for a in args]
-    r = _syscall(ctypes.c_long(_signed(nr & _M64)), *cargs)
+    r: int = _syscall(ctypes.c_long(_signed(nr & _M64)), *cargs)
     if r == -1:
         e = ctypes.get_errno()
         if e:
@@ -42,7 +43,7 @@ def raw_syscall(nr, args):
     return r
 
 
-def stop_holds(flags, r):
+def stop_holds(flags: int, r: int) -> bool:
     """The stop test of spec section 2 step 5 (any set STOP bit)."""
     return bool((flags & SYSLET_STOP_ON_NONZERO and r != 0)
                 or (flags & SYSLET_STOP_ON_ZERO and r == 0)
@@ -54,13 +55,15 @@ class Reference:
     """A syslet context that runs every syslet synchronously, atom by atom."""
 
     backend = "reference"
+    #: the memory of the Context whose syslets it runs (compat._builder)
+    _builder_memory: Any = None
 
-    def __init__(self):
-        self._head = None
+    def __init__(self) -> None:
+        self._head: Optional[Tuple[int, int]] = None
         self.budget = 0
         self._counters = dict.fromkeys(_core.COUNTERS, 0)
 
-    def register(self, ring_addr, ring_bytes, max_threads=-1):
+    def register(self, ring_addr: int, ring_bytes: int, max_threads: int = -1) -> int:
         """As :meth:`Engine.register` (``max_threads`` is accepted and ignored)."""
         if ring_bytes == 0 or ring_bytes % 8 or ring_addr % 8:
             raise OSError(errno.EINVAL, "ring_size_bytes must be a positive multiple of 8")
@@ -76,53 +79,55 @@ class Reference:
         self._head = (ring_addr, ring_bytes)
         return 0
 
-    def unregister(self, ring_addr, ring_bytes, timeout=None):
+    def unregister(self, ring_addr: int, ring_bytes: int, timeout: Optional[float] = None) -> int:
         """As :meth:`Engine.unregister`; nothing is ever in flight."""
         if self._head != (ring_addr, ring_bytes):
             raise OSError(errno.EINVAL, "no such head")
         self._head = None
         return 0
 
-    def wait(self, min_events, timeout=None):
+    def wait(self, min_events: int, timeout: Optional[float] = None) -> bool:
         """True when ``min_events`` entries are in the ring already, else False
         at once: nothing is ever published, so waiting could not help."""
         if self._head is None:
             raise OSError(errno.EINVAL, "no head registered")
         return self.ring_count() >= min_events
 
-    def ring_count(self):
+    def ring_count(self) -> int:
         """Unconsumed (non-NULL) ring slots."""
+        if self._head is None:
+            raise OSError(errno.EINVAL, "no head registered")
         addr, size = self._head
         return sum(1 for i in range(size // 8) if _word(addr + 8 * i))
 
-    def counters(self):
+    def counters(self) -> Dict[str, int]:
         """A dict like :meth:`Engine.counters`; only ``syslets_sync`` and
         ``atoms_inline`` move."""
         return dict(self._counters)
 
-    def exec_batch(self, atoms):
+    def exec_batch(self, atoms: Sequence[int]) -> List[int]:
         """One :meth:`exec` per address; the final atom or ``-errno`` each."""
-        out = []
+        out: List[int] = []
         for a in atoms:
             try:
                 out.append(self.exec(a))
             except OSError as e:
-                out.append(-e.errno)
+                out.append(-(e.errno or errno.EIO))
         return out
 
-    def batch_runner(self, atom_addrs):
+    def batch_runner(self, atom_addrs: Sequence[int]) -> Callable[[], Any]:
         """:meth:`exec_batch` over these syslets, shaped like
         ``Engine.batch_runner``: the callable returns a reused cffi
         ``int64_t[]`` of results."""
         addrs = list(atom_addrs)
         res = _core.ffi.new("int64_t[]", len(addrs))
 
-        def run_batch():
+        def run_batch() -> Any:
             res[0:len(addrs)] = self.exec_batch(addrs)
             return res
         return run_batch
 
-    def exec(self, atom_addr):
+    def exec(self, atom_addr: int) -> int:
         """Runs the syslet to its end in the calling thread; returns the final
         atom's address.  OSError as :meth:`Engine.exec`."""
         if self._head is None:
@@ -139,7 +144,7 @@ class Reference:
         final = self.run(atom_addr)
         return final
 
-    def run(self, u):
+    def run(self, u: int) -> int:
         """Runs the syslet at ``u``; returns the final atom's address."""
         final = 0
         executed = 0
@@ -167,7 +172,7 @@ class Reference:
                 return u
             # 2. read the argument words now
             args = [0] * 6
-            r = None
+            r: Optional[int] = None
             for i, p in enumerate(arg_ptrs):
                 if not p:
                     break
@@ -214,12 +219,12 @@ class Reference:
             raise OSError(errno.EFAULT, "first atom unreadable")
         return final
 
-    def close(self, cancel=True):
+    def close(self, cancel: bool = True) -> None:
         """Forgets the head.  Idempotent."""
         self._head = None
 
-    def __enter__(self):
+    def __enter__(self) -> "Reference":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ._syscalls import NR
 
@@ -104,7 +105,7 @@ URING_OPS = {
 }
 
 
-def add_arguments(p):
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--abi", choices=ABIS, default=None,
                    help="atom ABI the program was written for (SYSLET_COMPAT_ABI; "
                         "default: the drop-in's, v1)")
@@ -120,7 +121,7 @@ def add_arguments(p):
 
 # ---- collecting ---------------------------------------------------------------
 
-def call_name(key, abi="v1"):
+def call_name(key: str, abi: str = "v1") -> str:
     if key == "other":
         return "(unknown numbers)"
     nr = int(key)
@@ -134,11 +135,14 @@ def call_name(key, abi="v1"):
     return _NAME.get(nr, f"syscall {nr}")
 
 
-def collect(report_dir, abi="v1"):
+def collect(report_dir: str, abi: str = "v1") -> Tuple[List[Dict[str, Any]], Dict[str, int],
+                                                      Dict[str, Dict[str, Any]]]:
     """Adds up the drop-in's JSON files: (processes, counters, calls) where
     calls maps a call's name to {nr, inline, nowait, uring, uring_linked,
     pool, atoms}."""
-    processes, counters, calls = [], {}, {}
+    processes: List[Dict[str, Any]] = []
+    counters: Dict[str, int] = {}
+    calls: Dict[str, Dict[str, Any]] = {}
     for path in sorted(glob.glob(os.path.join(report_dir, "libsyslet-*.json"))):
         try:
             with open(path) as f:
@@ -160,7 +164,7 @@ def collect(report_dir, abi="v1"):
 
 # ---- what a port to io_uring changes ----------------------------------------------
 
-def port_hint(name, e, abi="v1"):
+def port_hint(name: str, e: Dict[str, Any], abi: str = "v1") -> str:
     """One sentence per call: what it becomes on plain io_uring."""
     nr = e["nr"]
     umem, refused = _ABI_NUMBERS.get(abi, ({}, set()))
@@ -171,7 +175,7 @@ def port_hint(name, e, abi="v1"):
         return "numbers no kernel knows (-ENOSYS): drop these atoms"
     if nr in REFUSED or nr in refused:
         return "refused in an atom (-EINVAL: it never ran): drop the atom"
-    parts = []
+    parts: List[str] = []
     op = URING_OPS.get(name)
     if op:
         parts.append(f"{op[0]} (Linux {op[1]}+)")
@@ -194,9 +198,9 @@ def port_hint(name, e, abi="v1"):
     return "; ".join(parts)
 
 
-def general_notes(counters, calls):
+def general_notes(counters: Dict[str, int], calls: Dict[str, Dict[str, Any]]) -> List[str]:
     c = counters
-    notes = []
+    notes: List[str] = []
     syslets = c.get("syslets_sync", 0) + c.get("syslets_async", 0)
     atoms = sum(e["atoms"] for e in calls.values())
     if atoms > syslets:
@@ -241,13 +245,15 @@ def general_notes(counters, calls):
     return notes
 
 
-def _n(k, word):
+def _n(k: int, word: str) -> str:
     return f"{k} {word}{'s' * (k != 1)}"
 
 
 # ---- writing ----------------------------------------------------------------------
 
-def build_report(command, status, abi, processes, counters, calls):
+def build_report(command: Sequence[str], status: int, abi: str,
+                 processes: List[Dict[str, Any]], counters: Dict[str, int],
+                 calls: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
     ordered = sorted(calls.items(), key=lambda kv: (-kv[1]["atoms"], kv[0]))
     return {
         "command": command,
@@ -260,8 +266,8 @@ def build_report(command, status, abi, processes, counters, calls):
     }
 
 
-def format_text(rep):
-    out = []
+def format_text(rep: Dict[str, Any]) -> str:
+    out: List[str] = []
     c = rep["counters"]
     cmd = shlex.join(rep["command"])
     out.append(f"syslet-compat run: migration report for {cmd}")
@@ -309,7 +315,7 @@ def format_text(rep):
 
 # ---- running ------------------------------------------------------------------------
 
-def _error(args, message):
+def _error(args: argparse.Namespace, message: str) -> int:
     parser = getattr(args, "_parser", None)
     if parser is not None:
         parser.error(message)           # one line, exit status 2
@@ -317,7 +323,7 @@ def _error(args, message):
     return 2
 
 
-def main(args):
+def main(args: argparse.Namespace) -> int:
     prog = getattr(getattr(args, "_parser", None), "prog", "syslet-compat run")
     command = list(args.command or [])
     if command and command[0] == "--":
@@ -366,6 +372,6 @@ def main(args):
     return code
 
 
-def _default_signals():
+def _default_signals() -> None:
     for s in (signal.SIGINT, signal.SIGQUIT):
         signal.signal(s, signal.SIG_DFL)

@@ -119,6 +119,10 @@ def test_wheel_metadata(dist, unpacked_wheel):
     with open(os.path.join(ROOT, "docs", "overview.md"), encoding="utf-8") as f:
         assert meta.get_payload().strip() == f.read().strip()
     assert os.path.exists(os.path.join(unpacked_wheel, info[0], "licenses", "LICENSE"))
+    assert "Typing :: Typed" in classifiers
+    for f in ("compat/py.typed", "uring_shim/py.typed", "compat/_exec.pyi", "compat/_engine.pyi",
+              "uring_shim/_liburing.pyi"):
+        assert os.path.exists(os.path.join(unpacked_wheel, f)), f
 
 
 def _build_machine_paths(src):

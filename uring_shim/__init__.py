@@ -18,8 +18,8 @@ from ._version import __version__
 from . import _binding  # noqa: F401  (version check at import)
 from ._backend import backend, backend_reason, io_uring_available
 from ._env import EnvVarError
+from . import _constants
 from ._constants import *  # noqa: F401,F403
-from ._constants import __all__ as _constants_all
 from ._ring import CANCEL_USER_DATA, Completion, Ring, new_cqes, new_descs
 from ._pool import AUTO_USER_DATA_BIT, Pool
 
@@ -27,4 +27,5 @@ __all__ = [
     "__version__", "backend", "backend_reason", "io_uring_available", "EnvVarError",
     "Ring", "Pool", "Completion", "new_descs", "new_cqes",
     "CANCEL_USER_DATA", "AUTO_USER_DATA_BIT",
-] + list(_constants_all)
+]
+__all__ += _constants.__all__
