@@ -81,7 +81,7 @@ docs: venv
 	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info docs/_build .pytest_cache .hypothesis bench/_build
+	rm -rf $(VENV) build dist *.egg-info docs/_build .pytest_cache .hypothesis .mypy_cache bench/_build
 	rm -f uring_shim/_liburing.c compat/_engine.c
 	find uring_shim compat -name '*.so' -delete -o -name '*.o' -delete
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
