@@ -58,9 +58,9 @@ _ABI_NAMES = {"v1": 1, "v5": 5, "v6": 6, "v7": 7}
 
 
 def env_abi() -> int:
-    """The personality ``SYSLET_COMPAT_ABI`` names (1, 5, 6, 7), 0 when unset."""
-    v = os.environ.get("SYSLET_COMPAT_ABI", "")
-    return _ABI_NAMES.get(v, 0)
+    """The personality ``SYSLET_COMPAT_ABI`` names (1, 5, 6, 7), 0 when unset.
+    Raises :class:`compat.EnvVarError` for another value (compat._env)."""
+    return _ABI_NAMES.get(_env.read()["SYSLET_COMPAT_ABI"] or "", 0)
 
 
 def _oserror(neg: int, what: str) -> OSError:
@@ -149,7 +149,7 @@ class Engine:
         self._c = ffi.gc(c, lambda p: lib.sl_ctx_free(p, cancel[0]))
         #: ``'io_uring'`` or ``'threadpool'``: what the engine really runs on
         self.backend: str = "io_uring" if lib.sl_ctx_backend(self._c) else "threadpool"
-        lib.sl_set_env_abi(self._c, env_abi())
+        lib.sl_set_env_abi(self._c, _ABI_NAMES.get(env["SYSLET_COMPAT_ABI"] or "", 0))
         self._pid = os.getpid()
         self._gen = _fork_gen
         self._lock = threading.Lock()

@@ -4,7 +4,7 @@ The probe really creates a small ring, does a NOP round trip and reads the
 opcode probe (the CPython ``selectors._can_use`` habit: probe by creating
 the object).  The outcome and its cause are computed once, on first use, and
 cached.  ``URING_SHIM_BACKEND=auto|io_uring|threadpool`` (read at that first
-use; unset or empty is ``auto``, any other value raises
+use; unset is ``auto``, any other value raises
 :class:`~uring_shim.EnvVarError`) forces a choice.
 """
 import errno

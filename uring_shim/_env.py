@@ -1,7 +1,7 @@
 """Environment variables with a fixed set of values, and their one-line error.
 
-A variable that is unset or empty means its default; any value outside its
-set is an error, never a silent fallback: :class:`EnvVarError`, whose message
+A variable that is unset means its default; any value outside its set, the
+empty string included, is an error, never a silent fallback: :class:`EnvVarError`, whose message
 is one line.  The C drop-in prints the same line for the same value
 (``compat/csrc/dropin.c``, ``env_message``): keep the two in step.
 """
@@ -47,10 +47,10 @@ EnvVarError.__module__ = "uring_shim"     # where users find it (uring_shim.EnvV
 
 def choice(name: str, expected: Sequence[str]) -> Optional[str]:
     """The value of environment variable ``name`` -- one of ``expected``,
-    exactly -- or None when it is unset or empty.  Raises
-    :class:`EnvVarError` for any other value."""
+    exactly -- or None when it is unset.  Raises :class:`EnvVarError` for any
+    other value (the empty string included)."""
     raw = os.environb.get(name.encode())
-    if not raw:
+    if raw is None:
         return None
     for value in expected:
         if raw == value.encode():

@@ -110,10 +110,11 @@ static syscall_fn next_syscall(void)
 /* ---- the environment: read and checked once, when the library is loaded ---- */
 
 /* One variable and the values it accepts.  *index gets the position of its
- * value in values[], or -1 when it is unset or empty.  Python checks the same
- * variables, in the same order, with the same message (uring_shim/_env.py,
- * compat/_env.py); docs/compat.md lists them.  A new variable is one more
- * row of env_vars. */
+ * value in values[], or -1 when it is unset; any other value, the empty
+ * string included, is an error.  Python checks the same variables, in the
+ * same order, with the same message (uring_shim/_env.py, compat/_env.py: a
+ * test compares the tables); docs/compat.md lists them.  A new variable is
+ * one more row of env_vars (and of compat._env.VARIABLES). */
 struct env_var {
     const char *name;
     const char *const *values;          /* NULL-terminated */
@@ -122,16 +123,24 @@ struct env_var {
 
 static const char *const env_backend_values[] = {"auto", "io_uring", "threadpool", NULL};
 static const char *const env_switch_values[] = {"0", "1", NULL};
+static const char *const env_abi_values[] = {"v1", "v5", "v6", "v7", NULL};
 
 static int env_backend = -1;            /* URING_SHIM_BACKEND: index in env_backend_values */
 static int env_trace = -1;              /* SYSLET_COMPAT_TRACE: index in env_switch_values */
 static int env_debug = -1;              /* SYSLET_COMPAT_DEBUG: index in env_switch_values */
+static int env_abi = -1;                /* SYSLET_COMPAT_ABI: index in env_abi_values */
 
 static const struct env_var env_vars[] = {
     {"URING_SHIM_BACKEND", env_backend_values, &env_backend},
     {"SYSLET_COMPAT_TRACE", env_switch_values, &env_trace},
     {"SYSLET_COMPAT_DEBUG", env_switch_values, &env_debug},
+    {"SYSLET_COMPAT_ABI", env_abi_values, &env_abi},
 };
+
+/* SYSLET_COMPAT_ABI: which historical system call numbers syscall() serves
+ * (docs/spec.md 8; SL_ABI_*, 0 when unset).  Set at load, as syscall() may
+ * be called before any context exists. */
+static int g_env_abi;
 
 #define ENV_SHOWN_MAX 64                /* bytes of a bad value the message quotes */
 
@@ -181,7 +190,7 @@ static int env_parse(char *msg, size_t size)
         const struct env_var *v = &env_vars[i];
         const char *val = getenv(v->name);
         *v->index = -1;
-        if (!val || !val[0])
+        if (!val)
             continue;
         int k = 0;
         while (v->values[k] && strcmp(v->values[k], val) != 0)
@@ -207,12 +216,15 @@ static void env_read(void)
         }
         _exit(2);
     }
+    static const int abis[] = {SL_ABI_V1, SL_ABI_V5, SL_ABI_V6, SL_ABI_V7};
+    g_env_abi = env_abi < 0 ? 0 : abis[env_abi];
 }
 
 /* At load -- before main() for a linked or preloaded library, in dlopen()
  * otherwise -- and, should a call come before that, at the first call: a bad
  * value ends the process with the message and exit status 2, never a silent
- * fallback. */
+ * fallback (for SYSLET_COMPAT_ABI: a legacy binary must never run its syslet
+ * calls as the unrelated calls those numbers are today). */
 __attribute__((constructor)) static void env_check(void)
 {
     pthread_once(&env_once, env_read);
@@ -221,28 +233,6 @@ __attribute__((constructor)) static void env_check(void)
 /* ---- policy: backend, trace and debug, from the environment ------------------- */
 
 static int g_backend = 1;           /* 1 io_uring (+pool), 0 pool only */
-static int g_env_abi;               /* SYSLET_COMPAT_ABI: SL_ABI_*, 0 unset */
-
-/* SYSLET_COMPAT_ABI, read when the library is loaded: which historical
- * system call numbers syscall() serves (docs/spec.md 8).  Any value but
- * v1, v5, v6, v7 (or none) stops the program here: a legacy binary must
- * never run its syslet calls as the unrelated calls those numbers are now. */
-__attribute__((constructor)) static void env_abi_at_load(void)
-{
-    const char *v = getenv("SYSLET_COMPAT_ABI");
-    if (!v)
-        return;
-    static const char *const names[] = {"v1", "v5", "v6", "v7"};
-    static const int abis[] = {SL_ABI_V1, SL_ABI_V5, SL_ABI_V6, SL_ABI_V7};
-    for (unsigned i = 0; i < 4; i++)
-        if (strcmp(v, names[i]) == 0) {
-            g_env_abi = abis[i];
-            return;
-        }
-    fprintf(stderr, "libsyslet: SYSLET_COMPAT_ABI=%s is not valid (valid: v1, v5, v6, v7, "
-            "or unset)\n", v);
-    _exit(2);
-}
 static int g_trace;
 static int g_debug;
 

@@ -1,8 +1,9 @@
 """The environment variables (URING_SHIM_BACKEND, SYSLET_COMPAT_TRACE,
-SYSLET_COMPAT_DEBUG): a bad value is the same one-line error from Python (an
-EnvVarError at first use; ``python -m compat`` prints it and exits 2) and from
-libsyslet (at load, before main; exit status 2) -- never a traceback, never a
-silent fallback.  Unset or empty is the default."""
+SYSLET_COMPAT_DEBUG, SYSLET_COMPAT_ABI): a bad value is the same one-line
+error from Python (an EnvVarError at first use; ``python -m compat`` prints it
+and exits 2) and from libsyslet (at load, before main; exit status 2) --
+never a traceback, never a silent fallback.  Unset is the default; the empty
+string is a bad value."""
 import os
 import re
 import subprocess
@@ -36,6 +37,16 @@ BAD = [
      'syslet-compat: invalid SYSLET_COMPAT_TRACE="2"; expected 0 or 1 (or unset)'),
     ("SYSLET_COMPAT_DEBUG", b"true",
      'syslet-compat: invalid SYSLET_COMPAT_DEBUG="true"; expected 0 or 1 (or unset)'),
+    ("SYSLET_COMPAT_ABI", b"v2",
+     'syslet-compat: invalid SYSLET_COMPAT_ABI="v2"; expected v1, v5, v6 or v7 (or unset)'),
+    ("SYSLET_COMPAT_ABI", b"V5",
+     'syslet-compat: invalid SYSLET_COMPAT_ABI="V5"; expected v1, v5, v6 or v7 (or unset)'),
+    # the empty string is a value, and not a valid one
+    ("SYSLET_COMPAT_ABI", b"",
+     'syslet-compat: invalid SYSLET_COMPAT_ABI=""; expected v1, v5, v6 or v7 (or unset)'),
+    ("URING_SHIM_BACKEND", b"",
+     'syslet-compat: invalid URING_SHIM_BACKEND=""; '
+     'expected auto, io_uring or threadpool (or unset)'),
     # quote, backslash, newline, a non-ASCII byte: escaped, still one line
     ("SYSLET_COMPAT_DEBUG", b'1"\\\n\xff',
      'syslet-compat: invalid SYSLET_COMPAT_DEBUG="1\\x22\\x5c\\x0a\\xff"; '
@@ -137,14 +148,14 @@ def test_dropin_exits_in_dlopen():
 
 def test_the_first_bad_variable_is_reported(hello):
     """Several bad values: the first in table order, in C and in Python."""
-    extra = {"SYSLET_COMPAT_DEBUG": b"x", "SYSLET_COMPAT_TRACE": b"y"}
+    extra = {"SYSLET_COMPAT_ABI": b"z", "SYSLET_COMPAT_DEBUG": b"x", "SYSLET_COMPAT_TRACE": b"y"}
     want = b'syslet-compat: invalid SYSLET_COMPAT_TRACE="y"; expected 0 or 1 (or unset)\n'
     c = _run([hello[False]], dict(extra, LD_PRELOAD=preload_path().encode()))
     py = _run([sys.executable, "-m", "compat", "config", "--cflags"], extra)
     assert (c.returncode, c.stderr) == (py.returncode, py.stderr) == (2, want)
 
 
-GOOD = [(n, v) for n, values in _env.VARIABLES for v in values + ("",)]
+GOOD = [(n, v) for n, values in _env.VARIABLES for v in values]
 
 
 @pytest.mark.parametrize("name,value", GOOD, ids=[f"{n}={v!r}" for n, v in GOOD])

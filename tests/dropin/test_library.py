@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from dropin_lib import (HERE, config, context_line, expected_backend, preload_path,
+from dropin_lib import (HERE, child_env, config, context_line, expected_backend, preload_path,
                         require_cc, run)
 
 C = os.path.join(HERE, "c")
@@ -230,13 +230,20 @@ def test_policy_from_the_environment(builder, backend):
     assert ctx == [(expected_backend(backend), backend)], err
 
 
-@pytest.mark.parametrize("value", ["auto", ""])
+@pytest.mark.parametrize("value", ["auto", None])
 def test_policy_auto_is_io_uring(builder, backend, value):
-    """auto, or unset/empty: io_uring, where the engine can set it up."""
+    """auto, or unset: io_uring, where the engine can set it up."""
     from uring_shim import _backend
     works = _backend._probe()[0] == 0       # io_uring on this machine, whatever the run's backend
-    ctx, err = _policy_run(builder, backend, {"URING_SHIM_BACKEND": value})
-    assert ctx == [("io_uring" if works else "threadpool", "io_uring")], err
+    exe = builder.build(src("conventions.c"), linked=False)
+    env = child_env(backend, preload=True, extra={"SYSLET_COMPAT_DEBUG": "1"})
+    if value is None:
+        del env["URING_SHIM_BACKEND"]
+    else:
+        env["URING_SHIM_BACKEND"] = value
+    r = subprocess.run([exe], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == CONVENTIONS, r.stderr
+    assert context_line(r.stderr) == [("io_uring" if works else "threadpool", "io_uring")], r.stderr
 
 
 def test_no_python_in_the_process(builder, backend):
