@@ -121,7 +121,8 @@ def test_wheel_metadata(dist, unpacked_wheel):
     assert os.path.exists(os.path.join(unpacked_wheel, info[0], "licenses", "LICENSE"))
     assert "Typing :: Typed" in classifiers
     for f in ("compat/py.typed", "uring_shim/py.typed", "compat/_exec.pyi", "compat/_engine.pyi",
-              "uring_shim/_liburing.pyi"):
+              "uring_shim/_liburing.pyi", "compat/conformance/conformance.c",
+              "compat/include/syslet.h"):
         assert os.path.exists(os.path.join(unpacked_wheel, f)), f
 
 
