@@ -213,6 +213,10 @@ def _env_vars_read_by_the_code():
     names = set()
     pats = (r'environ(?:\.get)?\(?\[?"([A-Z][A-Z0-9_]+)"', r'getenv\("([A-Z][A-Z0-9_]+)"\)',
             r'env_is\("([A-Z][A-Z0-9_]+)"')
+    # the variables with a fixed set of values, checked through one table
+    # (compat._env.VARIABLES, the same as dropin.c's env_vars)
+    from compat import _env
+    names.update(name for name, _ in _env.VARIABLES)
     for pkg in ("compat", "uring_shim"):
         for p in glob.glob(os.path.join(ROOT, pkg, "**", "*.[pch]*"), recursive=True):
             if p.endswith((".py", ".c", ".h")):
@@ -261,7 +265,7 @@ def _has(cls, attr):
         src = inspect.getsource(cls)
     except (OSError, TypeError):
         return False
-    return re.search(rf"\bself\.{attr}\s*=", src) is not None
+    return re.search(rf"\bself\.{attr}\s*(?::[^=\n]+)?=", src) is not None
 
 
 def test_names_the_docs_mention_exist():
