@@ -28,6 +28,7 @@ at byte offset x is PATTERN_BASE + x), so every read can be checked.
 Exit status 1 when any verification fails; 2 (one line on stderr) for a bad
 option.
 """
+import argparse
 import array
 import ctypes
 import mmap
@@ -38,10 +39,11 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import compat
-from compat import (AT_FDCWD, NR, SYSLET_STOP_ON_NEGATIVE, SYSLET_STOP_ON_NON_POSITIVE,
-                    async_head_user, syslet_uatom)
+from compat import (AT_FDCWD, NR, SYSLET_STOP_ON_NEGATIVE, SYSLET_STOP_ON_NON_POSITIVE, Atom,
+                    Buffer, Context, Var, async_head_user, syslet_uatom)
 
 PATTERN_BASE = 0x5EED << 48
 BS = 4096
@@ -57,10 +59,8 @@ WHAT_IS_A_SYSLET = (
     "background, its last atom then appearing in a completion ring in the program's memory.")
 
 
-def _at_least(lo):
-    import argparse
-
-    def parse(text):
+def _at_least(lo: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
         try:
             v = int(text)
         except ValueError:
@@ -72,8 +72,7 @@ def _at_least(lo):
     return parse
 
 
-def _directory(text):
-    import argparse
+def _directory(text: str) -> str:
     if not os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text}: no such directory")
     if not os.access(text, os.W_OK | os.X_OK):
@@ -81,7 +80,7 @@ def _directory(text):
     return text
 
 
-def add_arguments(p):
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("auto", "io_uring", "threadpool"), default=None,
                    help="engine backend (default: URING_SHIM_BACKEND or auto)")
     p.add_argument("--size-mib", type=_at_least(1), default=64, metavar="N",
@@ -107,17 +106,17 @@ def add_arguments(p):
 # ---- helpers -----------------------------------------------------------------
 
 class Report:
-    def __init__(self):
-        self.failures = []
+    def __init__(self) -> None:
+        self.failures: List[str] = []
 
-    def check(self, what, ok, detail=""):
+    def check(self, what: str, ok: bool, detail: str = "") -> bool:
         if not ok:
             self.failures.append(f"{what}: {detail}" if detail else what)
         return ok
 
 
-def _median_time(fn, repeat):
-    ts = []
+def _median_time(fn: Callable[[], object], repeat: int) -> float:
+    ts: List[float] = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn()
@@ -125,21 +124,24 @@ def _median_time(fn, repeat):
     return statistics.median(ts)
 
 
-def _timed(fn):
+def _timed(fn: Callable[[], object]) -> float:
     """fn's own figure when it returns one (seconds), else its wall time."""
     t0 = time.perf_counter()
     r = fn()
     return r if isinstance(r, float) else time.perf_counter() - t0
 
 
-def _paired(fa, fb, repeat):
+def _paired(fa: Callable[[], object], fb: Callable[[], object],
+            repeat: int) -> Tuple[float, float, float]:
     """Runs fa and fb once untimed, then ``repeat`` timed pairs in alternating
     order (a b, b a, ...), as the benchmarks do on this shared machine.
     Returns (median time of a, median time of b, median of the per-pair
     speed ratios t_b / t_a)."""
     fa()
     fb()
-    ta, tb, ratios = [], [], []
+    ta: List[float] = []
+    tb: List[float] = []
+    ratios: List[float] = []
     for i in range(max(1, repeat)):
         if i % 2 == 0:
             a = _timed(fa)
@@ -153,22 +155,23 @@ def _paired(fa, fb, repeat):
     return statistics.median(ta), statistics.median(tb), statistics.median(ratios)
 
 
-def _fmt_counters(c):
+def _fmt_counters(c: Dict[str, int]) -> str:
     keys = [k for k, v in c.items() if v]
     return " ".join(f"{k}={c[k]}" for k in keys) or "(all zero)"
 
 
-def _pattern(size):
+def _pattern(size: int) -> bytes:
     return array.array("Q", range(PATTERN_BASE, PATTERN_BASE + size, 8)).tobytes()
 
 
-def _rate(n, dt):
+def _rate(n: int, dt: float) -> float:
     return n / dt if dt > 0 else float("inf")
 
 
 # ---- (a) copy loop -------------------------------------------------------------
 
-def _copy_syslet(ctx, src, dst, chunk):
+def _copy_syslet(ctx: Context, src: str, dst: str,
+                 chunk: int) -> Tuple[Atom, Atom, Var, Var, Var]:
     """One looping syslet copies src to dst.  Returns (final atom, read atom,
     n, total, w)."""
     sfd = os.open(src, os.O_RDONLY)
@@ -183,7 +186,7 @@ def _copy_syslet(ctx, src, dst, chunk):
         ch.loop_to(rd)
         final = ctx.exec(ch)
         if final is None:                   # went async: its final atom arrives in the ring
-            got = []
+            got: List[Atom] = []
             while not got:
                 got = ctx.wait(1)
             final = got[0]
@@ -193,7 +196,7 @@ def _copy_syslet(ctx, src, dst, chunk):
         os.close(dfd)
 
 
-def _copy_rw(src, dst, chunk):
+def _copy_rw(src: str, dst: str, chunk: int) -> None:
     sfd = os.open(src, os.O_RDONLY)
     dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
@@ -208,12 +211,13 @@ def _copy_rw(src, dst, chunk):
         os.close(dfd)
 
 
-def part_a(rep, backend, src, tmp, size, pattern, repeat):
+def part_a(rep: Report, backend: Optional[str], src: str, tmp: str, size: int, pattern: bytes,
+           repeat: int) -> None:
     chunk = 64 * 1024
     dst = os.path.join(tmp, "copy.dst")
-    results = []
+    results: List[Tuple[Atom, Atom, Var, Var, Var]] = []
     with compat.Context(backend, arena_size=1 << 18) as ctx:
-        def run():
+        def run() -> None:
             results.append(_copy_syslet(ctx, src, dst, chunk))
         c0 = ctx.counters()
         t_sys, t_rw, speed = _paired(run, lambda: _copy_rw(src, dst, chunk), repeat)
@@ -253,7 +257,8 @@ class IOUnit(ctypes.Structure):
     ]
 
 
-def part_b(rep, src, size, pattern, nreads, depth, seed, repeat):
+def part_b(rep: Report, src: str, size: int, pattern: bytes, nreads: int, depth: int, seed: int,
+           repeat: int) -> None:
     nblocks = size // BS
     rnd = random.Random(seed)
     offs = [rnd.randrange(nblocks) * BS for _ in range(nreads)]
@@ -265,7 +270,8 @@ def part_b(rep, src, size, pattern, nreads, depth, seed, repeat):
     slots = 2 * depth
     ring = (ctypes.c_void_p * slots)()
     ahu = async_head_user(ctypes.addressof(ring), ctypes.sizeof(ring), 2**64 - 1)
-    atom_addr, unit_of = [], {}
+    atom_addr: List[int] = []
+    unit_of: Dict[int, int] = {}
     for k, u in enumerate(units):
         ua = ctypes.addressof(u)
         u.fd, u.buf, u.len = fd, base + k * BS, BS
@@ -285,13 +291,13 @@ def part_b(rep, src, size, pattern, nreads, depth, seed, repeat):
     per_unit = ctypes.sizeof(IOUnit) // 8
     RET, OFF = IOUnit.ret.offset // 8, IOUnit.off.offset // 8
 
-    def run():
+    def run() -> None:
         async_exec, async_wait = compat.async_exec, compat.async_wait
         cur = [0] * depth
         free = list(range(depth))
         inflight = head = i = bad = nsync = nasync = nwaits = 0
 
-        def complete(k):
+        def complete(k: int) -> bool:
             o = cur[k]
             # (bytes against bytes: memcmp; a memoryview compares item by item)
             return words[k * per_unit + RET] != BS or bufs[k * BS:(k + 1) * BS] != pattern[o:o + BS]
@@ -330,7 +336,7 @@ def part_b(rep, src, size, pattern, nreads, depth, seed, repeat):
         stats["async"] += nasync
         stats["waits"] += nwaits
 
-    def run_pread():
+    def run_pread() -> None:
         pr = os.pread
         bad = 0
         for o in offs:
@@ -364,7 +370,8 @@ def part_b(rep, src, size, pattern, nreads, depth, seed, repeat):
 
 # ---- (c) open -> read -> close chains --------------------------------------------------
 
-def part_c(rep, backend, tmp, pattern, nchains, repeat, batch=32):
+def part_c(rep: Report, backend: Optional[str], tmp: str, pattern: bytes, nchains: int,
+           repeat: int, batch: int = 32) -> None:
     nfiles = 256
     d = os.path.join(tmp, "small")
     os.mkdir(d)
@@ -378,7 +385,7 @@ def part_c(rep, backend, tmp, pattern, nchains, repeat, batch=32):
     total = rounds * nfiles
     stats = {"bad": 0, "async": 0}
     with compat.Context(backend, ring_slots=256, arena_size=1 << 20) as ctx:
-        chains = []
+        chains: List[Tuple[Any, Var, Var, Var, Buffer, int]] = []
         for j, p in enumerate(paths):
             fdv, nv, cv = ctx.var(), ctx.var(), ctx.var()
             buf = ctx.buffer(BS)
@@ -390,7 +397,8 @@ def part_c(rep, backend, tmp, pattern, nchains, repeat, batch=32):
         groups = [chains[b:b + batch] for b in range(0, nfiles, batch)]
         lists = [[c[0] for c in g] for g in groups]
 
-        def verify(group, finals):
+        def verify(group: Sequence[Tuple[Any, Var, Var, Var, Buffer, int]],
+                   finals: Sequence[Any]) -> int:
             bad = 0
             for (ch, fdv, nv, cv, buf, j), fin in zip(group, finals):
                 if (fin is not ch.tail or fdv.value < 0 or nv.value != BS or cv.value != 0
@@ -400,7 +408,7 @@ def part_c(rep, backend, tmp, pattern, nchains, repeat, batch=32):
 
         batches = [ctx.batch(lst) for lst in lists]    # arrays made once
 
-        def run():
+        def run() -> float:
             t = 0.0
             for _ in range(rounds):
                 for g, lst, b in zip(groups, lists, batches):
@@ -419,9 +427,9 @@ def part_c(rep, backend, tmp, pattern, nchains, repeat, batch=32):
                     stats["bad"] += verify(g, finals)   # not timed
             return t
 
-        def sync_once():
+        def sync_once() -> float:
             op, rd, cl, flag = os.open, os.read, os.close, os.O_RDONLY
-            datas = [None] * nfiles         # the last round's data, checked untimed
+            datas: List[Optional[bytes]] = [None] * nfiles    # the last round's data, checked untimed
             t0 = time.perf_counter()
             for _ in range(rounds):
                 for j, p in enumerate(paths):
@@ -449,7 +457,7 @@ def part_c(rep, backend, tmp, pattern, nchains, repeat, batch=32):
 
 # ---- (d) the same reads, cached and O_DIRECT ---------------------------------------
 
-def _fs_type(path):
+def _fs_type(path: str) -> str:
     """The file system type of path (from /proc/self/mounts), or '?'."""
     best, kind = "", "?"
     real = os.path.realpath(path)
@@ -465,14 +473,17 @@ def _fs_type(path):
     return kind
 
 
-def _reads_in_flight(ctx, fd, offs, pattern, depth, repeat):
+def _reads_in_flight(ctx: Context, fd: int, offs: Sequence[int], pattern: bytes, depth: int,
+                     repeat: int) -> Tuple[float, float, float, int, int, int, Dict[str, int]]:
     """Random 4 KiB reads of fd at offs, depth syslets in flight (Context.exec,
     Context.wait), against a plain os.preadv loop.  Returns (syslet time,
     plain time, ratio, went async, completed inside exec, wrong reads,
     counter deltas); counts are over the warm-up and the timed runs."""
     plain_buf = mmap.mmap(-1, BS)           # page-aligned, as O_DIRECT wants
     stats = {"bad": 0, "async": 0, "sync": 0}
-    cells, bufs, chains = [], [], []
+    cells: List[Var] = []
+    bufs: List[Buffer] = []
+    chains: List[Any] = []
     for _ in range(depth):
         off = ctx.var()
         buf = ctx.buffer(BS, align=BS)
@@ -484,11 +495,11 @@ def _reads_in_flight(ctx, fd, offs, pattern, depth, repeat):
     unit = {ch.head.addr: k for k, ch in enumerate(chains)}
     cur = [0] * depth
 
-    def check(k, result):
+    def check(k: int, result: Optional[int]) -> bool:
         o = cur[k]
         return result != BS or bufs[k].read() != pattern[o:o + BS]
 
-    def run_syslets():
+    def run_syslets() -> None:
         free, i, inflight, bad = list(range(depth)), 0, 0, 0
         while i < len(offs) or inflight:
             while free and i < len(offs):       # every free unit back in flight at once
@@ -511,7 +522,7 @@ def _reads_in_flight(ctx, fd, offs, pattern, depth, repeat):
                     free.append(k)
         stats["bad"] += bad
 
-    def run_plain():
+    def run_plain() -> None:
         bad = 0
         for o in offs:
             n = os.preadv(fd, [plain_buf], o)
@@ -528,7 +539,8 @@ def _reads_in_flight(ctx, fd, offs, pattern, depth, repeat):
     return t_sys, t_plain, ratio, stats["async"], stats["sync"], stats["bad"], counters
 
 
-def part_d(rep, backend, src, size, pattern, nreads, depth, seed, repeat):
+def part_d(rep: Report, backend: Optional[str], src: str, size: int, pattern: bytes, nreads: int,
+           depth: int, seed: int, repeat: int) -> None:
     fs = _fs_type(src)
     nblocks = size // BS
     rnd = random.Random(seed + 1)
@@ -588,7 +600,7 @@ def part_d(rep, backend, src, size, pattern, nreads, depth, seed, repeat):
 
 # ---- main ---------------------------------------------------------------------------
 
-def _scratch_parent(arg):
+def _scratch_parent(arg: Optional[str]) -> Optional[str]:
     """--dir, else the current directory unless it is a tmpfs (whose reads
     never block), else the system's temporary directory."""
     if arg:
@@ -598,7 +610,7 @@ def _scratch_parent(arg):
     return None
 
 
-def _shim_backend():
+def _shim_backend() -> str:
     try:
         import uring_shim
         return f"{uring_shim.backend()} ({uring_shim.backend_reason()})"
@@ -606,7 +618,7 @@ def _shim_backend():
         return f"unavailable ({type(e).__name__}: {e})"
 
 
-def main(args):
+def main(args: argparse.Namespace) -> int:
     if args.backend:
         os.environ["URING_SHIM_BACKEND"] = args.backend     # the raw layer's default context too
     backend = None if args.backend in (None, "auto") else args.backend
@@ -630,7 +642,7 @@ def main(args):
         print(f"scratch: {size // MiB} MiB pattern file in {tmp} (removed afterwards); "
               f"timings are medians of {args.repeat} interleaved pairs after a warm-up; "
               f"ratios are medians of the per-pair ratios")
-        sections = (
+        sections: Tuple[Callable[[], None], ...] = (
             lambda: part_a(rep, backend, src, tmp, size, pattern, args.repeat),
             lambda: part_b(rep, src, size, pattern, args.reads, args.depth, args.seed, args.repeat),
             lambda: part_c(rep, backend, tmp, pattern, args.chains, args.repeat),
@@ -650,8 +662,8 @@ def main(args):
     dt = time.perf_counter() - t_start
     if rep.failures:
         print(f"FAILED ({dt:.1f} s):")
-        for f in rep.failures:
-            print(f"  - {f}")
+        for failure in rep.failures:
+            print(f"  - {failure}")
         return 1
     print(f"all verifications passed ({dt:.1f} s)")
     return 0
