@@ -29,6 +29,8 @@ static int nop_round_trip(struct io_uring *ring)
     return 0;
 }
 
+static unsigned pool_unbounded(void);
+
 struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
 {
     *err = sl_guard_install();
@@ -83,7 +85,16 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
         *err = -e;
         return NULL;
     }
-    fast_update(c);     /* the per-call heads of v5-v7 need no registration */
+    /* The later personalities (v5-v7) never register: until a v1 head is
+     * registered, the context runs as under an unbounded one (io_uring runs
+     * atoms, the pool-only backend gets its unbounded pool, the per-call
+     * heads' fast path is open). */
+    c->uring_exec = c->backend;
+    if (!c->backend) {
+        c->pool_max = pool_unbounded();
+        us_pool_set_max(c->pool, c->pool_max);
+    }
+    fast_update(c);
     *err = 0;
     return c;
 }
