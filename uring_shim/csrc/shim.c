@@ -736,6 +736,12 @@ static void intr_install(void)
 }
 static pthread_once_t intr_once = PTHREAD_ONCE_INIT;
 
+int us_pool_intr_signal(void)
+{
+    struct sigaction cur;
+    return sigaction(US_INTR_SIG, NULL, &cur) == 0 && cur.sa_handler == on_intr ? US_INTR_SIG : 0;
+}
+
 struct us_pool {
     pthread_mutex_t mu;
     pthread_cond_t work_cv;

@@ -169,6 +169,9 @@ int us_pool_set_max(struct us_pool *p, unsigned max_workers);
 /* Sends US_INTR_SIG (SIGRTMAX-3, a no-op handler without SA_RESTART) to every
  * worker: a call blocked in the kernel returns -EINTR as its result. */
 void us_pool_interrupt(struct us_pool *p);
+/* US_INTR_SIG while its handler is the pool's own (it is then only ever
+ * sent to pool workers), else 0. */
+int us_pool_intr_signal(void);
 /* Interrupts the system call of one job if a worker is running it now. */
 void us_pool_interrupt_job(struct us_pool *p, struct us_job *j);
 /* Makes a us_pool_wait() or us_pool_wait_fd() in progress (or the next
