@@ -337,6 +337,6 @@ def test_later_examples_without_library_are_enosys(builder, pattern_file, backen
     exe = build_later(builder, abi, "preload")
     r = run(exe, "--ios", "10", pattern_file, backend=backend)
     assert r.returncode == 1
-    call = "indirect" if abi == "v7" else "async_exec"
+    call = "syslet_ring_wait" if abi == "v7" else "async_wait"
     prog = "indirect_v7" if abi == "v7" else "randread_" + abi
     assert r.stderr == f"{prog}: {call}: Function not implemented\n"
