@@ -63,6 +63,7 @@ bench: deps venv
 	$(VPY) bench/bench_compat.py
 	$(VPY) bench/bench_dropin.py
 	$(VPY) bench/bench_blocking.py
+	$(VPY) bench/bench_personalities.py
 
 # Long reliability runs (docs/reliability.md): the bounded versions are in `make test`.
 fuzz-long: deps venv
