@@ -118,13 +118,10 @@ def test_config_help_is_not_a_stub():
 
 #: Items this project's engine fails today, with the reason (the suite found
 #: them).  Strict: once fixed, the tests below fail until the entry goes.
-KNOWN_FAILURES = {
-    # docs/spec.md 12, decisions D30: engine/wait.c's wait_restarts() counts
-    # uring_shim's pool-worker interrupt signal (SIGRTMAX-3, a no-op handler
-    # without SA_RESTART, only ever sent to pool workers), so an async_wait
-    # interrupted by an SA_RESTART handler returns -1/EINTR once a pool exists.
-    "12-wait-sa-restart": "expected the wait to go on and return 0",
-}
+#: Items of the conformance report this project's engine is known to fail
+#: (with the text the report gives).  Empty since wait_restarts() leaves the
+#: pool's own interrupt signal out (decisions D30).
+KNOWN_FAILURES = {}
 
 
 def check_own_engine(r):
