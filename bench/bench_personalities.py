@@ -35,8 +35,10 @@ Debian's fio ``ioengine=io_uring`` at iodepth 32 [>= 0.9]:
 * ``direct-d32-v5`` / ``-v6``: one pread64 atom per ``async_exec``
   (``--batch 1``, as fio's v3 engine);
 * ``direct-d32-v7``: one ``indirect`` per read;
-* ``direct-v5-batch32`` (info): 32-atom chains -- a chain runs its atoms in
-  order, so a whole batch is one read in flight at a time.
+* ``direct-v5-batch32`` (info): 32-atom chains, fio's default batching --
+  the 32 independent reads of a chain go to the device together (one
+  unlinked submission), but a chain is reported when its slowest read ends,
+  and its units are free for the next batch only then.
 
 Not a test: exit status 0 unless ``--strict`` and a target failed.
 """
