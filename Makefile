@@ -55,24 +55,15 @@ test: deps venv
 	$(MAKE) --no-print-directory docs
 
 demo: deps venv
-	@if [ -f compat/__main__.py ]; then \
-		echo "+ $(VPY) -m compat demo"; $(VPY) -m compat demo; \
-	elif [ -f uring_shim/__main__.py ]; then \
-		echo "+ $(VPY) -m uring_shim demo"; $(VPY) -m uring_shim demo; \
-	else \
-		echo "demo: neither compat/__main__.py nor uring_shim/__main__.py exists yet" >&2; exit 1; \
-	fi
+	$(VPY) -m compat demo
 
 bench: deps venv
 	@VPY='$(VPY)' bash scripts/bench-deps.sh
 	$(VPY) bench/bench_shim.py
-	@if [ -f bench/bench_compat.py ]; then \
-		echo "+ $(VPY) bench/bench_compat.py"; $(VPY) bench/bench_compat.py; \
-	fi
-	@if [ -f bench/bench_dropin.py ]; then \
-		echo "+ $(VPY) bench/bench_dropin.py"; $(VPY) bench/bench_dropin.py; \
-	fi
+	$(VPY) bench/bench_compat.py
+	$(VPY) bench/bench_dropin.py
 	$(VPY) bench/bench_blocking.py
+	$(VPY) bench/bench_personalities.py
 
 # Long reliability runs (docs/reliability.md): the bounded versions are in `make test`.
 fuzz-long: deps venv
@@ -91,7 +82,7 @@ docs: venv
 	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info docs/_build .pytest_cache .hypothesis bench/_build
+	rm -rf $(VENV) build dist *.egg-info docs/_build .pytest_cache .hypothesis .mypy_cache bench/_build
 	rm -f uring_shim/_liburing.c compat/_engine.c
 	find uring_shim compat -name '*.so' -delete -o -name '*.o' -delete
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -7,10 +7,61 @@ from setuptools.command.build_ext import build_ext
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
+def _without_rpath(args):
+    """``args`` (a linker command) without run-time search paths: -Wl,-rpath,DIR,
+    -Wl,-rpath=DIR, -Wl,-R,DIR / -Wl,-RDIR (also inside a longer -Wl, list),
+    -R DIR and -RDIR."""
+    out = []
+    skip_next = False
+    for a in args:
+        if skip_next:
+            skip_next = False
+            continue
+        if a == "-R":
+            skip_next = True
+            continue
+        if a.startswith("-R"):
+            continue
+        if a.startswith("-Wl,"):
+            parts, kept, i = a[4:].split(","), [], 0
+            while i < len(parts):
+                p = parts[i]
+                if p in ("-rpath", "--rpath", "-R"):
+                    i += 2
+                    continue
+                if p.startswith(("-rpath=", "--rpath=")) or (p.startswith("-R") and len(p) > 2):
+                    i += 1
+                    continue
+                kept.append(p)
+                i += 1
+            if kept:
+                out.append("-Wl," + ",".join(kept))
+            continue
+        out.append(a)
+    return out
+
+
 class build_ext_libsyslet(build_ext):
-    """build_ext plus compat/libsyslet.so, the C drop-in (compat/_build_syslet.py):
-    a plain shared library (cffi embedding), not a Python extension module, so
-    it is built here rather than through cffi_modules."""
+    """build_ext for wheels that carry no path of the building machine, plus
+    compat/libsyslet.so, the C drop-in (compat/_build_syslet.py): a plain
+    shared library, not a Python extension module, so it is built here
+    rather than as an extension.
+
+    Some Pythons (pyenv's, for one) put ``-Wl,-rpath,<their lib dir>`` into
+    the link command of every extension (sysconfig LDSHARED): taken out, as
+    the modules need no libpython.  Debug information (``-g`` in Python's
+    CFLAGS) is turned off: it names the compile directory and include paths.
+    """
+
+    def build_extensions(self):
+        c = self.compiler
+        for attr in ("linker_so", "linker_so_cxx"):
+            if getattr(c, attr, None):
+                setattr(c, attr, _without_rpath(getattr(c, attr)))
+        for attr in ("compiler_so", "compiler_so_cxx"):
+            if getattr(c, attr, None):
+                setattr(c, attr, getattr(c, attr) + ["-g0"])
+        super().build_extensions()
 
     def _libsyslet_path(self):
         pkgdir = os.path.dirname(self.get_ext_fullpath("compat._engine"))

@@ -15,6 +15,7 @@ errno.  Builder layer for new code: :class:`Context`.
 import errno as _errno
 import os as _os
 import threading as _threading
+from typing import Dict, Optional
 
 from . import _core, _exec
 from ._abi import (AHU_SIZE, ATOM_SIZE, SYSLET_ASYNC, SYSLET_FLAGS_ALL, SYSLET_NO_COMPLETE,
@@ -24,6 +25,7 @@ from ._abi import (AHU_SIZE, ATOM_SIZE, SYSLET_ASYNC, SYSLET_FLAGS_ALL, SYSLET_N
                    __NR_async_wait, __NR_umem_add, async_head_user, syslet_uatom)
 from ._builder import Arena, Atom, Batch, Buffer, Chain, Context, Var
 from ._core import COUNTERS, Engine
+from ._env import EnvVarError
 from ._reference import Reference
 from ._syscalls import NR
 
@@ -41,14 +43,15 @@ __all__ = [
     "__NR_umem_add", "NR", "AT_FDCWD", "ATOM_SIZE", "AHU_SIZE",
     "syslet_uatom", "async_head_user",
     "Context", "Chain", "Batch", "Atom", "Var", "Buffer", "Arena", "Engine", "Reference", "COUNTERS",
+    "EnvVarError",
 ]
 
-_default = None
-_default_backend = None
+_default: Optional[Engine] = None
+_default_backend: Optional[str] = None
 _default_lock = _threading.Lock()
 
 
-def default_engine():
+def default_engine() -> Engine:
     """The process-wide default context used by the raw calls (created on
     first use, on the backend last given to :func:`reset_default`, else
     ``uring_shim.backend()``; a child after ``fork()`` gets a fresh one)."""
@@ -63,7 +66,7 @@ def default_engine():
     return e
 
 
-def reset_default(backend=None):
+def reset_default(backend: Optional[str] = None) -> None:
     """Closes the default context (cancelling what runs) so the next raw call
     starts a fresh one, on ``backend``: ``'io_uring'``, ``'threadpool'`` or
     ``None``/``'auto'`` (``uring_shim.backend()``).  Raises ValueError for
@@ -78,7 +81,7 @@ def reset_default(backend=None):
         e.close()
 
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     global _default, _default_lock
     _default_lock = _threading.Lock()
     _default_exec.detach()
@@ -90,16 +93,16 @@ def _after_fork_in_child():
 _os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def async_register(ahu_addr, size):
+def async_register(ahu_addr: int, size: int) -> int:
     """Registers the ``struct async_head_user`` at ``ahu_addr`` (its three
     fields are copied; the ring memory must stay valid until unregister).
     Raises OSError: EINVAL (size != 24, ring size not a positive multiple of
     8), EBUSY (a head is already registered), EFAULT (unreadable head)."""
-    ring, nbytes, maxthr = _core.read_head(ahu_addr, size)
+    ring, nbytes, maxthr = _core.read_head(ahu_addr, size, "async_register")
     return default_engine().register(ring, nbytes, maxthr)
 
 
-def _async_exec_slow(atom_addr):
+def _async_exec_slow(atom_addr: int) -> int:
     return default_engine().exec(atom_addr)
 
 
@@ -111,7 +114,7 @@ async_exec = _default_exec.function()
 async_exec.__module__ = __name__
 
 
-def async_wait(min_events):
+def async_wait(min_events: int) -> int:
     """Blocks until at least ``min_events`` unconsumed entries are in the ring
     (0 returns at once).  Python signal handlers run while it waits; an
     exception they raise propagates.  Raises OSError(EINVAL) without a head."""
@@ -119,21 +122,21 @@ def async_wait(min_events):
     return 0
 
 
-def async_unregister(ahu_addr, size):
+def async_unregister(ahu_addr: int, size: int) -> int:
     """Waits until every in-flight syslet of the head has completed and been
     published, then unregisters it.  The head is identified by the ring
     address and size it carries.  Raises OSError(EINVAL) when no registered
     head matches, EFAULT for an unreadable ``ahu``."""
-    ring, nbytes, _ = _core.read_head(ahu_addr, size)
+    ring, nbytes, _ = _core.read_head(ahu_addr, size, "async_unregister")
     return default_engine().unregister(ring, nbytes)
 
 
-def umem_add(addr, inc):
+def umem_add(addr: int, inc: int) -> int:
     """Atomically adds ``inc`` to the native word at ``addr``; returns the new
     value.  Raises OSError(EFAULT) on a bad pointer."""
     return _core.umem_add(addr, inc)
 
 
-def counters():
+def counters() -> Dict[str, int]:
     """The default context's counters (a dict, see :data:`COUNTERS`)."""
     return default_engine().counters()

@@ -1,4 +1,4 @@
-"""Syslet ABI v1, x86_64 native layout (SYSLET_SPEC.md section 1).
+"""Syslet ABI v1, x86_64 native layout (docs/spec.md section 1).
 
 ``struct syslet_uatom`` is 88 bytes, ``struct async_head_user`` 24 bytes;
 the ctypes structures below are checked against the C compiler's offsets by
@@ -55,7 +55,7 @@ AHU_SIZE = ctypes.sizeof(async_head_user)
 assert ATOM_SIZE == 88 and AHU_SIZE == 24
 
 #: Numbers that run umem_add inside an atom of every atom personality: the
-#: project's own umem_add of v1, v5 and v6 (LATER_ABIS.md section 1).
+#: project's own umem_add of v1, v5 and v6 (docs/spec.md section 8).
 UMEM_NUMBERS = frozenset({1004, 1012, 1022})
 
 #: System calls an atom may not make (they need the caller's own thread or

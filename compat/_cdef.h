@@ -4,7 +4,7 @@ struct sl_counters {
     uint64_t atoms_pool; uint64_t atoms_nowait; uint64_t segments; uint64_t enters;
     uint64_t overstops; uint64_t ring_full_waits; uint64_t published; uint64_t pool_batches;
     uint64_t faults; uint64_t direct_reads; uint64_t caller_waits; uint64_t driver_waits;
-    uint64_t cold_reads;
+    uint64_t cold_reads; uint64_t post_retries; uint64_t post_fallbacks; uint64_t fd_recoveries;
 };
 struct sl_ctx;
 struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err);
@@ -27,6 +27,8 @@ void sl_set_trace(struct sl_ctx *c, int on);
 void sl_set_budget(struct sl_ctx *c, uint64_t max_atoms);
 void sl_cancel_all(struct sl_ctx *c);
 unsigned sl_threads(struct sl_ctx *c);
+const char *sl_ctx_fault(struct sl_ctx *c);
+int sl_ring_index_addrs(struct sl_ctx *c, uint64_t *out);
 int sl_peek(uint64_t addr, void *out, uint64_t n);
 int sl_poke(uint64_t addr, const void *in, uint64_t n);
 int64_t sl_umem_add(uint64_t addr, uint64_t inc, int *err);

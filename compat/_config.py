@@ -1,4 +1,5 @@
-"""``python -m compat config``: what a C build needs to use the drop-in.
+"""``syslet-compat config`` (``python -m compat config``): what a C build
+needs to use the drop-in.
 
 pkg-config style; several flags print on one line in the order given::
 
@@ -15,6 +16,7 @@ import argparse
 import os
 import shlex
 import sys
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 INCLUDE_DIR = os.path.join(PKG_DIR, "include")
@@ -22,28 +24,28 @@ LIB_DIR = PKG_DIR
 LIBRARY = os.path.join(LIB_DIR, "libsyslet.so")
 PC_FILE = os.path.join(PKG_DIR, "syslet.pc")
 
-def _q(p):
+def _q(p: str) -> str:
     return shlex.quote(p)
 
 
-def _cflags():
+def _cflags() -> str:
     return f"-I{_q(INCLUDE_DIR)}"
 
 
-def _legacy_cflags():
+def _legacy_cflags() -> str:
     return f"-I{_q(INCLUDE_DIR)} -include syslet-numbers.h -D__user="
 
 
-def _libs():
+def _libs() -> str:
     return f"-L{_q(LIB_DIR)} -Wl,-rpath,{_q(LIB_DIR)} -lsyslet"
 
 
-def _read_version():
+def _read_version() -> str:
     from . import __version__
     return __version__
 
 
-def pc_text():
+def pc_text() -> str:
     """A syslet.pc with absolute paths."""
     return (f"prefix={PKG_DIR}\n"
             f"includedir={INCLUDE_DIR}\n"
@@ -56,7 +58,7 @@ def pc_text():
 
 
 #: (flag, help, value function); several flags print in the order given.
-_FLAGS = (
+_FLAGS: Tuple[Tuple[str, str, Callable[[], str]], ...] = (
     ("cflags", "compiler flags: -I<include dir> (syslet.h, syslet-numbers.h)", _cflags),
     ("legacy-cflags", "--cflags plus -include syslet-numbers.h -D__user= for 2007 code "
                       "that carries its own copy of the old header", _legacy_cflags),
@@ -72,11 +74,12 @@ _NEEDS_LIB = {"libs", "preload", "lib-dir"}
 
 
 class _Ordered(argparse.Action):
-    def __call__(self, parser, ns, values, option_string=None):
+    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace,
+                 values: Any, option_string: Optional[str] = None) -> None:
         ns.order = (ns.order or []) + [self.dest]
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, help_, _ in _FLAGS:
         parser.add_argument(f"--{name}", dest=name.replace("-", "_"), nargs=0,
                             action=_Ordered, help=help_)
@@ -85,20 +88,21 @@ def add_arguments(parser):
     parser.set_defaults(order=None)
 
 
-def run(args):
-    order = args.order or []
+def run(args: argparse.Namespace) -> int:
+    prog = getattr(getattr(args, "_parser", None), "prog", "python -m compat config")
+    order: list[str] = args.order or []
     if not order:
-        print("python -m compat config: give at least one of "
+        print(f"{prog}: give at least one of "
               + ", ".join(f"--{n}" for n, _, _ in _FLAGS) + ", --pc", file=sys.stderr)
         return 2
     table = {n.replace("-", "_"): f for n, _, f in _FLAGS}
     if any(o.replace("_", "-") in _NEEDS_LIB for o in order) and not os.path.exists(LIBRARY):
-        print(f"python -m compat config: {LIBRARY} is missing; rebuild with "
+        print(f"{prog}: {LIBRARY} is missing; rebuild with "
               "`make venv` or `pip install -e .`", file=sys.stderr)
         return 1
     if "pc" in order:
         if len(order) != 1:
-            print("python -m compat config: --pc cannot be combined", file=sys.stderr)
+            print(f"{prog}: --pc cannot be combined", file=sys.stderr)
             return 2
         sys.stdout.write(pc_text())
         return 0
@@ -106,7 +110,7 @@ def run(args):
     return 0
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m compat config",
                                      description="What a C build needs to use libsyslet.")
     add_arguments(parser)

@@ -1,15 +1,16 @@
-"""The reference interpreter: the specifications executed literally, strictly
-sequentially, with plain system calls in the calling thread.
+"""The reference interpreter: the specifications (docs/spec.md) executed
+literally, strictly sequentially, with plain system calls in the calling
+thread.
 
 It is the oracle the engines are tested against, for every personality:
 
-* v1 (SYSLET_SPEC.md): :meth:`Reference.register`, :meth:`~Reference.exec`,
+* v1 (section 2 of the spec): :meth:`Reference.register`, :meth:`~Reference.exec`,
   :meth:`~Reference.wait`, :meth:`~Reference.unregister`;
-* v5 and v6 (LATER_ABIS.md sections 2 and 3): :meth:`~Reference.exec_head`,
+* v5 and v6 (the later personalities' sections): :meth:`~Reference.exec_head`,
   :meth:`~Reference.wait_head`, :meth:`~Reference.async_thread`, with the
   88-byte (v5) or 80-byte (v6) atoms and each kernel's own numbers inside
   atoms;
-* v7 (LATER_ABIS.md section 4): :meth:`~Reference.indirect` and
+* v7 (indirect): :meth:`~Reference.indirect` and
   :meth:`~Reference.ring_wait`.
 
 It never goes async, so it never publishes ring entries (a syslet that
@@ -26,6 +27,7 @@ import ctypes
 import errno
 import os
 import time
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from . import _core
 
@@ -65,7 +67,8 @@ O_NONBLOCK = 0o4000
 class Personality:
     """One atom ABI: the atom's layout and the numbers its kernel spoke."""
 
-    def __init__(self, name, atom_size, narrow, args_off, umem, refused):
+    def __init__(self, name: str, atom_size: int, narrow: bool, args_off: int,
+                 umem: FrozenSet[int], refused: FrozenSet[int]) -> None:
         self.name = name
         self.atom_size = atom_size      # what SKIP_TO_NEXT_ON_STOP adds
         self.narrow = narrow            # flags and nr are u32 (v6), else native words
@@ -73,7 +76,7 @@ class Personality:
         self.umem = OWN_UMEM | umem     # numbers that run umem_add
         self.refused = REFUSED_CALLS | (frozenset(OWN_RANGE) - self.umem) | refused
 
-    def read_atom(self, u):
+    def read_atom(self, u: int) -> Tuple[int, int, int, int, List[int]]:
         """(flags, nr, ret_ptr, next, arg_ptrs): the header and arg_ptr[]
         up to its first NULL (tightly packed atoms end there; ``private`` is
         never read).  OSError(EFAULT) when any of that is unreadable."""
@@ -124,40 +127,40 @@ _ENV_ABI = {"v1": 1, "v5": 5, "v6": 6, "v7": 7}
 
 # ---- memory and system calls ---------------------------------------------------
 
-def _signed(v):
+def _signed(v: int) -> int:
     v &= _M64
     return v - (1 << 64) if v & (1 << 63) else v
 
 
-def _sext32(v):
+def _sext32(v: int) -> int:
     v &= _M32
     return v - (1 << 32) if v & (1 << 31) else v
 
 
-def _u64(addr):
+def _u64(addr: int) -> int:
     return int.from_bytes(_core.peek(addr & _M64, 8), "little")
 
 
-def _u32(addr):
+def _u32(addr: int) -> int:
     return int.from_bytes(_core.peek(addr & _M64, 4), "little")
 
 
-def _store(addr, value):
+def _store(addr: int, value: int) -> None:
     _core.poke(addr & _M64, (value & _M64).to_bytes(8, "little"))
 
 
-def _efault(what):
+def _efault(what: str) -> OSError:
     return OSError(errno.EFAULT, os.strerror(errno.EFAULT), what)
 
 
-def _einval(what):
+def _einval(what: str) -> OSError:
     return OSError(errno.EINVAL, os.strerror(errno.EINVAL), what)
 
 
-def raw_syscall(nr, args):
+def raw_syscall(nr: int, args: Sequence[int]) -> int:
     """syscall(nr, *args) with the raw kernel convention (-errno on failure)."""
     cargs = [ctypes.c_long(_signed(a)) for a in args]
-    r = _syscall(ctypes.c_long(_signed(nr)), *cargs)
+    r: int = _syscall(ctypes.c_long(_signed(nr)), *cargs)
     if r == -1:
         e = ctypes.get_errno()
         if e:
@@ -165,7 +168,7 @@ def raw_syscall(nr, args):
     return r
 
 
-def umem_add(addr, inc):
+def umem_add(addr: int, inc: int) -> int:
     """umem_add done literally: read, add, write back (the reference is
     sequential).  The new value, or -EFAULT when the word is not readable
     and writable (nothing changes then)."""
@@ -177,7 +180,7 @@ def umem_add(addr, inc):
     return _signed(v)
 
 
-def stop_holds(flags, r):
+def stop_holds(flags: int, r: int) -> bool:
     """The stop test of SYSLET_SPEC.md 2.5 (any set STOP bit)."""
     return bool((flags & STOP_ON_NONZERO and r != 0)
                 or (flags & STOP_ON_ZERO and r == 0)
@@ -185,13 +188,13 @@ def stop_holds(flags, r):
                 or (flags & STOP_ON_NON_POSITIVE and r <= 0))
 
 
-def _env_abi():
+def _env_abi() -> int:
     """The personality SYSLET_COMPAT_ABI names (1, 5, 6, 7), 0 when unset or
     not one of those."""
     return _ENV_ABI.get(os.environ.get("SYSLET_COMPAT_ABI", ""), 0)
 
 
-def _poll(pred, timeout):
+def _poll(pred: Callable[[], bool], timeout: Optional[float]) -> bool:
     """Polls ``pred`` (which may raise) until it holds or ``timeout`` seconds
     passed (None: no limit): the reference never publishes, so only another
     thread writing the ring memory can make a wait end."""
@@ -212,15 +215,18 @@ class Reference:
     refuses 286 and 287 as well); None reads the environment."""
 
     backend = "reference"
+    #: the memory of the Context whose syslets it runs (compat._builder)
+    _builder_memory: Any = None
 
-    def __init__(self, env_abi=None):
-        self._head = None
+    def __init__(self, env_abi: Optional[int] = None) -> None:
+        self._head: Optional[Tuple[int, int]] = None
         self.budget = 0
         self.env_abi = _env_abi() if env_abi is None else env_abi
         self._counters = dict.fromkeys(_core.COUNTERS, 0)
 
     # ---- v1: a registered head -----------------------------------------------
-    def register(self, ring_addr, ring_bytes, max_threads=-1):
+    def register(self, ring_addr: int, ring_bytes: int, max_threads: int = -1) -> int:
+        """As :meth:`Engine.register` (``max_threads`` is accepted and ignored)."""
         if ring_bytes == 0 or ring_bytes % 8 or ring_addr % 8:
             raise _einval("ring_size_bytes must be a positive multiple of 8")
         if self._head is not None:
@@ -235,55 +241,65 @@ class Reference:
         self._head = (ring_addr, ring_bytes)
         return 0
 
-    def unregister(self, ring_addr, ring_bytes, timeout=None):
+    def unregister(self, ring_addr: int, ring_bytes: int, timeout: Optional[float] = None) -> int:
+        """As :meth:`Engine.unregister`; nothing is ever in flight."""
         if self._head != (ring_addr, ring_bytes):
             raise _einval("no such head")
         self._head = None
         return 0
 
-    def wait(self, min_events, timeout=None):
+    def wait(self, min_events: int, timeout: Optional[float] = None) -> bool:
+        """True when ``min_events`` entries are in the ring already, else False
+        at once: nothing is ever published, so waiting could not help."""
         if self._head is None:
             raise _einval("no head registered")
         return self.ring_count() >= min_events
 
-    def ring_count(self):
+    def ring_count(self) -> int:
+        """Unconsumed (non-NULL) ring slots."""
+        if self._head is None:
+            raise _einval("no head registered")
         addr, size = self._head
         return sum(1 for i in range(size // 8) if _u64(addr + 8 * i))
 
-    def counters(self):
+    def counters(self) -> Dict[str, int]:
+        """A dict like :meth:`Engine.counters`; only ``syslets_sync`` and
+        ``atoms_inline`` move."""
         return dict(self._counters)
 
-    def exec_batch(self, atoms):
-        out = []
+    def exec_batch(self, atoms: Sequence[int]) -> List[int]:
+        """One :meth:`exec` per address; the final atom or ``-errno`` each."""
+        out: List[int] = []
         for a in atoms:
             try:
                 out.append(self.exec(a))
             except OSError as e:
-                out.append(-e.errno)
+                out.append(-(e.errno or errno.EIO))
         return out
 
-    def batch_runner(self, atom_addrs):
+    def batch_runner(self, atom_addrs: Sequence[int]) -> Callable[[], Any]:
         """:meth:`exec_batch` over these syslets, shaped like
         ``Engine.batch_runner``: the callable returns a reused cffi
         ``int64_t[]`` of results."""
         addrs = list(atom_addrs)
         res = _core.ffi.new("int64_t[]", len(addrs))
 
-        def run_batch():
+        def run_batch() -> Any:
             res[0:len(addrs)] = self.exec_batch(addrs)
             return res
         return run_batch
 
-    def exec(self, atom_addr):
-        """v1 async_exec: EINVAL without a registered head, then as
-        :meth:`_exec_atoms`."""
+    def exec(self, atom_addr: int) -> int:
+        """v1 async_exec: runs the syslet to its end in the calling thread;
+        returns the final atom's address.  OSError as :meth:`Engine.exec`
+        (EINVAL without a registered head, then as :meth:`_exec_atoms`)."""
         if self._head is None:
             raise _einval("no head registered")
         return self._exec_atoms(PERSONALITIES[1], atom_addr)
 
     # ---- v5, v6: a head per call ---------------------------------------------
     @staticmethod
-    def _read_ahu(ahu_addr):
+    def _read_ahu(ahu_addr: int) -> List[int]:
         """The eight words of a v5/v6 async_head_user; EFAULT when
         unreadable, EINVAL without a usable ring (completion_ring NULL,
         ring_size_bytes not a positive multiple of 8)."""
@@ -295,7 +311,7 @@ class Reference:
             raise _einval("no usable completion ring")
         return h
 
-    def exec_head(self, abi, atom_addr, ahu_addr):
+    def exec_head(self, abi: int, atom_addr: int, ahu_addr: int) -> int:
         """v5/v6 async_exec(atom, ahu) (LATER_ABIS.md 2): in this order
         EFAULT (head unreadable), EINVAL (completion_ring NULL,
         ring_size_bytes not a positive multiple of 8), EINVAL
@@ -308,7 +324,8 @@ class Reference:
             raise _einval("new_thread_stack is 0")
         return self._exec_atoms(PERSONALITIES[abi], atom_addr)
 
-    def wait_head(self, abi, min_events, user_ring_idx, ahu_addr, timeout=None):
+    def wait_head(self, abi: int, min_events: int, user_ring_idx: int, ahu_addr: int,
+                  timeout: Optional[float] = None) -> bool:
         """v5/v6 async_wait: EFAULT (head unreadable), EINVAL (no usable
         ring, ``user_ring_idx`` >= slots, ``min_events`` > slots); then True
         once ``min_events`` consecutive non-NULL slots start at
@@ -322,13 +339,13 @@ class Reference:
         if min_events == 0:
             return True
 
-        def full():
+        def full() -> bool:
             h = self._read_ahu(ahu_addr)
             n = h[3] // 8
             return all(_u64(h[2] + 8 * ((user_ring_idx + k) % n)) for k in range(min_events))
         return _poll(full, timeout)
 
-    def async_thread(self, event_addr, ahu_addr):
+    def async_thread(self, event_addr: int, ahu_addr: int) -> None:
         """v5/v6 async_thread: EFAULT for an unreadable head; otherwise the
         caller parks until a signal handler runs, then EINTR (Python's
         ``signal.pause``: main thread only)."""
@@ -342,7 +359,7 @@ class Reference:
         raise OSError(errno.EINTR, os.strerror(errno.EINTR), "async_thread")
 
     # ---- v7: indirect ---------------------------------------------------------
-    def indirect(self, regs_addr, params_addr, paramslen, flags):
+    def indirect(self, regs_addr: int, params_addr: int, paramslen: int, flags: int) -> int:
         """v7 indirect (LATER_ABIS.md 4), steps 1-3 in order.  Returns the
         call's result as a 32-bit int sign-extended; raises OSError(errno)
         for -4095..-1 and for the validation errors.  Never ESYSLETPENDING:
@@ -383,7 +400,7 @@ class Reference:
             raise _einval("elements is not a power of two")
         refused = REFUSED_CALLS | frozenset(OWN_RANGE)
         if self.env_abi == 7:
-            refused |= {286, 287}
+            refused |= frozenset({286, 287})
         if nr in refused:
             r = -errno.EINVAL
         elif nr >= NR_LIMIT:
@@ -394,17 +411,17 @@ class Reference:
         return self._indirect_result(r)
 
     @staticmethod
-    def _indirect_result(r):
+    def _indirect_result(r: int) -> int:
         r = _sext32(r)
         if -4095 <= r < 0:
             raise OSError(-r, os.strerror(-r), "indirect")
         return r
 
-    def ring_wait(self, ring_addr, idx, timeout=None):
+    def ring_wait(self, ring_addr: int, idx: int, timeout: Optional[float] = None) -> bool:
         """v7 syslet_ring_wait: EFAULT for an unreadable ring header; True
         at once when ``kernel_head`` differs from ``idx`` (32 bits), else
         once it changes, False after ``timeout`` seconds."""
-        def changed():
+        def changed() -> bool:
             try:
                 _core.peek(ring_addr & _M64, 16)
                 return _u32(ring_addr) != idx & _M32
@@ -413,7 +430,7 @@ class Reference:
         return _poll(changed, timeout)
 
     # ---- the syslet algorithm (SYSLET_SPEC.md 2) -------------------------------
-    def _exec_atoms(self, pers, atom_addr):
+    def _exec_atoms(self, pers: Personality, atom_addr: int) -> int:
         """The first atom must be readable (EFAULT: nothing runs); ASYNC with
         SYNC or unknown flag bits on it: EINVAL.  Then runs the syslet and
         returns its final atom."""
@@ -428,9 +445,11 @@ class Reference:
         self._counters["syslets_sync"] += 1
         return self.run(atom_addr, pers)
 
-    def run(self, u, pers=PERSONALITIES[1]):
+    def run(self, u: int, pers: Optional[Personality] = None) -> int:
         """Runs the syslet at ``u`` with personality ``pers``'s atoms; returns
         the final atom's address."""
+        if pers is None:
+            pers = PERSONALITIES[1]
         final = 0
         executed = 0
         while u:
@@ -449,7 +468,7 @@ class Reference:
                 return u
             # 2. read the argument words now
             args = [0] * 6
-            r = None
+            r: Optional[int] = None
             for i, p in enumerate(arg_ptrs):
                 try:
                     args[i] = _u64(p)
@@ -488,11 +507,12 @@ class Reference:
             raise _efault("first atom unreadable")
         return final
 
-    def close(self, cancel=True):
+    def close(self, cancel: bool = True) -> None:
+        """Forgets the head.  Idempotent."""
         self._head = None
 
-    def __enter__(self):
+    def __enter__(self) -> "Reference":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()

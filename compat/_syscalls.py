@@ -368,7 +368,7 @@ NR = {
     'set_mempolicy_home_node': 450,
 }
 
-# The syslet calls (SYSLET_SPEC.md section 6).
+# The syslet calls (docs/spec.md section 6).
 NR.update({'async_register': 1000, 'async_exec': 1001, 'async_wait': 1002,
            'async_unregister': 1003, 'umem_add': 1004})
 

@@ -13,6 +13,7 @@ and its ``{status, caller_data}`` lands in the ring.  Raw addresses in::
 See docs/migration.md.
 """
 import ctypes
+from typing import Type
 
 from ._core import ESYSLETPENDING
 
@@ -80,7 +81,7 @@ class syslet_ring(ctypes.Structure):
     ]
 
 
-def ring_type(elements):
+def ring_type(elements: int) -> Type[ctypes.Structure]:
     """A ctypes structure type: the ring header followed by ``elements``
     completions (``elements`` must be a power of two for ``indirect``)."""
     return type(f"syslet_ring_{elements}", (ctypes.Structure,), {"_fields_": [
@@ -97,7 +98,7 @@ assert ctypes.sizeof(indirect_params) == 32 and ctypes.sizeof(syslet_completion)
 assert ctypes.sizeof(syslet_ring) == 16
 
 
-def indirect(regs_addr, params_addr, paramslen, flags):
+def indirect(regs_addr: int, params_addr: int, paramslen: int, flags: int) -> int:
     """Runs the call in the ``struct indirect_registers`` at ``regs_addr``.
 
     With ``paramslen`` >= 8 and a non-zero ``ring_ptr`` in the ``struct
@@ -115,7 +116,7 @@ def indirect(regs_addr, params_addr, paramslen, flags):
     return default_engine().indirect(regs_addr, params_addr, paramslen, flags)
 
 
-def syslet_ring_wait(ring_addr, idx):
+def syslet_ring_wait(ring_addr: int, idx: int) -> int:
     """Returns 0 at once when the ring's ``kernel_head`` differs from ``idx``,
     otherwise once it changes.  Raises OSError(EFAULT) for an unreadable
     ring.  Python signal handlers run while it waits."""

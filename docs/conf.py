@@ -30,16 +30,40 @@ napoleon_numpy_docstring = True
 html_theme = "alabaster"
 html_title = "syslet-compat"
 
-# `uring_shim` must import, or the docs build fails (below, at conf time).
-# `compat` is still being written: while it cannot be imported, its API page
-# renders empty instead of failing the -W build (autodoc import warnings are
-# suppressed then, which is safe only because uring_shim imported above).
-import uring_shim  # noqa: E402,F401  -- must import; an error here fails the build
+# Both packages must import: autodoc renders their API pages from the live
+# modules.  An ImportError here stops the build with that error (a
+# configuration error, exit status 2), rather than leaving a page empty.
+import ctypes  # noqa: E402
 
-suppress_warnings = []
-try:
-    import compat  # noqa: F401
-except Exception as exc:  # pragma: no cover - depends on the tree's state
-    print(f"docs/conf.py: note: `import compat` failed ({exc!r}); "
-          "compat API page left empty", file=sys.stderr)
-    suppress_warnings.append("autodoc.import_object")
+import compat  # noqa: E402,F401
+import uring_shim  # noqa: E402,F401
+
+
+def _ctype_name(t):
+    """A field's ctypes type as Python spells it (``c_void_p * 6``).  ctypes
+    aliases fixed-width names (``c_uint64`` is ``c_ulong`` here), so the
+    byte column says the width."""
+    if issubclass(t, ctypes.Array):
+        return f"{_ctype_name(t._type_)} * {t._length_}"
+    return t.__name__
+
+
+def _struct_fields(app, what, name, obj, options, lines):
+    """Appends a field table (offset, field, ctypes type, bytes) to the docstring of
+    every ctypes structure autodoc renders: the fields are the API of the
+    raw layer, and autodoc does not list ctypes fields by itself."""
+    if what != "class" or not isinstance(obj, type) or \
+            not issubclass(obj, (ctypes.Structure, ctypes.Union)):
+        return
+    rows = []
+    for fname, ftype, *_ in obj._fields_:
+        f = getattr(obj, fname)
+        rows += [f"   * - {f.offset}", f"     - ``{fname}``",
+                 f"     - ``{_ctype_name(ftype)}``", f"     - {f.size}"]
+    lines += ["", f"Fields ({ctypes.sizeof(obj)} bytes):",
+              "", ".. list-table::", "   :header-rows: 1", "",
+              "   * - offset", "     - field", "     - ctypes type", "     - bytes", *rows, ""]
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _struct_fields)

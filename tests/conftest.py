@@ -1,10 +1,33 @@
-"""Shared fixtures: the selected backend and a resource counter (psutil)."""
+"""Shared fixtures: the selected backend and a resource counter (psutil);
+tmp_path directories that do not outlive the session."""
+import shutil
+import tempfile
 import time
 
 import psutil
 import pytest
 
 import uring_shim
+
+
+_basetemp = None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """tmp_path directories live in a fresh directory of TMPDIR that the
+    session removes when it ends (pytest would keep its last three runs in
+    TMPDIR/pytest-of-USER): a test run leaves TMPDIR as it found it.  With
+    --basetemp, pytest's own behaviour."""
+    global _basetemp
+    if config.option.basetemp is None:
+        _basetemp = tempfile.mkdtemp(prefix="syslet-tests-")
+        config.option.basetemp = _basetemp
+
+
+def pytest_unconfigure(config):
+    if _basetemp is not None:
+        shutil.rmtree(_basetemp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,9 @@
 * ``Pool``: native C threads for system calls without an opcode; their
   completions can arrive through a ring's CQ.
 * ``backend()``: ``'io_uring'`` or ``'threadpool'`` (probed, cached,
-  ``URING_SHIM_BACKEND=auto|io_uring|threadpool`` forces a choice);
-  ``backend_reason()`` says why.
+  ``URING_SHIM_BACKEND=auto|io_uring|threadpool`` forces a choice; any
+  other value raises ``EnvVarError``, a ``ValueError`` whose message is one
+  line); ``backend_reason()`` says why.
 
 Importing works everywhere the compiled module does, also where io_uring is
 disabled; a stale compiled module raises ImportError at import.
@@ -16,13 +17,15 @@ disabled; a stale compiled module raises ImportError at import.
 from ._version import __version__
 from . import _binding  # noqa: F401  (version check at import)
 from ._backend import backend, backend_reason, io_uring_available
+from ._env import EnvVarError
+from . import _constants
 from ._constants import *  # noqa: F401,F403
-from ._constants import __all__ as _constants_all
 from ._ring import CANCEL_USER_DATA, Completion, Ring, new_cqes, new_descs
 from ._pool import AUTO_USER_DATA_BIT, Pool
 
 __all__ = [
-    "__version__", "backend", "backend_reason", "io_uring_available",
+    "__version__", "backend", "backend_reason", "io_uring_available", "EnvVarError",
     "Ring", "Pool", "Completion", "new_descs", "new_cqes",
     "CANCEL_USER_DATA", "AUTO_USER_DATA_BIT",
-] + list(_constants_all)
+]
+__all__ += _constants.__all__

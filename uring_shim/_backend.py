@@ -4,28 +4,41 @@ The probe really creates a small ring, does a NOP round trip and reads the
 opcode probe (the CPython ``selectors._can_use`` habit: probe by creating
 the object).  The outcome and its cause are computed once, on first use, and
 cached.  ``URING_SHIM_BACKEND=auto|io_uring|threadpool`` (read at that first
-use) forces a choice.
+use; unset is ``auto``, any other value raises
+:class:`~uring_shim.EnvVarError`) forces a choice.
 """
 import errno
 import os
 import platform
 import threading
+from typing import Optional, Tuple, TypedDict
 
 from ._binding import ffi, lib
+from ._env import choice as _env_choice
 
 ENV = "URING_SHIM_BACKEND"
 CHOICES = ("auto", "io_uring", "threadpool")
 
+
+
+class _State(TypedDict):
+    backend: str            # 'io_uring' or 'threadpool'
+    errno: int              # 0: io_uring works
+    opcodes: "frozenset[int]"
+    forced_error: bool      # io_uring forced but unusable
+    reason: str
+
+
 _lock = threading.Lock()
-_state = None       # dict, see _detect()
+_state: Optional[_State] = None     # see _detect()
 _NOP_UD = 0x5EED
 
 
-def _errname(err):
+def _errname(err: int) -> str:
     return f"{errno.errorcode.get(err, 'E?')} ({os.strerror(err)})"
 
 
-def _disabled_sysctl():
+def _disabled_sysctl() -> Optional[str]:
     """kernel.io_uring_disabled, for the diagnostic message only."""
     try:
         with open("/proc/sys/kernel/io_uring_disabled") as f:
@@ -34,10 +47,10 @@ def _disabled_sysctl():
         return None
 
 
-def _probe():
+def _probe() -> Tuple[int, str, "frozenset[int]"]:
     """Return ``(errno, detail, opcodes)``; errno 0 means io_uring works."""
     ring = ffi.new("struct io_uring *")
-    r = -errno.ENOMEM
+    r: int = -errno.ENOMEM
     for entries in (8, 4, 2, 1):
         params = ffi.new("struct io_uring_params *")
         r = lib.io_uring_queue_init_params(entries, ring, params)
@@ -72,10 +85,8 @@ def _probe():
         lib.io_uring_queue_exit(ring)
 
 
-def _detect():
-    choice = os.environ.get(ENV, "auto").strip().lower() or "auto"
-    if choice not in CHOICES:
-        raise ValueError(f"{ENV}={os.environ.get(ENV)!r} is not one of {', '.join(CHOICES)}")
+def _detect() -> _State:
+    choice = _env_choice(ENV, CHOICES) or "auto"
     kernel = platform.release()
     if choice == "threadpool":
         return {"backend": "threadpool", "errno": errno.ENOSYS, "opcodes": frozenset(),
@@ -99,7 +110,7 @@ def _detect():
             "forced_error": False, "reason": why}
 
 
-def _get():
+def _get() -> _State:
     global _state
     st = _state
     if st is None:
@@ -110,21 +121,22 @@ def _get():
     return st
 
 
-def _reset():
+def _reset() -> None:
     """Forget the cached result (tests only)."""
     global _state
     with _lock:
         _state = None
 
 
-def backend():
+def backend() -> str:
     """Return the backend in use: ``'io_uring'`` or ``'threadpool'``.
 
     The first call (or the first ``Ring()``) probes io_uring and reads
     ``URING_SHIM_BACKEND``; the result is cached for the process.
 
-    Raises ``ValueError`` if ``URING_SHIM_BACKEND`` is not ``auto``,
-    ``io_uring`` or ``threadpool``, and ``OSError`` with the probe's errno
+    Raises :class:`~uring_shim.EnvVarError` (a ``ValueError``) if
+    ``URING_SHIM_BACKEND`` is set to anything but ``auto``, ``io_uring`` or
+    ``threadpool``, and ``OSError`` with the probe's errno
     (e.g. EPERM, ENOSYS, ENOMEM) if ``io_uring`` was forced but does not work.
     Owns no memory.
     """
@@ -134,34 +146,34 @@ def backend():
     return st["backend"]
 
 
-def backend_reason():
+def backend_reason() -> str:
     """Return a human-readable sentence saying why ``backend()`` is what it is.
 
     Never raises ``OSError`` (also not when io_uring was forced but failed:
-    the sentence says so); raises ``ValueError`` for an invalid
-    ``URING_SHIM_BACKEND``.  Owns no memory.
+    the sentence says so); raises :class:`~uring_shim.EnvVarError` for an
+    invalid ``URING_SHIM_BACKEND``.  Owns no memory.
     """
     return _get()["reason"]
 
 
-def io_uring_available():
+def io_uring_available() -> bool:
     """Return True if ``Ring()`` can be used (backend is io_uring and the probe passed).
 
-    Never raises ``OSError``; raises ``ValueError`` for an invalid
-    ``URING_SHIM_BACKEND``.  Owns no memory.
+    Never raises ``OSError``; raises :class:`~uring_shim.EnvVarError` for an
+    invalid ``URING_SHIM_BACKEND``.  Owns no memory.
     """
     st = _get()
     return st["backend"] == "io_uring" and st["errno"] == 0
 
 
-def require_io_uring(what):
+def require_io_uring(what: str) -> None:
     """Raise OSError unless rings may be created (errno of the probe, ENOSYS if forced off)."""
     st = _get()
     if st["errno"]:
         raise OSError(st["errno"], os.strerror(st["errno"]), f"{what}: {st['reason']}")
 
 
-def probed_opcodes():
+def probed_opcodes() -> "frozenset[int]":
     """Frozenset of opcodes the probe ring reported (empty on the threadpool backend)."""
     return _get()["opcodes"]
 

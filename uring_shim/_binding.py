@@ -14,7 +14,10 @@ except ImportError as exc:  # pragma: no cover - depends on the build
     raise ImportError(f"uring_shim._liburing is not built ({exc}); {_REBUILD}") from exc
 
 
-def check_version(compiled, expected=__version__):
+__all__ = ["ffi", "lib", "check_version"]
+
+
+def check_version(compiled: str, expected: str = __version__) -> None:
     """Raise ImportError unless the compiled US_VERSION equals the package version."""
     if compiled != expected:
         raise ImportError(

@@ -92,10 +92,14 @@ int us_pool_submit_packed(struct us_pool *p, struct us_job *jobs, unsigned n,
                           uint64_t ud_base);
 unsigned us_pool_reap64(struct us_pool *p, uint64_t *uds, int64_t *res, unsigned max);
 int us_pool_wait(struct us_pool *p, unsigned min, int64_t timeout_ns);
+struct us_pool_stats { uint64_t posted; uint64_t post_retries; uint64_t post_fallbacks;
+    uint64_t fd_recoveries; };
+void us_pool_stats(struct us_pool *p, struct us_pool_stats *out);
 unsigned us_pool_workers(struct us_pool *p);
 unsigned us_pool_pending(struct us_pool *p);
 int us_pool_set_max(struct us_pool *p, unsigned max_workers);
 void us_pool_interrupt(struct us_pool *p);
 void us_pool_interrupt_job(struct us_pool *p, struct us_job *j);
 void us_pool_kick(struct us_pool *p);
+void us_pool_stop(struct us_pool *p);
 void us_pool_free(struct us_pool *p);

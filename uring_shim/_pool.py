@@ -22,10 +22,11 @@ import time
 import warnings
 import weakref
 from array import array
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ._binding import ffi, lib
 from ._errors import closed_error, oserror
-from ._ring import Completion, _address
+from ._ring import CData, Completion, Ring, _address
 
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
@@ -35,13 +36,13 @@ _auto_lock = threading.Lock()
 _auto_next = 1
 _WAIT_SLICE = 0.05
 _REAP_CHUNK = 256
-_new_completion = tuple.__new__
+_new_completion: Callable[[type, Tuple[int, int, int]], Completion] = tuple.__new__
 _ZEROS = (0,) * _REAP_CHUNK
 _repeat = itertools.repeat
-_live = weakref.WeakSet()
+_live: "weakref.WeakSet[Pool]" = weakref.WeakSet()
 
 
-def _word(a, hold):
+def _word(a: Any, hold: list[Any]) -> int:
     """One 64-bit argument word: ints (signed or unsigned), cdata or buffers by address."""
     if isinstance(a, int):
         if _I64_MIN <= a <= _I64_MAX:
@@ -53,7 +54,7 @@ def _word(a, hold):
     return v - (1 << 64) if v > _I64_MAX else v
 
 
-def _auto_user_data_base(n):
+def _auto_user_data_base(n: int) -> int:
     """First of n fresh consecutive user_data values with AUTO_USER_DATA_BIT set."""
     global _auto_next
     with _auto_lock:
@@ -81,7 +82,7 @@ class Pool:
     closed ring, or the errno of ``us_pool_new``, e.g. EMFILE/ENOMEM).
     """
 
-    def __init__(self, max_workers=4, ring=None):
+    def __init__(self, max_workers: int = 4, ring: Optional[Ring] = None) -> None:
         self._closed = True
         self._forked = False
         if max_workers < 1:
@@ -101,7 +102,8 @@ class Pool:
         self._cond = threading.Condition(self._lock)
         self._users = 0
         self._closing = False
-        self._jobs = {}           # without a ring: user_data -> (struct us_job *, owner)
+        # without a ring: user_data -> (struct us_job[], kept objects) of its batch
+        self._jobs: dict[int, Tuple[CData, list[Any]]] = {}
         self._uds = ffi.new("uint64_t[]", _REAP_CHUNK)
         self._res = ffi.new("int64_t[]", _REAP_CHUNK)
         self._closed = False
@@ -115,17 +117,17 @@ class Pool:
 
     # ---- lifecycle ----------------------------------------------------
 
-    def __enter__(self):
+    def __enter__(self) -> "Pool":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "forked" if self._forked else "closed" if self._closed else "open"
         return f"<uring_shim.Pool max_workers={getattr(self, '_max_workers', 0)} {state}>"
 
-    def __del__(self):
+    def __del__(self) -> None:
         if getattr(self, "_closed", True):
             return
         try:
@@ -134,11 +136,11 @@ class Pool:
             self.close()
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         """True once ``close()`` ran (or in a child after fork)."""
         return self._closed
 
-    def close(self):
+    def close(self) -> None:
         """Stop the pool: run every queued job, join every worker, free the pool.
 
         Calls blocked in the kernel (a read from an empty pipe, say) are
@@ -157,6 +159,13 @@ class Pool:
             while self._users:
                 self._cond.wait(_WAIT_SLICE)
             p = self._p
+        if self._ring is not None:
+            # Completions that could not be posted are queued in the pool:
+            # hand them to the ring before the pool goes.
+            lib.us_pool_stop(p)
+            left = self._drain_unposted(p)
+            if left:
+                self._ring._take_unposted(left)
         lib.us_pool_free(p)
         with self._lock:
             self._p = ffi.NULL
@@ -168,7 +177,7 @@ class Pool:
 
     shutdown = close
 
-    def interrupt(self):
+    def interrupt(self) -> None:
         """Interrupt every call currently blocked in the kernel: it completes with ``-EINTR``.
 
         Sends SIGRTMAX-3 (a no-op handler without SA_RESTART, installed by
@@ -181,7 +190,7 @@ class Pool:
         finally:
             self._leave()
 
-    def _forget_after_fork(self):
+    def _forget_after_fork(self) -> None:
         # The C pool's threads do not exist in the child and its mutex may be
         # held: never touch it again (its memory is leaked in the child).
         self._lock = threading.Lock()
@@ -192,13 +201,13 @@ class Pool:
         self._jobs = {}
         self._users = 0
 
-    def _enter(self, what):
+    def _enter(self, what: str) -> None:
         with self._lock:
             if self._closed or self._closing:
                 raise closed_error(what, self._forked)
             self._users += 1
 
-    def _leave(self):
+    def _leave(self) -> None:
         with self._lock:
             self._users -= 1
             if self._closing:
@@ -207,20 +216,36 @@ class Pool:
     # ---- properties -----------------------------------------------------
 
     @property
-    def workers(self):
+    def workers(self) -> int:
         """Number of worker threads currently alive (0 after close)."""
         with self._lock:
             if self._closed:
                 return 0
-            return lib.us_pool_workers(self._p)
+            return int(lib.us_pool_workers(self._p))
+
+    def stats(self) -> Dict[str, int]:
+        """A dict of counts: ``posted`` (completions posted into the ring),
+        ``post_retries`` (posts tried again after a sleep: the ring's CQ was
+        full), ``post_fallbacks`` (completions that could not be posted and
+        were queued in the pool instead: ``ring.wait()`` reaps them there
+        too), ``fd_recoveries`` (the pool's own descriptors that the program
+        closed or replaced, taken back or made anew).  Raises
+        ``OSError(EBADF)`` when closed."""
+        out = ffi.new("struct us_pool_stats *")
+        self._enter("Pool.stats")
+        try:
+            lib.us_pool_stats(self._p, out)
+        finally:
+            self._leave()
+        return {name: getattr(out, name) for name, _ in ffi.typeof("struct us_pool_stats").fields}
 
     @property
-    def max_workers(self):
+    def max_workers(self) -> int:
         """Upper bound on workers; settable (>= 1; applies to later growth)."""
         return self._max_workers
 
     @max_workers.setter
-    def max_workers(self, value):
+    def max_workers(self, value: int) -> None:
         if value < 1:
             raise ValueError("max_workers must be >= 1")
         self._enter("Pool.max_workers")
@@ -231,18 +256,19 @@ class Pool:
             self._leave()
 
     @property
-    def ring(self):
+    def ring(self) -> Optional[Ring]:
         """The ``Ring`` completions are posted into, or None."""
         return self._ring
 
     @property
-    def outstanding(self):
+    def outstanding(self) -> int:
         """Jobs submitted whose completion was not reaped yet (without a ring)."""
         return len(self._jobs)
 
     # ---- submission -------------------------------------------------------
 
-    def submit(self, nr, *args, user_data=None, keep=()):
+    def submit(self, nr: int, *args: Any, user_data: Optional[int] = None,
+               keep: Iterable[Any] = ()) -> int:
         """Queue ``syscall(nr, *args)`` (up to 6 arguments); return its ``user_data``.
 
         Arguments are ints (signed or unsigned 64-bit), cffi cdata (passed
@@ -260,7 +286,9 @@ class Pool:
         return self.submit_many([(nr, args)], None if user_data is None else [user_data],
                                 keep)[0]
 
-    def submit_many(self, calls, user_data=None, keep=()):
+    def submit_many(self, calls: Iterable[Tuple[int, Sequence[Any]]],
+                    user_data: Optional[Iterable[int]] = None,
+                    keep: Iterable[Any] = ()) -> list[int]:
         """Queue a batch of ``(nr, args)`` calls in ONE C call (one wake-up); return their user_data.
 
         ``user_data``: None (auto) or a sequence with one value per call.
@@ -272,7 +300,7 @@ class Pool:
         if n == 0:
             return []
         hold = list(keep)
-        flat = []
+        flat: list[Any] = []
         append = flat.append
         for nr, args in calls:
             k = len(args)
@@ -313,7 +341,7 @@ class Pool:
                     if not jt.keys().isdisjoint(uds):
                         raise ValueError("user_data already in flight on this pool")
                     jt.update(zip(uds, _repeat(owner)))
-            r = lib.us_pool_submit_packed(self._p, jobs, n, ffi.from_buffer("int64_t[]", words),
+            r: int = lib.us_pool_submit_packed(self._p, jobs, n, ffi.from_buffer("int64_t[]", words),
                                           len(words), ud_arr, base)
             if r < 0:
                 if ring is not None:
@@ -329,17 +357,38 @@ class Pool:
 
     # ---- completion (without a ring) --------------------------------------
 
-    def _no_ring(self, what):
+    def _reap_unposted(self) -> List[Tuple[int, int]]:
+        """For the pool's ring: [(user_data, res)] of completions that could
+        not be posted into it (queued in the pool instead); [] when closing."""
+        try:
+            self._enter("Pool._reap_unposted")
+        except OSError:
+            return []
+        try:
+            return self._drain_unposted(self._p)
+        finally:
+            self._leave()
+
+    def _drain_unposted(self, p: CData) -> List[Tuple[int, int]]:
+        out: List[Tuple[int, int]] = []
+        while True:
+            n: int = lib.us_pool_reap64(p, self._uds, self._res, _REAP_CHUNK)
+            if n:
+                out += zip(ffi.unpack(self._uds, n), ffi.unpack(self._res, n))
+            if n < _REAP_CHUNK:
+                return out
+
+    def _no_ring(self, what: str) -> None:
         if self._ring is not None:
             raise ValueError(f"{what}: completions of a pool with a ring arrive through ring.wait()")
 
-    def _reap_locked(self, limit, out):
+    def _reap_locked(self, limit: Optional[int], out: list[Completion]) -> int:
         uds_arr, res_arr = self._uds, self._res
         pop = self._jobs.pop
         total = 0
         while limit is None or total < limit:
             want = _REAP_CHUNK if limit is None else min(_REAP_CHUNK, limit - total)
-            n = lib.us_pool_reap64(self._p, uds_arr, res_arr, want)
+            n: int = lib.us_pool_reap64(self._p, uds_arr, res_arr, want)
             if n:
                 uds = ffi.unpack(uds_arr, n)
                 for ud in uds:
@@ -351,7 +400,7 @@ class Pool:
                 break
         return total
 
-    def peek(self, max=None):
+    def peek(self, max: Optional[int] = None) -> list[Completion]:
         """Return up to ``max`` (default all) finished jobs as ``Completion`` without waiting.
 
         ``res`` is the exact 64-bit result (``-errno`` on failure); the
@@ -359,7 +408,7 @@ class Pool:
         ring, ``OSError(EBADF)`` when closed.
         """
         self._no_ring("Pool.peek")
-        out = []
+        out: list[Completion] = []
         self._enter("Pool.peek")
         try:
             with self._lock:
@@ -368,7 +417,7 @@ class Pool:
             self._leave()
         return out
 
-    def wait(self, min=1, timeout=None):
+    def wait(self, min: int = 1, timeout: Optional[float] = None) -> list[Completion]:
         """Wait for at least ``min`` finished jobs; return them (and any others ready).
 
         ``timeout`` (seconds) bounds the wait; on expiry what is there is
@@ -382,7 +431,7 @@ class Pool:
         """
         self._no_ring("Pool.wait")
         deadline = None if timeout is None else time.monotonic() + timeout
-        got = []
+        got: list[Completion] = []
         self._enter("Pool.wait")
         try:
             while True:
@@ -411,7 +460,7 @@ class Pool:
             self._leave()
 
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     for pool in list(_live):
         pool._forget_after_fork()
     _live.clear()

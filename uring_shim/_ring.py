@@ -25,7 +25,8 @@ import threading
 import time
 import warnings
 import weakref
-from typing import NamedTuple
+from typing import (TYPE_CHECKING, Any, Callable, Deque, Iterable, Mapping, NamedTuple,
+                    Optional, Sequence, Tuple, Union, cast, overload)
 
 from . import _backend
 from ._binding import ffi, lib
@@ -36,6 +37,16 @@ from ._constants import (IORING_ASYNC_CANCEL_ALL, IORING_ASYNC_CANCEL_ANY,
                          IOSQE_CQE_SKIP_SUCCESS, IOSQE_FIXED_FILE)
 from ._errors import check, closed_error, oserror
 
+if TYPE_CHECKING:
+    from ._pool import Pool
+
+#: A cffi ``cdata`` object (``ffi.new(...)``, ``ffi.from_buffer(...)``); cffi
+#: has no type stubs.
+CData = Any
+#: What an SQE may point at: an int address, cffi cdata, or an object with
+#: the buffer protocol (bytes, bytearray, memoryview, mmap, ...).
+Address = Any
+
 _U64 = (1 << 64) - 1
 _U32 = (1 << 32) - 1
 #: user_data reserved for the cancel request close() sends
@@ -44,10 +55,10 @@ _WAIT_SLICE = 0.05          # longest single kernel wait (s): lets close() and s
 _REAP_CHUNK = 256
 _NOT_COUNTED = object()     # _prepped marker for SQEs that expect no CQE
 
-_live = weakref.WeakSet()
+_live: "weakref.WeakSet[Ring]" = weakref.WeakSet()
 #: kept objects of requests close() could not account for: never freed, so
 #: a late kernel write can never land in reused memory
-_graveyard = []
+_graveyard: list[Tuple[Any, ...]] = []
 
 
 class Completion(NamedTuple):
@@ -58,10 +69,10 @@ class Completion(NamedTuple):
     flags: int
 
 
-_new_completion = tuple.__new__
+_new_completion: Callable[[type, Tuple[int, int, int]], Completion] = tuple.__new__
 
 
-def _address(obj, hold):
+def _address(obj: Address, hold: list[Any]) -> int:
     """Address of ``obj`` (int, cffi cdata, or a buffer); appends what must stay alive."""
     if obj is None:
         return 0
@@ -76,7 +87,7 @@ def _address(obj, hold):
     return int(ffi.cast("uintptr_t", c))
 
 
-def new_descs(n):
+def new_descs(n: int) -> CData:
     """Return a zeroed cffi ``struct us_desc[n]`` for ``prep_many``/``submit_wait_reap``.
 
     The caller owns it (freed when the last reference goes); the kernel never
@@ -85,7 +96,7 @@ def new_descs(n):
     return ffi.new("struct us_desc[]", n)
 
 
-def new_cqes(n):
+def new_cqes(n: int) -> CData:
     """Return a cffi ``struct us_cqe[n]`` to reap into (``submit_wait_reap(out=...)``).
 
     Owned by the caller.
@@ -114,7 +125,7 @@ class Ring:
     see the module docstring.
     """
 
-    def __init__(self, entries=64, flags=0, cq_entries=0):
+    def __init__(self, entries: int = 64, flags: int = 0, cq_entries: int = 0) -> None:
         self._closed = True         # __del__ stays quiet if setup fails
         self._forked = False
         _backend.require_io_uring("Ring")
@@ -133,16 +144,21 @@ class Ring:
         self.cq_entries = params.cq_entries
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._inflight = {}         # user_data -> [count, [kept objects]]
-        self._pool_jobs = {}        # user_data -> ((struct us_job[], kept), index)
+        self._inflight: dict[int, list[Any]] = {}   # user_data -> [count, [kept objects]]
+        # user_data -> ((struct us_job[], kept), index)
+        self._pool_jobs: dict[int, Tuple[Any, int]] = {}
         self._outstanding = 0       # SQEs/jobs whose final CQE is still due
-        self._prepped = collections.deque()   # user_data of SQEs not yet submitted
-        self._held = []             # kept objects of CQE_SKIP_SUCCESS SQEs (until close)
-        self._pools = weakref.WeakSet()
+        # user_data of SQEs not yet submitted (or _NOT_COUNTED)
+        self._prepped: Deque[object] = collections.deque()
+        self._held: list[list[Any]] = []    # kept objects of CQE_SKIP_SUCCESS SQEs (until close)
+        self._pools: "weakref.WeakSet[Pool]" = weakref.WeakSet()
+        # (user_data, res) of pool jobs not posted into the ring
+        self._unposted: list[Tuple[int, int]] = []
         self._waiters = 0
         self._closing = False
-        self._probe = None
-        self._buffers = None        # registered fixed buffers, kept until unregistered/closed
+        self._probe: Optional[frozenset[int]] = None
+        # registered fixed buffers, kept until unregistered/closed
+        self._buffers: Optional[Tuple[list[Any], list[CData]]] = None
         self._desc1 = ffi.new("struct us_desc[1]")     # for the cancel request
         self._ncqes = _REAP_CHUNK
         self._cqes = ffi.new("struct us_cqe[]", self._ncqes)
@@ -152,24 +168,24 @@ class Ring:
 
     # ---- lifecycle ----------------------------------------------------
 
-    def __enter__(self):
+    def __enter__(self) -> "Ring":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "forked" if self._forked else "closed" if self._closed else "open"
         fd = getattr(self, "fd", -1)
         return (f"<uring_shim.Ring fd={fd} sq={getattr(self, 'sq_entries', 0)} "
                 f"cq={getattr(self, 'cq_entries', 0)} {state}>")
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         """True once ``close()`` ran (or in a child after fork)."""
         return self._closed
 
-    def __del__(self):
+    def __del__(self) -> None:
         if getattr(self, "_closed", True):
             return
         try:
@@ -177,7 +193,7 @@ class Ring:
         finally:
             self.close(timeout=0.2)
 
-    def close(self, timeout=1.0):
+    def close(self, timeout: float = 1.0) -> None:
         """Cancel and reap everything in flight, then release the ring.
 
         Order: pools attached to this ring are closed first (their queued
@@ -208,7 +224,7 @@ class Ring:
                 self._prep_cancel_locked()
                 lib.io_uring_submit(self._ring)
             self._prepped.clear()
-        sink = []
+        sink: list[Completion] = []
         while True:
             with self._lock:
                 self._reap_locked(None, sink)
@@ -233,7 +249,7 @@ class Ring:
             self._outstanding = 0
         _live.discard(self)
 
-    def _forget_after_fork(self):
+    def _forget_after_fork(self) -> None:
         """In a fork child: release the child's copy (mapping and fd), mark forked."""
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -249,13 +265,13 @@ class Ring:
         self._outstanding = 0
         self._waiters = 0
 
-    def _check_open_locked(self, what):
+    def _check_open_locked(self, what: str) -> None:
         if self._closed or self._closing:
             raise closed_error(what, self._forked)
 
     # ---- probe --------------------------------------------------------
 
-    def probe(self):
+    def probe(self) -> frozenset[int]:
         """Return the frozenset of opcode numbers this kernel supports (cached).
 
         Raises ``OSError`` (EBADF when closed, or the probe's errno).
@@ -268,13 +284,13 @@ class Ring:
             self._probe = frozenset(i for i in range(min(n, 256)) if buf[i])
         return self._probe
 
-    def supports(self, opcode):
+    def supports(self, opcode: int) -> bool:
         """Return True if ``opcode`` (a number) is in ``probe()``."""
         return opcode in self.probe()
 
     # ---- preparation --------------------------------------------------
 
-    def _track_locked(self, user_data, sqe_flags, hold):
+    def _track_locked(self, user_data: int, sqe_flags: int, hold: list[Any]) -> None:
         if sqe_flags & IOSQE_CQE_SKIP_SUCCESS:
             # no CQE on success: not counted; objects held until close()
             if hold:
@@ -290,7 +306,7 @@ class Ring:
         self._outstanding += 1
         self._prepped.append(user_data)
 
-    def _retire_locked(self, user_data):
+    def _retire_locked(self, user_data: int) -> None:
         e = self._inflight.get(user_data)
         if e is None:
             return
@@ -300,14 +316,16 @@ class Ring:
         else:
             e[0] -= 1
 
-    def _check_user_data_locked(self, user_data):
+    def _check_user_data_locked(self, user_data: int) -> None:
         if user_data == CANCEL_USER_DATA:
             raise ValueError(f"user_data {CANCEL_USER_DATA:#x} is reserved for Ring.close()")
         if user_data in self._pool_jobs:
             raise ValueError(f"user_data {user_data:#x} belongs to an in-flight pool job")
 
-    def prep(self, opcode, fd=-1, addr=0, len=0, off=0, op_flags=0, flags=0, user_data=0,
-             file_index=0, addr3=0, buf_index=0, ioprio=0, personality=0, keep=()):
+    def prep(self, opcode: int, fd: int = -1, addr: Address = 0, len: int = 0, off: int = 0,
+             op_flags: int = 0, flags: int = 0, user_data: int = 0, file_index: int = 0,
+             addr3: Address = 0, buf_index: int = 0, ioprio: int = 0, personality: int = 0,
+             keep: Iterable[Any] = ()) -> int:
         """Prepare one SQE of any opcode (0 ... 255; fields are just filled in).
 
         ``op_flags`` is the 32-bit union word (rw_flags, open_flags,
@@ -346,7 +364,8 @@ class Ring:
             self._track_locked(user_data, flags, hold)
         return user_data
 
-    def prep_many(self, descs, n=None, keep=()):
+    def prep_many(self, descs: Union[CData, Iterable[Mapping[str, Any]]],
+                  n: Optional[int] = None, keep: Iterable[Any] = ()) -> int:
         """Prepare a batch of SQEs in ONE C call, all or nothing.
 
         ``descs`` is a cffi ``struct us_desc`` array/pointer (see
@@ -383,11 +402,12 @@ class Ring:
         return n
 
     @staticmethod
-    def _descs_from_dicts(items):
-        items = list(items)
+    def _descs_from_dicts(dicts: Iterable[Mapping[str, Any]]
+                          ) -> Tuple[CData, int, list[list[Any]]]:
+        items = list(dicts)
         n = len(items)
         arr = ffi.new("struct us_desc[]", max(n, 1))
-        per = []
+        per: list[list[Any]] = []
         for i, it in enumerate(items):
             h = list(it.get("keep", ()))
             d = arr[i]
@@ -407,7 +427,7 @@ class Ring:
             per.append(h)
         return arr, n, per
 
-    def discard_prepared(self):
+    def discard_prepared(self) -> int:
         """Drop SQEs prepared since the last submit (they never run).
 
         Their kept objects are released.  Returns how many were dropped.
@@ -417,15 +437,15 @@ class Ring:
             self._check_open_locked("Ring.discard_prepared")
             return self._discard_prepared_locked()
 
-    def _discard_prepared_locked(self):
-        n = lib.us_unprep(self._ring)
+    def _discard_prepared_locked(self) -> int:
+        n: int = lib.us_unprep(self._ring)
         for _ in range(n):
             ud = self._prepped.pop()
             if ud is not _NOT_COUNTED:
-                self._retire_locked(ud)
+                self._retire_locked(cast(int, ud))
         return n
 
-    def _prep_cancel_locked(self):
+    def _prep_cancel_locked(self) -> None:
         if lib.io_uring_sq_space_left(self._ring) < 1:
             lib.io_uring_submit(self._ring)
         d = self._desc1[0]
@@ -438,11 +458,12 @@ class Ring:
 
     # convenience helpers: each only builds a descriptor ------------------
 
-    def prep_nop(self, user_data=0, flags=0):
+    def prep_nop(self, user_data: int = 0, flags: int = 0) -> int:
         """Prepare IORING_OP_NOP.  Raises like ``prep()``."""
         return self.prep(IORING_OP_NOP, user_data=user_data, flags=flags)
 
-    def prep_read(self, fd, buf, off=-1, user_data=0, flags=0, nbytes=None):
+    def prep_read(self, fd: int, buf: Any, off: int = -1, user_data: int = 0, flags: int = 0,
+                  nbytes: Optional[int] = None) -> int:
         """Prepare IORING_OP_READ of ``nbytes`` (default ``len(buf)``) into the
         writable buffer ``buf`` (kept alive until its CQE is reaped).
 
@@ -458,7 +479,8 @@ class Ring:
         return self.prep(IORING_OP_READ, fd=fd, addr=c, len=size, off=off, flags=flags,
                          user_data=user_data, keep=(buf,))
 
-    def prep_write(self, fd, data, off=-1, user_data=0, flags=0, nbytes=None):
+    def prep_write(self, fd: int, data: Any, off: int = -1, user_data: int = 0, flags: int = 0,
+                   nbytes: Optional[int] = None) -> int:
         """Prepare IORING_OP_WRITE of ``data`` (any buffer, kept alive until
         its CQE is reaped).  ``off=-1`` writes at the file position.  Raises
         like ``prep()``."""
@@ -467,8 +489,9 @@ class Ring:
         return self.prep(IORING_OP_WRITE, fd=fd, addr=c, len=size, off=off, flags=flags,
                          user_data=user_data, keep=(data,))
 
-    def prep_openat(self, dfd, path, open_flags=os.O_RDONLY, mode=0, file_index=0,
-                    user_data=0, flags=0):
+    def prep_openat(self, dfd: int, path: Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"],
+                    open_flags: int = os.O_RDONLY, mode: int = 0, file_index: int = 0,
+                    user_data: int = 0, flags: int = 0) -> int:
         """Prepare IORING_OP_OPENAT of ``path`` (str/bytes/PathLike, copied to a
         NUL-terminated C string kept until the CQE).
 
@@ -480,13 +503,15 @@ class Ring:
         return self.prep(IORING_OP_OPENAT, fd=dfd, addr=cpath, len=mode, op_flags=open_flags,
                          file_index=file_index, flags=flags, user_data=user_data)
 
-    def prep_close(self, fd=0, file_index=0, user_data=0, flags=0):
+    def prep_close(self, fd: int = 0, file_index: int = 0, user_data: int = 0,
+                   flags: int = 0) -> int:
         """Prepare IORING_OP_CLOSE of ``fd``, or of registered slot
         ``file_index - 1`` when ``file_index`` > 0.  Raises like ``prep()``."""
         return self.prep(IORING_OP_CLOSE, fd=fd, file_index=file_index, flags=flags,
                          user_data=user_data)
 
-    def prep_fixed_fd_install(self, slot, install_flags=0, user_data=0, flags=0):
+    def prep_fixed_fd_install(self, slot: int, install_flags: int = 0, user_data: int = 0,
+                              flags: int = 0) -> int:
         """Prepare IORING_OP_FIXED_FD_INSTALL (6.8+): ``res`` becomes a real fd
         for registered slot ``slot`` (O_CLOEXEC unless ``install_flags`` has
         IORING_FIXED_FD_NO_CLOEXEC).  IOSQE_FIXED_FILE is added.  Raises like
@@ -496,15 +521,15 @@ class Ring:
 
     # ---- submission and completion --------------------------------------
 
-    def _submit_locked(self):
-        r = lib.io_uring_submit(self._ring)
+    def _submit_locked(self) -> int:
+        r: int = lib.io_uring_submit(self._ring)
         left = lib.io_uring_sq_ready(self._ring)
         prepped = self._prepped
         while len(prepped) > left:
             prepped.popleft()
         return r
 
-    def submit(self):
+    def submit(self) -> int:
         """Submit every prepared SQE (``io_uring_submit``); return the number submitted.
 
         Raises ``OSError`` with io_uring_enter's errno (EAGAIN, EBUSY,
@@ -515,15 +540,28 @@ class Ring:
             self._check_open_locked("Ring.submit")
             return check(self._submit_locked(), "io_uring_submit")
 
-    def _reap_locked(self, limit, out):
+    def _reap_locked(self, limit: Optional[int], out: list[Completion]) -> int:
         cqes = self._cqes
         inflight = self._inflight
         pool_jobs = self._pool_jobs
         ring = self._ring
         total = 0
+        if pool_jobs:
+            # Pool completions that could not be posted (shim.h: never dropped)
+            for pool in list(self._pools):
+                self._unposted += pool._reap_unposted()
+            if self._unposted:
+                k = len(self._unposted) if limit is None else min(limit, len(self._unposted))
+                take = self._unposted[:k]
+                del self._unposted[:k]
+                for ud, res in take:
+                    if pool_jobs.pop(ud, None) is not None:
+                        self._outstanding -= 1
+                    out.append(_new_completion(Completion, (ud, res, 0)))
+                total = len(take)
         while limit is None or total < limit:
             want = self._ncqes if limit is None else min(self._ncqes, limit - total)
-            n = lib.us_reap(ring, cqes, want)
+            n: int = lib.us_reap(ring, cqes, want)
             for i in range(n):
                 c = cqes[i]
                 ud = c.user_data
@@ -549,25 +587,25 @@ class Ring:
                 break
         return total
 
-    def peek(self, max=None):
+    def peek(self, max: Optional[int] = None) -> list[Completion]:
         """Return up to ``max`` (default: all) ready completions without waiting.
 
         A list of ``Completion(user_data, res, flags)``; kept objects of the
         reaped requests are released.  Does not submit.  Raises
         ``OSError(EBADF)`` when closed.
         """
-        out = []
+        out: list[Completion] = []
         with self._lock:
             self._check_open_locked("Ring.peek")
             self._reap_locked(max, out)
         return out
 
     @property
-    def outstanding(self):
+    def outstanding(self) -> int:
         """Number of submitted or prepared requests (and pool jobs) whose CQE is still due."""
         return self._outstanding
 
-    def wait(self, min=1, timeout=None):
+    def wait(self, min: int = 1, timeout: Optional[float] = None) -> list[Completion]:
         """Submit what is prepared, then wait for at least ``min`` completions.
 
         Returns a list of ``Completion`` (everything ready is reaped, so it
@@ -594,7 +632,7 @@ class Ring:
         when closed.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        got = []
+        got: list[Completion] = []
         lock = self._lock
         with lock:
             self._check_open_locked("Ring.wait")
@@ -619,7 +657,7 @@ class Ring:
                                 self._reap_locked(None, got)
                         return got
                     slice_ = remaining if remaining < _WAIT_SLICE else _WAIT_SLICE
-                r = lib.us_wait(self._ring, want, int(slice_ * 1e9))
+                r: int = lib.us_wait(self._ring, want, int(slice_ * 1e9))
                 if r < 0 and r != -errno.EINTR and r != -errno.ETIME:
                     raise oserror(-r, "io_uring_enter")
                 # -EINTR: back in Python, so signal handlers run here; loop on.
@@ -638,7 +676,22 @@ class Ring:
                 if self._closing:
                     self._cond.notify_all()
 
-    def submit_wait_reap(self, descs, n=None, out=None, timeout=None, keep=()):
+    @overload
+    def submit_wait_reap(self, descs: CData, n: Optional[int] = None, out: None = None,
+                         timeout: Optional[float] = None,
+                         keep: Iterable[Any] = ()) -> list[Completion]: ...
+
+    @overload
+    def submit_wait_reap(self, descs: CData, n: Optional[int], out: CData,
+                         timeout: Optional[float] = None, keep: Iterable[Any] = ()) -> int: ...
+
+    @overload
+    def submit_wait_reap(self, descs: CData, n: Optional[int] = None, *, out: CData,
+                         timeout: Optional[float] = None, keep: Iterable[Any] = ()) -> int: ...
+
+    def submit_wait_reap(self, descs: CData, n: Optional[int] = None, out: Optional[CData] = None,
+                         timeout: Optional[float] = None,
+                         keep: Iterable[Any] = ()) -> Union[int, list[Completion]]:
         """Run a batch to completion: prepare, submit, wait and reap in one C call.
 
         The fast path of this package (``us_submit_wait_reap``): ``descs`` is a
@@ -676,7 +729,7 @@ class Ring:
             if self._outstanding or self._prepped:
                 raise oserror(errno.EBUSY, "Ring.submit_wait_reap: ring is not idle")
             wait_nr = n if timeout is None else 0
-            got = lib.us_submit_wait_reap(self._ring, descs, n, wait_nr, out_arr, n, status)
+            got: int = lib.us_submit_wait_reap(self._ring, descs, n, wait_nr, out_arr, n, status)
             if got != n:
                 st = status[0]
                 if st == -errno.EBUSY and got == 0 and lib.io_uring_sq_ready(self._ring) == 0:
@@ -710,7 +763,7 @@ class Ring:
         return [_new_completion(Completion, (out_arr[i].user_data, out_arr[i].res,
                                              out_arr[i].flags)) for i in range(got)]
 
-    def _c_nop_loop(self, count):
+    def _c_nop_loop(self, count: int) -> None:
         """``count`` NOP round trips done entirely in C (benchmark reference)."""
         with self._lock:
             self._check_open_locked("Ring._c_nop_loop")
@@ -720,7 +773,7 @@ class Ring:
 
     # ---- registration ---------------------------------------------------
 
-    def register_files_sparse(self, n):
+    def register_files_sparse(self, n: int) -> None:
         """Register a sparse table of ``n`` fixed-file slots (``io_uring_register_files_sparse``).
 
         Raises ``OSError`` (EBUSY if a table exists, EMFILE beyond
@@ -731,26 +784,26 @@ class Ring:
             check(lib.io_uring_register_files_sparse(self._ring, n),
                   "io_uring_register_files_sparse")
 
-    def unregister_files(self):
+    def unregister_files(self) -> None:
         """Unregister the fixed-file table.  Raises ``OSError`` (ENXIO if none)."""
         with self._lock:
             self._check_open_locked("Ring.unregister_files")
             check(lib.io_uring_unregister_files(self._ring), "io_uring_unregister_files")
 
-    def register_files_update(self, off, fds):
+    def register_files_update(self, off: int, fds: Iterable[int]) -> int:
         """Install ``fds`` (ints; -1 empties a slot) into slots ``off...``; return the count.
 
         The kernel takes its own references: the caller keeps owning its fds.
         Raises ``OSError`` (ENXIO without a table, EINVAL, EBADF).
         """
-        fds = list(fds)
-        arr = ffi.new("int[]", fds)
+        fd_list = list(fds)
+        arr = ffi.new("int[]", fd_list)
         with self._lock:
             self._check_open_locked("Ring.register_files_update")
-            return check(lib.io_uring_register_files_update(self._ring, off, arr, len(fds)),
+            return check(lib.io_uring_register_files_update(self._ring, off, arr, len(fd_list)),
                          "io_uring_register_files_update")
 
-    def register_buffers(self, buffers):
+    def register_buffers(self, buffers: Iterable[Any]) -> None:
         """Register fixed buffers for READ_FIXED/WRITE_FIXED (``buf_index`` = position).
 
         ``buffers``: writable buffer objects (bytearray, memoryview, mmap,
@@ -761,6 +814,7 @@ class Ring:
         RLIMIT_MEMLOCK, EINVAL, EBADF when closed), ``TypeError``/``BufferError``
         for read-only buffers.
         """
+        buffers = list(buffers)
         views = [b if isinstance(b, ffi.CData) else ffi.from_buffer(b, require_writable=True)
                  for b in buffers]
         iov = ffi.new("struct iovec[]", len(views))
@@ -771,23 +825,23 @@ class Ring:
             self._check_open_locked("Ring.register_buffers")
             check(lib.io_uring_register_buffers(self._ring, iov, len(views)),
                   "io_uring_register_buffers")
-            self._buffers = (list(buffers), views)
+            self._buffers = (buffers, views)
 
-    def unregister_buffers(self):
+    def unregister_buffers(self) -> None:
         """Unregister the fixed buffers and release them.  Raises ``OSError`` (ENXIO if none)."""
         with self._lock:
             self._check_open_locked("Ring.unregister_buffers")
             check(lib.io_uring_unregister_buffers(self._ring), "io_uring_unregister_buffers")
             self._buffers = None
 
-    def register_file_alloc_range(self, off, length):
+    def register_file_alloc_range(self, off: int, length: int) -> None:
         """Restrict IORING_FILE_INDEX_ALLOC to slots ``[off, off+length)``.  Raises ``OSError``."""
         with self._lock:
             self._check_open_locked("Ring.register_file_alloc_range")
             check(lib.io_uring_register_file_alloc_range(self._ring, off, length),
                   "io_uring_register_file_alloc_range")
 
-    def set_iowq_max_workers(self, bounded, unbounded):
+    def set_iowq_max_workers(self, bounded: int, unbounded: int) -> Tuple[int, int]:
         """Set the io-wq worker limits (0 keeps a value); return the previous ``(bounded, unbounded)``.
 
         Raises ``OSError`` (EINVAL, EBADF when closed).
@@ -797,19 +851,24 @@ class Ring:
             self._check_open_locked("Ring.set_iowq_max_workers")
             check(lib.io_uring_register_iowq_max_workers(self._ring, vals),
                   "io_uring_register_iowq_max_workers")
-        return vals[0], vals[1]
+        return int(vals[0]), int(vals[1])
 
     # ---- pool integration (used by Pool only) ---------------------------
 
-    def _attach_pool(self, pool):
+    def _attach_pool(self, pool: "Pool") -> None:
         with self._lock:
             self._check_open_locked("Pool(ring=...)")
             self._pools.add(pool)
 
-    def _detach_pool(self, pool):
+    def _detach_pool(self, pool: "Pool") -> None:
         self._pools.discard(pool)
 
-    def _track_pool_jobs(self, uds, jobs, owner):
+    def _take_unposted(self, items: Iterable[Tuple[int, int]]) -> None:
+        """A closing pool's completions that could not be posted into this ring."""
+        with self._lock:
+            self._unposted += items
+
+    def _track_pool_jobs(self, uds: Sequence[int], jobs: CData, owner: Any) -> None:
         """Register pool jobs: ``jobs`` is the ``struct us_job[]`` array (held by
         ``owner``), ``uds[i]`` is job i's user_data."""
         with self._lock:
@@ -821,14 +880,14 @@ class Ring:
             pj.update(zip(uds, zip(itertools.repeat(owner), range(len(uds)))))
             self._outstanding += len(uds)
 
-    def _untrack_pool_jobs(self, uds):
+    def _untrack_pool_jobs(self, uds: Iterable[int]) -> None:
         with self._lock:
             for ud in uds:
                 if self._pool_jobs.pop(ud, None) is not None:
                     self._outstanding -= 1
 
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     for ring in list(_live):
         ring._forget_after_fork()
     _live.clear()

@@ -6,11 +6,11 @@
  * arguments, to the next syscall() in the lookup order (libc's).
  *
  * Every call is plain C on the engine (engine.c) in this process: one
- * process-wide context, created on first use.  The embedded Python interpreter
- * (cffi embedding, see compat/_build_syslet.py) is used once, at that first
- * use, for policy only: which backend (uring_shim.backend(), which honours
- * URING_SHIM_BACKEND) and whether to trace (SYSLET_COMPAT_TRACE).  If Python
- * cannot start, or SYSLET_COMPAT_PYTHON=0, the same policy is computed in C.
+ * process-wide context, created on first use.  No Python runs here: the
+ * policy -- which backend (URING_SHIM_BACKEND), whether to trace
+ * (SYSLET_COMPAT_TRACE) or debug (SYSLET_COMPAT_DEBUG) -- comes from the
+ * environment, read and checked when the library is loaded (env_check); a
+ * bad value ends the process there with the one-line message Python gives.
  *
  * Fork: a pthread_atfork child handler forgets the parent's context without
  * touching it (its threads do not exist in the child); the child's first call
@@ -27,8 +27,6 @@
  * compiles engine.c with that call renamed to sl_dropin_cond_broadcast
  * (below), which also writes the eventfds of the threads blocked in
  * async_wait.
- *
- * This file is #included by the cffi-generated source (Python.h comes first).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -109,161 +107,149 @@ static syscall_fn next_syscall(void)
     return f;
 }
 
-/* ---- policy: backend and trace, decided once per process ------------------- */
+/* ---- the environment: read and checked once, when the library is loaded ---- */
+
+/* One variable and the values it accepts.  *index gets the position of its
+ * value in values[], or -1 when it is unset; any other value, the empty
+ * string included, is an error.  Python checks the same variables, in the
+ * same order, with the same message (uring_shim/_env.py, compat/_env.py: a
+ * test compares the tables); docs/compat.md lists them.  A new variable is
+ * one more row of env_vars (and of compat._env.VARIABLES). */
+struct env_var {
+    const char *name;
+    const char *const *values;          /* NULL-terminated */
+    int *index;
+};
+
+static const char *const env_backend_values[] = {"auto", "io_uring", "threadpool", NULL};
+static const char *const env_switch_values[] = {"0", "1", NULL};
+static const char *const env_abi_values[] = {"v1", "v5", "v6", "v7", NULL};
+
+static int env_backend = -1;            /* URING_SHIM_BACKEND: index in env_backend_values */
+static int env_trace = -1;              /* SYSLET_COMPAT_TRACE: index in env_switch_values */
+static int env_debug = -1;              /* SYSLET_COMPAT_DEBUG: index in env_switch_values */
+static int env_abi = -1;                /* SYSLET_COMPAT_ABI: index in env_abi_values */
+
+static const struct env_var env_vars[] = {
+    {"URING_SHIM_BACKEND", env_backend_values, &env_backend},
+    {"SYSLET_COMPAT_TRACE", env_switch_values, &env_trace},
+    {"SYSLET_COMPAT_DEBUG", env_switch_values, &env_debug},
+    {"SYSLET_COMPAT_ABI", env_abi_values, &env_abi},
+};
+
+/* SYSLET_COMPAT_ABI: which historical system call numbers syscall() serves
+ * (docs/spec.md 8; SL_ABI_*, 0 when unset).  Set at load, as syscall() may
+ * be called before any context exists. */
+static int g_env_abi;
+
+#define ENV_SHOWN_MAX 64                /* bytes of a bad value the message quotes */
+
+static void msg_add(char *buf, size_t size, const char *s)
+{
+    size_t n = strlen(buf);
+    if (n < size)
+        snprintf(buf + n, size - n, "%s", s);
+}
+
+/* The message for a bad value, e.g.
+ *   syslet-compat: invalid URING_SHIM_BACKEND="uring"; expected auto, io_uring or threadpool (or unset)
+ * The value's bytes outside printable ASCII, '"' and '\' are written as \xNN,
+ * and after ENV_SHOWN_MAX bytes it is cut with "...": always one line. */
+static void env_message(char *buf, size_t size, const struct env_var *v, const char *val)
+{
+    buf[0] = '\0';
+    msg_add(buf, size, "syslet-compat: invalid ");
+    msg_add(buf, size, v->name);
+    msg_add(buf, size, "=\"");
+    size_t i;
+    for (i = 0; val[i] && i < ENV_SHOWN_MAX; i++) {
+        unsigned char ch = (unsigned char)val[i];
+        char one[8];
+        if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\')
+            snprintf(one, sizeof one, "%c", ch);
+        else
+            snprintf(one, sizeof one, "\\x%02x", ch);
+        msg_add(buf, size, one);
+    }
+    if (val[i])
+        msg_add(buf, size, "...");
+    msg_add(buf, size, "\"; expected ");
+    for (int k = 0; v->values[k]; k++) {
+        if (k)
+            msg_add(buf, size, v->values[k + 1] ? ", " : " or ");
+        msg_add(buf, size, v->values[k]);
+    }
+    msg_add(buf, size, " (or unset)");
+}
+
+/* Reads every variable of env_vars: 0, or -1 with the message of the first
+ * bad one in msg. */
+static int env_parse(char *msg, size_t size)
+{
+    for (size_t i = 0; i < sizeof env_vars / sizeof env_vars[0]; i++) {
+        const struct env_var *v = &env_vars[i];
+        const char *val = getenv(v->name);
+        *v->index = -1;
+        if (!val)
+            continue;
+        int k = 0;
+        while (v->values[k] && strcmp(v->values[k], val) != 0)
+            k++;
+        if (!v->values[k]) {
+            env_message(msg, size, v, val);
+            return -1;
+        }
+        *v->index = k;
+    }
+    return 0;
+}
+
+static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+
+static void env_read(void)
+{
+    char msg[512];
+    if (env_parse(msg, sizeof msg) < 0) {
+        msg_add(msg, sizeof msg, "\n");
+        if (write(2, msg, strlen(msg)) < 0) {
+            /* nowhere to say it: the exit status still does */
+        }
+        _exit(2);
+    }
+    static const int abis[] = {SL_ABI_V1, SL_ABI_V5, SL_ABI_V6, SL_ABI_V7};
+    g_env_abi = env_abi < 0 ? 0 : abis[env_abi];
+}
+
+/* At load -- before main() for a linked or preloaded library, in dlopen()
+ * otherwise -- and, should a call come before that, at the first call: a bad
+ * value ends the process with the message and exit status 2, never a silent
+ * fallback (for SYSLET_COMPAT_ABI: a legacy binary must never run its syslet
+ * calls as the unrelated calls those numbers are today). */
+__attribute__((constructor)) static void env_check(void)
+{
+    pthread_once(&env_once, env_read);
+}
+
+/* ---- policy: backend, trace and debug, from the environment ------------------- */
 
 static int g_backend = 1;           /* 1 io_uring (+pool), 0 pool only */
-static int g_env_abi;               /* SYSLET_COMPAT_ABI: SL_ABI_*, 0 unset */
-
-/* SYSLET_COMPAT_ABI, read when the library is loaded: which historical
- * system call numbers syscall() serves (LATER_ABIS.md 1).  Any value but
- * v1, v5, v6, v7 (or none) stops the program here: a legacy binary must
- * never run its syslet calls as the unrelated calls those numbers are now. */
-__attribute__((constructor)) static void env_abi_at_load(void)
-{
-    const char *v = getenv("SYSLET_COMPAT_ABI");
-    if (!v)
-        return;
-    static const char *const names[] = {"v1", "v5", "v6", "v7"};
-    static const int abis[] = {SL_ABI_V1, SL_ABI_V5, SL_ABI_V6, SL_ABI_V7};
-    for (unsigned i = 0; i < 4; i++)
-        if (strcmp(v, names[i]) == 0) {
-            g_env_abi = abis[i];
-            return;
-        }
-    fprintf(stderr, "libsyslet: SYSLET_COMPAT_ABI=%s is not valid (valid: v1, v5, v6, v7, "
-            "or unset)\n", v);
-    _exit(2);
-}
 static int g_trace;
-static const char *g_policy_src = "c";
-static int g_policy_done;
 static int g_debug;
 
-static int env_is(const char *name, const char *val)
-{
-    const char *v = getenv(name);
-    return v && strcmp(v, val) == 0;
-}
-
-static void policy_c(void)
-{
-    /* What uring_shim.backend() does, minus the probe: the engine itself
-     * falls back to the pool when io_uring cannot be set up. */
-    g_backend = env_is("URING_SHIM_BACKEND", "threadpool") ? 0 : 1;
-    g_trace = env_is("SYSLET_COMPAT_TRACE", "1");
-    g_policy_src = "c";
-}
-
-#ifdef SYSLET_EMBED
-/* Implemented in Python (extern "Python", see _build_syslet.py).  Returns
- * 0x100 | trace << 1 | io_uring, or 0 when Python failed (cffi's default). */
-int syslet_py_policy(void);
-
-static int py_broken;               /* set in a child forked mid-policy */
-
-const char *syslet_dropin_pkg_parent(void);
-
-/* The interpreter to start: the venv this libsyslet.so is installed in
- * (<venv>/lib/pythonX.Y/site-packages/compat/libsyslet.so, recognised by
- * <venv>/pyvenv.cfg), else the one it was built with (SYSLET_PYTHON_EXE:
- * sys.executable at build time, the venv's for editable installs). */
-static const char *py_program(void)
-{
-    static char buf[PATH_MAX];
-    const char *parent = syslet_dropin_pkg_parent();
-    if (parent[0] && strlen(parent) + 32 < sizeof buf) {
-        snprintf(buf, sizeof buf, "%s", parent);
-        int ok = 1;
-        for (int up = 0; up < 3 && ok; up++) {
-            char *slash = strrchr(buf, '/');
-            if (!slash || slash == buf)
-                ok = 0;
-            else
-                *slash = '\0';
-        }
-        if (ok) {
-            size_t n = strlen(buf);
-            snprintf(buf + n, sizeof buf - n, "/pyvenv.cfg");
-            if (access(buf, R_OK) == 0) {
-                snprintf(buf + n, sizeof buf - n, "/bin/python3");
-                if (access(buf, X_OK) == 0)
-                    return buf;
-            }
-        }
-    }
-    return SYSLET_PYTHON_EXE;
-}
-
-/* Starts that interpreter: its pyvenv.cfg gives the right sys.prefix and
- * site-packages (cffi's _cffi_backend, the editable-install finder).
- * Isolated: PYTHONPATH, PYTHONHOME and friends of the host program do not
- * leak in; no signal handlers. */
-static int py_init(void)
-{
-    if (Py_IsInitialized())
-        return 0;               /* a Python host: cffi takes the GIL itself */
-    const char *program = py_program();
-    if (g_debug)
-        fprintf(stderr, "libsyslet: starting Python as %s\n", program);
-    PyConfig config;
-    PyConfig_InitIsolatedConfig(&config);
-    config.install_signal_handlers = 0;
-    config.parse_argv = 0;
-    config.site_import = 1;
-    config.user_site_directory = 0;
-    config.write_bytecode = 0;
-    PyStatus st = PyConfig_SetBytesString(&config, &config.program_name, program);
-    if (!PyStatus_Exception(st))
-        st = Py_InitializeFromConfig(&config);
-    PyConfig_Clear(&config);
-    if (PyStatus_Exception(st)) {
-        if (g_debug)
-            fprintf(stderr, "libsyslet: Python init failed (%s): C policy\n",
-                    st.err_msg ? st.err_msg : "?");
-        return -1;
-    }
-    PyEval_SaveThread();        /* release the GIL: cffi's calls take it */
-    return 0;
-}
-
-static int policy_python(void)
-{
-    if (env_is("SYSLET_COMPAT_PYTHON", "0") || py_broken)
-        return -1;
-    if (py_init() < 0)
-        return -1;
-    if (cffi_start_python() < 0)
-        return -1;
-    int r = syslet_py_policy();
-    if (!(r & 0x100))
-        return -1;
-    g_backend = r & 1;
-    g_trace = (r >> 1) & 1;
-    g_policy_src = "python";
-    return 0;
-}
-#endif
-
-/* Called with g_mu held. */
+/* Called with g_mu held, before the first context.  The engine itself falls
+ * back to the pool when io_uring cannot be set up (or refuses a NOP). */
 static void decide_policy(void)
 {
-    if (g_policy_done)
-        return;
-    g_debug = env_is("SYSLET_COMPAT_DEBUG", "1");
-#ifdef SYSLET_EMBED
-    if (policy_python() < 0)
-        policy_c();
-#else
-    policy_c();
-#endif
-    g_policy_done = 1;
+    env_check();
+    g_backend = env_backend != 2;   /* auto and io_uring: io_uring */
+    g_trace = env_trace == 1;
+    g_debug = env_debug == 1;
 }
 
 /* ---- the process-wide context ----------------------------------------------- */
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic(struct sl_ctx *) g_ctx;
-static int g_in_policy;             /* policy being decided (fork hazard) */
 
 struct waiter {
     int efd;
@@ -282,11 +268,6 @@ static void atfork_child(void)
     pthread_mutex_init(&g_wmu, NULL);
     g_waiters = NULL;           /* only the forking thread exists: not waiting */
     atomic_store(&g_nwaiting, 0);
-#ifdef SYSLET_EMBED
-    if (g_in_policy)
-        py_broken = 1;          /* the GIL may be held by a thread that is gone */
-#endif
-    g_in_policy = 0;
 }
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
@@ -303,7 +284,8 @@ static void print_counters(void)
             "libsyslet: pid %d counters: sync=%llu async=%llu uring=%llu inline=%llu "
             "pool=%llu nowait=%llu segments=%llu enters=%llu published=%llu "
             "ring_full_waits=%llu faults=%llu direct_reads=%llu caller_waits=%llu "
-            "driver_waits=%llu cold_reads=%llu\n", (int)getpid(),
+            "driver_waits=%llu cold_reads=%llu post_retries=%llu post_fallbacks=%llu "
+            "fd_recoveries=%llu\n", (int)getpid(),
             (unsigned long long)k.syslets_sync, (unsigned long long)k.syslets_async,
             (unsigned long long)k.atoms_uring, (unsigned long long)k.atoms_inline,
             (unsigned long long)k.atoms_pool, (unsigned long long)k.atoms_nowait,
@@ -311,7 +293,78 @@ static void print_counters(void)
             (unsigned long long)k.published, (unsigned long long)k.ring_full_waits,
             (unsigned long long)k.faults, (unsigned long long)k.direct_reads,
             (unsigned long long)k.caller_waits, (unsigned long long)k.driver_waits,
-            (unsigned long long)k.cold_reads);
+            (unsigned long long)k.cold_reads, (unsigned long long)k.post_retries,
+            (unsigned long long)k.post_fallbacks, (unsigned long long)k.fd_recoveries);
+}
+
+/* ---- SYSLET_COMPAT_REPORT: the counters, for `syslet-compat run` ------------
+ *
+ * With SYSLET_COMPAT_REPORT=DIR in the environment, every process that made
+ * a context writes DIR/libsyslet-<pid>.json at exit (atexit; not after
+ * _exit, a fatal signal or exec): its backend, the engine's counters and the
+ * per-system-call ones (engine.h, SL_NRC_*), as
+ *
+ *   {"pid": P, "backend": "io_uring", "counters": {"syslets_sync": N, ...},
+ *    "calls": {"17": [inline, nowait, uring, uring_linked, pool], ...}}
+ *
+ * ("calls" keys are system call numbers, "other" for numbers of no slot;
+ * only calls that ran).  syslet-compat run (compat/_run.py) reads them. */
+static void report_write(void)
+{
+    const char *dir = getenv("SYSLET_COMPAT_REPORT");
+    struct sl_ctx *c = atomic_load(&g_ctx);
+    if (!dir || !dir[0] || !c)
+        return;
+    static uint64_t nrc[SL_NRC_SLOTS][SL_NRC_KINDS];
+    struct sl_counters k;
+    sl_get_counters(c, &k);
+    sl_get_nr_counters(c, nrc);
+    char tmp[PATH_MAX], path[PATH_MAX];
+    int pid = (int)getpid();
+    snprintf(tmp, sizeof tmp, "%s/.libsyslet-%d.json.tmp", dir, pid);
+    snprintf(path, sizeof path, "%s/libsyslet-%d.json", dir, pid);
+    int saved = errno;
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        fprintf(stderr, "libsyslet: SYSLET_COMPAT_REPORT: %s: %s\n", tmp, strerror(errno));
+        errno = saved;
+        return;
+    }
+    fprintf(f, "{\"pid\": %d, \"backend\": \"%s\", \"counters\": {", pid,
+            sl_ctx_backend(c) ? "io_uring" : "threadpool");
+#define RC(name, sep) fprintf(f, "\"" #name "\": %llu" sep, (unsigned long long)k.name)
+    RC(syslets_sync, ", "); RC(syslets_async, ", "); RC(atoms_uring, ", ");
+    RC(atoms_inline, ", "); RC(atoms_pool, ", "); RC(atoms_nowait, ", "); RC(segments, ", ");
+    RC(enters, ", "); RC(overstops, ", "); RC(ring_full_waits, ", "); RC(published, ", ");
+    RC(pool_batches, ", "); RC(faults, ", "); RC(direct_reads, ", "); RC(caller_waits, ", ");
+    RC(driver_waits, ", "); RC(cold_reads, ", "); RC(post_retries, ", ");
+    RC(post_fallbacks, ", "); RC(fd_recoveries, "");
+#undef RC
+    fprintf(f, "}, \"calls\": {");
+    const char *sep = "";
+    for (unsigned i = 0; i < SL_NRC_SLOTS; i++) {
+        uint64_t any = 0;
+        for (unsigned j = 0; j < SL_NRC_KINDS; j++)
+            any |= nrc[i][j];
+        if (!any)
+            continue;
+        if (i < 512)
+            fprintf(f, "%s\"%u\": [", sep, i);
+        else if (i < SL_NRC_SLOTS - 1)
+            fprintf(f, "%s\"%u\": [", sep, 1000 + i - 512);
+        else
+            fprintf(f, "%s\"other\": [", sep);
+        for (unsigned j = 0; j < SL_NRC_KINDS; j++)
+            fprintf(f, "%s%llu", j ? ", " : "", (unsigned long long)nrc[i][j]);
+        fprintf(f, "]");
+        sep = ", ";
+    }
+    fprintf(f, "}}\n");
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        fprintf(stderr, "libsyslet: SYSLET_COMPAT_REPORT: %s: %s\n", path, strerror(errno));
+        unlink(tmp);
+    }
+    errno = saved;
 }
 
 static __attribute__((noinline)) struct sl_ctx *ctx_slow(void)
@@ -320,9 +373,7 @@ static __attribute__((noinline)) struct sl_ctx *ctx_slow(void)
     pthread_mutex_lock(&g_mu);
     struct sl_ctx *c = atomic_load_explicit(&g_ctx, memory_order_relaxed);
     if (!c) {
-        g_in_policy = 1;
         decide_policy();
-        g_in_policy = 0;
         int err = 0;
         c = sl_ctx_new(g_backend, SQ_ENTRIES, &err);
         if (!c) {
@@ -333,11 +384,16 @@ static __attribute__((noinline)) struct sl_ctx *ctx_slow(void)
         if (g_trace)
             sl_set_trace(c, 1);
         sl_set_env_abi(c, g_env_abi);
+        static int report_atexit;       /* (inherited by a forked child, as atexit is) */
+        if (!report_atexit && getenv("SYSLET_COMPAT_REPORT")) {
+            report_atexit = 1;
+            atexit(report_write);
+        }
         if (g_debug) {
             static int atexit_done;
-            fprintf(stderr, "libsyslet: pid %d context: backend=%s (asked %s) policy=%s\n",
+            fprintf(stderr, "libsyslet: pid %d context: backend=%s (asked %s)\n",
                     (int)getpid(), sl_ctx_backend(c) ? "io_uring" : "threadpool",
-                    g_backend ? "io_uring" : "threadpool", g_policy_src);
+                    g_backend ? "io_uring" : "threadpool");
             if (!atexit_done) {
                 atexit_done = 1;
                 atexit(print_counters);
@@ -357,7 +413,7 @@ static inline struct sl_ctx *ctx(void)
 }
 
 /* The context if one exists: calls that need a registered ring fail with
- * EINVAL without one, and need not create it (or start Python) to say so. */
+ * EINVAL without one, and need not create it to say so. */
 static inline struct sl_ctx *ctx_if_any(void)
 {
     return atomic_load_explicit(&g_ctx, memory_order_acquire);
@@ -802,31 +858,3 @@ SYSLET_EXPORT long syscall(long nr, ...)
     return r;
 }
 #endif
-
-/* Where this library's package lives: <parent>/compat/libsyslet.so, so the
- * embedded Python can import compat/uring_shim from <parent> whatever the
- * environment's sys.path says.  "" when unknown. */
-const char *syslet_dropin_pkg_parent(void);
-const char *syslet_dropin_pkg_parent(void)
-{
-    static char buf[PATH_MAX];
-    Dl_info info;
-    if (buf[0])
-        return buf;
-    if (!dladdr((void *)&async_exec, &info) || !info.dli_fname)
-        return "";
-    char *real = realpath(info.dli_fname, NULL);
-    if (!real)
-        return "";
-    for (int up = 0; up < 2; up++) {
-        char *slash = strrchr(real, '/');
-        if (!slash || slash == real) {
-            free(real);
-            return "";
-        }
-        *slash = '\0';
-    }
-    snprintf(buf, sizeof buf, "%s", real);
-    free(real);
-    return buf;
-}

@@ -29,9 +29,22 @@ struct sl_counters {
     uint64_t caller_waits;      /* kernel waits for completions by a waiting caller */
     uint64_t driver_waits;      /* kernel waits for completions by the driver thread */
     uint64_t cold_reads;        /* reads sent to io_uring untried: their fd's last try missed the cache */
+    uint64_t post_retries;      /* pool completions posted again into the ring after a sleep */
+    uint64_t post_fallbacks;    /* pool completions queued in the pool: they could not be posted */
+    uint64_t fd_recoveries;     /* own descriptors the program closed or replaced, taken back */
 };
 
 struct sl_ctx;
+
+/* Per-system-call counters (sl_get_nr_counters): where the atoms of each
+ * nr ran, in the same places as the atoms_* counters.  Slot nr for 0..511,
+ * 512 + (nr - 1000) for the project's numbers 1000..1039, SL_NRC_SLOTS - 1
+ * for any other number.  Kinds: inline (caller or driver thread, not counting
+ * RWF_NOWAIT hits), RWF_NOWAIT hits, io_uring alone in its segment,
+ * io_uring in a linked segment of several SQEs, the fallback pool. */
+#define SL_NRC_SLOTS 553
+enum { SL_NRC_INLINE, SL_NRC_NOWAIT, SL_NRC_URING, SL_NRC_URING_LINKED, SL_NRC_POOL,
+       SL_NRC_KINDS };
 
 /* backend: 1 = io_uring + pool, 0 = pool only.  *err gets -errno on failure. */
 struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err);
@@ -96,6 +109,7 @@ int sl_wait_intr(struct sl_ctx *c, uint64_t min_events, int64_t timeout_ns);
 int64_t sl_ring_count(struct sl_ctx *c);
 unsigned sl_inflight(struct sl_ctx *c);
 void sl_get_counters(struct sl_ctx *c, struct sl_counters *out);
+void sl_get_nr_counters(struct sl_ctx *c, uint64_t out[SL_NRC_SLOTS][SL_NRC_KINDS]);
 void sl_set_trace(struct sl_ctx *c, int on);
 /* 0 = no budget. */
 void sl_set_budget(struct sl_ctx *c, uint64_t max_atoms);
@@ -103,6 +117,14 @@ void sl_set_budget(struct sl_ctx *c, uint64_t max_atoms);
  * (-ECANCELED stored through that atom's ret_ptr). */
 void sl_cancel_all(struct sl_ctx *c);
 unsigned sl_threads(struct sl_ctx *c);
+/* NULL while the context is usable; else why it is not (its io_uring's
+ * shared indices were written over, or its descriptor was lost for good):
+ * every call then fails with -EIO. */
+const char *sl_ctx_fault(struct sl_ctx *c);
+/* For tests: the addresses of the io_uring's shared SQ head, SQ tail, CQ
+ * head and CQ tail (us_ring_index_addrs); -EOPNOTSUPP on the pool-only
+ * backend. */
+int sl_ring_index_addrs(struct sl_ctx *c, uint64_t *out);
 
 /* Guarded user-memory accessors: -EFAULT instead of SIGSEGV/SIGBUS. */
 int sl_peek(uint64_t addr, void *out, uint64_t n);
@@ -114,7 +136,7 @@ int sl_guard_check(void);
 
 const char *sl_version(void);
 
-/* ---- the later personalities (LATER_ABIS.md; docs/compat.md) ------------ */
+/* ---- the later personalities (docs/spec.md 7-13) ------------ */
 enum { SL_ABI_V1 = 1, SL_ABI_V5 = 5, SL_ABI_V6 = 6, SL_ABI_V7 = 7 };
 
 /* SYSLET_COMPAT_ABI's personality (0 unset): under v7, indirect refuses

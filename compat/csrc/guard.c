@@ -437,6 +437,39 @@ static __attribute__((noinline)) int g_read_atom_guarded(uint64_t addr, uint64_t
     return 0;
 }
 
+/* v7's indirect: the 56-byte registers, the first plen bytes of params (the
+ * rest zero) and, when they name a ring (plen >= 8, ring_ptr != 0, frame
+ * set), the ring's elements word -- in one guarded region.  0, or the
+ * first unreadable of them: 1 registers, 2 params, 3 ring. */
+int g_read_indirect(uint64_t regs, uint64_t params, uint64_t plen, uint64_t *r, uint64_t *p,
+                    uint32_t *elements)
+{
+    volatile int stage = 1;
+    if (!g_plausible(regs, 56))
+        return 1;
+    stage = 1;
+    GUARD_BEGIN(stage);
+    memcpy(r, (const void *)(uintptr_t)regs, 56);
+    stage = 2;
+    if (plen) {
+        if (!g_plausible(params, plen)) {
+            GUARD_END();
+            return 2;
+        }
+        memcpy(p, (const void *)(uintptr_t)params, plen);
+    }
+    stage = 3;
+    if (plen >= 8 && p[0] && p[2] && p[3]) {
+        if (!g_plausible(p[0] + 8, 4)) {
+            GUARD_END();
+            return 3;
+        }
+        memcpy(elements, (const void *)(uintptr_t)(p[0] + 8), 4);
+    }
+    GUARD_END();
+    return 0;
+}
+
 /* g_read_atom for personality v6's 80-byte atoms: flags and nr share the
  * first word (w[1]: flags in the low, nr in the high half), ret_ptr w[2],
  * next w[3], arg_ptr[] at offset 24 (w[4..9]). */

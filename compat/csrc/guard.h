@@ -18,6 +18,8 @@ int g_strnlen(uint64_t addr, uint64_t max, uint64_t *len);
 int g_probe_write(uint64_t addr);
 int g_read_atom(uint64_t addr, uint64_t *w, int64_t *args);
 int g_read_atom80(uint64_t addr, uint64_t *w, int64_t *args);
+int g_read_indirect(uint64_t regs, uint64_t params, uint64_t plen, uint64_t *r, uint64_t *p,
+                    uint32_t *elements);
 
 /* g_read_atom4: the exec fast path's read of a read/pread64 atom.  o[0..3]
  * its header words, o[4..7] its first four arg_ptr words, o[8..11] the

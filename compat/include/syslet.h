@@ -1,8 +1,8 @@
 /* syslet.h — the 2007 Linux syslet API, ABI v1 (x86_64 native layout), as
  * served by syslet-compat's libsyslet on io_uring.
  *
- * Written from the project's specification (docs: SYSLET_SPEC.md sections 1,
- * 5, 6), not copied from the 2007 patches.  Build and link with
+ * Written from the project's specification (docs/spec.md, sections 1, 5
+ * and 6), not copied from the 2007 patches.  Build and link with
  *
  *     cc $(python -m compat config --cflags) prog.c $(python -m compat config --libs)
  *

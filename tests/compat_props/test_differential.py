@@ -485,51 +485,6 @@ class Executor:
         self.ahu = self.ctx.buffer(64, align=8)
         self.hring = self.ctx.buffer(8 * prog.ring_slots, align=8)
 
-    def warm_up(self):
-        """Starts every pool worker: an io_uring engine's workers each own a
-        ring fd, which must not appear while a program runs (fd numbers would
-        no longer line up).  A batch of jobs spawns all of them at once; their
-        rings are made by the workers themselves, so wait until they exist.
-        The low fd numbers are held meanwhile, so that the rings land above
-        any fd a program gets: idle workers leave after 100 ms, closing their
-        rings, and the holes must not be where a program's next fd goes."""
-        if self.kind != "io_uring":
-            return
-        low = []
-        top = max(_fd_table()) + 64
-        while True:
-            fd = os.open(os.devnull, os.O_RDONLY)
-            if fd >= top:
-                os.close(fd)
-                break
-            low.append(fd)
-        try:
-            self._warm_up()
-        finally:
-            for fd in low:
-                os.close(fd)
-
-    def _warm_up(self):
-        rings = _count_rings()
-        ts = self.ctx.buffer(16)
-        ts.write((1_000_000).to_bytes(8, "little"), 8)
-        chains = []
-        for _ in range(8):
-            ch = self.ctx.chain()
-            ch.nanosleep(ts, 0)
-            chains.append(ch)
-        res = self.ctx.exec_many(chains)
-        pending = sum(1 for r in res if r is None)
-        deadline = time.monotonic() + 10
-        while pending and time.monotonic() < deadline:
-            pending -= len(self.ctx.wait(1, timeout=1))
-        assert not pending, "pool warm-up did not finish"
-        # (asked again each time: on a loaded machine a worker may already
-        # have left, idle for 100 ms, and taken its ring with it)
-        while _count_rings() < rings + self.ctx.engine.threads() - 1:      # minus the driver
-            assert time.monotonic() < deadline, "pool warm-up did not finish"
-            time.sleep(0.0002)
-
     def set_budget(self, n):
         if self.kind == "reference":
             self.ctx.engine.budget = n
@@ -551,22 +506,22 @@ def uring_ok():
             pytest.skip("io_uring rings cannot be created here (the engine fell back to the pool)")
 
 
+# The engines' own descriptors come and go by themselves (a pool worker's
+# ring, an idle worker leaving after 100 ms): the programs here open files
+# only, so these are never theirs.
+_ENGINE_FDS = ("anon_inode:[io_uring]", "anon_inode:[eventfd]")
+
+
 def _fd_table():
     out = {}
     for name in os.listdir("/proc/self/fd"):
         try:
-            out[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+            target = os.readlink(f"/proc/self/fd/{name}")
         except OSError:
-            pass
+            continue
+        if target not in _ENGINE_FDS:
+            out[int(name)] = target
     return out
-
-
-RING_FD = "anon_inode:[io_uring]"
-
-
-def _count_rings():
-    return sum(1 for t in _fd_table().values() if t == RING_FD)
-
 
 
 def _poke_word(addr, v):
@@ -697,12 +652,12 @@ def _state(ex, mats, dirs, before, extra_fds):
         s[f"atoms{p}"] = [m.atom_state(i) for i in range(len(m.addrs))]
     s["files"] = [_snapshot_files(d) for d in dirs]
     after = _fd_table()
-    gone = {fd: t for fd, t in before.items() if fd not in after and fd not in extra_fds and t != RING_FD}
+    gone = {fd: t for fd, t in before.items() if fd not in after and fd not in extra_fds}
     assert not gone, f"{ex.kind}: fds the program did not own were closed: {gone}"
     fds = {}
     for fd, target in sorted(after.items()):
-        if (fd in before and before[fd] == target and fd not in extra_fds) or target == RING_FD:
-            continue        # (an engine's pool worker: they come and go)
+        if fd in before and before[fd] == target and fd not in extra_fds:
+            continue
         where = next((p for p, d in enumerate(dirs) if target.startswith(d + os.sep)), None)
         assert where is not None, f"{ex.kind}: an fd appeared that no program opened: {fd} -> {target}"
         try:
@@ -717,7 +672,7 @@ def _state(ex, mats, dirs, before, extra_fds):
 
 def _close_new(before):
     for fd, target in _fd_table().items():
-        if before.get(fd) != target and target != RING_FD:
+        if before.get(fd) != target:
             try:
                 os.close(fd)
             except OSError:
@@ -927,7 +882,6 @@ def _run_all(progs, tmp_root, stats, batch):
             executors.append(Executor(kind, progs[0]))
         runs = {}
         for ex in executors:
-            ex.warm_up()            # (io_uring: right before its run, its workers' rings high)
             runs[ex.kind] = _run(ex, progs, base, batch, runs.get("reference"))
         stats["programs"] += len(progs)
         if progs[0].abi != 1:
@@ -1125,6 +1079,7 @@ def _v7_run(ex, prog, base):
     bufs["S"].write(bytes(256))
     ts = ctx.buffer(16, align=8)
     ts.write(struct.pack("<qq", 0, 1_000_000))
+    made = []           # fds the calls returned (an eventfd is not in _fd_table)
     try:
         fds = [os.open(os.path.join(d, name), fl) for name, fl in prog.fd_modes]
         ring = V7Ring(ex, prog)
@@ -1161,6 +1116,8 @@ def _v7_run(ex, prog, base):
             try:
                 r = ctx.engine.indirect(rp, params.addr, paramslen, flags)
                 out.append(("ok", r))
+                if r >= 0 and (how == "plain" or nr == V7_NR["dup"]):
+                    made.append(r)
             except OSError as e:
                 if e.errno != ESYSLETPENDING:
                     out.append(("err", e.errno))
@@ -1173,10 +1130,11 @@ def _v7_run(ex, prog, base):
         assert not ex.inflight()
         kh = ring.header()[0]
         newfds = {}
-        for fd, target in sorted(_fd_table().items()):
-            if (fd in before and before[fd] == target) or fd in fds or target == RING_FD:
-                continue
-            newfds[fd] = (target.split(":")[0] if ":" in target else "file",
+        table = _fd_table()
+        for fd in sorted(set(made) | {f for f, t in table.items() if before.get(f) != t} - set(fds)):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            newfds[fd] = (target if target.startswith("anon_inode") else
+                          target.split(":")[0] if ":" in target else "file",
                           fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC,
                           fcntl.fcntl(fd, fcntl.F_GETFL) & (os.O_NONBLOCK | os.O_ACCMODE))
         state = {
@@ -1187,6 +1145,11 @@ def _v7_run(ex, prog, base):
             "newfds": newfds,
         }
     finally:
+        for fd in set(made):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         _close_new(before)
     return out, state, kh
 
@@ -1199,7 +1162,6 @@ def _v7_run_all(prog, tmp_root, stats):
             executors.append(Executor(kind, prog))
         runs = {}
         for ex in executors:
-            ex.warm_up()
             runs[ex.kind] = _v7_run(ex, prog, base)
         stats["v7"] += 1
         stats["v7_calls"] += len(prog.calls)

@@ -19,7 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CC = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
 
 #: Environment variables of ours that must not leak from the caller into a child.
-_OURS = ("LD_PRELOAD", "SYSLET_COMPAT_DEBUG", "SYSLET_COMPAT_TRACE", "SYSLET_COMPAT_PYTHON")
+_OURS = ("LD_PRELOAD", "SYSLET_COMPAT_DEBUG", "SYSLET_COMPAT_TRACE")
 
 
 def require_cc():
@@ -97,9 +97,9 @@ def run(exe, *args, backend, preload=False, env=None, timeout=60, input=None):
 
 
 def context_line(stderr):
-    """The backend and policy of libsyslet's 'context:' debug line(s)."""
-    return re.findall(r"libsyslet: pid \d+ context: backend=(\w+) \(asked (\w+)\) policy=(\w+)",
-                      stderr)
+    """(backend, backend asked for) of libsyslet's 'context:' debug line(s)."""
+    return re.findall(r"libsyslet: pid \d+ context: backend=(\w+) \(asked (\w+)\)$", stderr,
+                      re.M)
 
 
 def expected_backend(backend):

@@ -3,7 +3,10 @@
 copy.c and branch.c call libsyslet's exported functions when linked and the
 2007 way (syslet calls through syscall() with our numbers,
 -DSYSLET_USE_SYSCALL) when built without -lsyslet for LD_PRELOAD; randread.c
-always uses syscall(), as fio did.  Outputs are checked byte for byte; the
+always uses syscall(), as fio did, and so do randread_v5.c (personality v5,
+or v6 with -DV6) and indirect_v7.c (v7), built with the project's numbers or
+with the 2007 x86_64 ones (-DSYSLET_2007_NUMBERS, run under
+SYSLET_COMPAT_ABI).  Outputs are checked byte for byte; the
 backend of this pytest run is passed to each child and checked through
 libsyslet's SYSLET_COMPAT_DEBUG line.
 """
@@ -200,3 +203,140 @@ def test_randread_without_library_is_enosys(builder, pattern_file, backend):
     r = run(exe, "--ios", "10", pattern_file, backend=backend)
     assert r.returncode == 1
     assert r.stderr == "randread: async_register: Function not implemented\n"
+
+
+# ---- randread_v5.c (personality v5; -DV6: v6) and indirect_v7.c (v7) ------------------
+
+RANDREAD_V5 = os.path.join(EXAMPLES, "randread_v5.c")
+INDIRECT_V7 = os.path.join(EXAMPLES, "indirect_v7.c")
+
+#: abi -> (source, extra compiler flags, SYSLET_COMPAT_ABI for the 2007 numbers)
+LATER = {"v5": (RANDREAD_V5, []), "v6": (RANDREAD_V5, ["-DV6"]), "v7": (INDIRECT_V7, [])}
+
+
+def build_later(builder, abi, mode, numbers_2007=False):
+    src, extra = LATER[abi]
+    extra = extra + (["-DSYSLET_2007_NUMBERS"] if numbers_2007 else [])
+    return builder.build(src, linked=mode == "linked", extra=extra)
+
+
+def verbose_counts(stderr, prog):
+    """The example's own --verbose line as a dict."""
+    lines = [ln for ln in stderr.splitlines() if ln.startswith(prog + ": ")]
+    assert len(lines) == 1, stderr
+    return {k.split()[-1]: int(v) for k, v in
+            (w.split("=") for w in lines[0][len(prog) + 2:].replace(" calls=", "_calls=").split())}
+
+
+@pytest.mark.parametrize("abi", ["v5", "v6", "v7"])
+@pytest.mark.parametrize("opts", [
+    ("--ios", "20000"),
+    ("--ios", "3000", "--iodepth", "4", "--seed", "7"),
+    ("--ios", "2000", "--bs", "65536", "--iodepth", "8"),
+], ids=["cached", "depth4", "bs64k"])
+def test_later_examples_cached(builder, pattern_file, mode, backend, abi, opts):
+    """Page-cached reads: the same first line as randread.c's plain loop,
+    byte for byte; every syslet completed in the call (nothing in a ring)."""
+    want = plain_output(builder, pattern_file, backend, *opts)
+    exe = build_later(builder, abi, mode)
+    r = run_mode(exe, "--no-rate", "--verbose", *opts, pattern_file, mode=mode, backend=backend,
+                 env={"SYSLET_COMPAT_DEBUG": "1"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == want
+    n, depth = int(opts[1]), int(dict(zip(opts[::2], opts[1::2])).get("--iodepth", 32))
+    if abi == "v7":
+        v = verbose_counts(r.stderr, "indirect_v7")
+        assert (v["sync"], v["async"]) == (n, 0), v
+    else:
+        v = verbose_counts(r.stderr, "randread_" + abi)
+        # the batches of a cached run: `depth` reads each, the last one the rest
+        assert (v["sync_chains"], v["async_chains"]) == (-(-n // depth), 0), v
+        assert v["stacks"] == 1, v      # new_thread_stack is never consumed
+    k = counters_line(r.stderr)
+    # a lone read settles in the caller (RWF_NOWAIT); a chain of reads is one
+    # io_uring submission that completes during the submit
+    assert k["published"] == 0 and k["inline"] + k["uring"] == n, k
+    if abi == "v7" or expected_backend(backend) == "threadpool":
+        assert k["nowait"] == n, k
+    ctx = context_line(r.stderr)
+    assert ctx and ctx[0][0] == expected_backend(backend)
+
+
+@pytest.mark.parametrize("abi,opts", [
+    ("v5", ("--batch", "1")), ("v5", ("--batch", "4")), ("v5", ()),
+    ("v6", ("--batch", "1")), ("v6", ("--batch", "8")),
+    ("v7", ()), ("v7", ("--ring", "4")),
+], ids=["v5-batch1", "v5-batch4", "v5-batch32", "v6-batch1", "v6-batch8", "v7", "v7-ring4"])
+def test_later_examples_direct(builder, pattern_file, mode, backend, abi, opts):
+    """O_DIRECT reads: none in the caller, every one on io_uring (or the
+    pool-only backend's pool), every completion through the ring, the data
+    right."""
+    common = ("--ios", "3000", "--iodepth", "32")
+    want = plain_output(builder, pattern_file, backend, *common)
+    exe = build_later(builder, abi, mode)
+    r = run_mode(exe, "--no-rate", "--verbose", "--direct", *opts, *common, pattern_file,
+                 mode=mode, backend=backend, env={"SYSLET_COMPAT_DEBUG": "1"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == want
+    k = counters_line(r.stderr)
+    assert (k["nowait"], k["inline"]) == (0, 0), k
+    assert k["uring" if expected_backend(backend) == "io_uring" else "pool"] == 3000, k
+    lone = abi == "v7" or opts == ("--batch", "1")
+    if lone or expected_backend(backend) == "threadpool":
+        assert k["direct_reads"] == 3000, k     # asked about O_DIRECT, never tried here
+    if abi == "v7":
+        v = verbose_counts(r.stderr, "indirect_v7")
+        assert v["sync"] + v["async"] == 3000 and v["async"] == k["published"], (v, k)
+        assert v["elements"] == (4 if opts else 32)
+    else:
+        v = verbose_counts(r.stderr, "randread_" + abi)
+        assert v["async_chains"] == k["published"] and v["stacks"] == 1, (v, k)
+
+
+@pytest.mark.parametrize("abi", ["v5", "v6", "v7"])
+def test_later_examples_with_the_2007_numbers(builder, pattern_file, mode, backend, abi):
+    """Built with the 2007 x86_64 numbers (v5 280-283, v6 286-289, v7 286/287):
+    served under SYSLET_COMPAT_ABI, same output as with the project's."""
+    opts = ("--ios", "3000", "--iodepth", "8")
+    want = plain_output(builder, pattern_file, backend, *opts)
+    exe = build_later(builder, abi, mode, numbers_2007=True)
+    for extra in ((), ("--direct",)):
+        r = run_mode(exe, "--no-rate", *extra, *opts, pattern_file, mode=mode, backend=backend,
+                     env={"SYSLET_COMPAT_ABI": abi})
+        assert (r.returncode, r.stdout, r.stderr) == (0, want, "")
+
+
+@pytest.mark.parametrize("abi", ["v5", "v6", "v7"])
+def test_later_examples_detect_corruption(builder, pattern_file, tmp_path, mode, backend, abi):
+    bad = tmp_path / "bad.bin"
+    with open(pattern_file, "rb") as f:
+        data = bytearray(f.read(1 << 20))
+    data[4096 * 7 + 100] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    exe = build_later(builder, abi, mode)
+    r = run_mode(exe, "--no-rate", "--ios", "4000", bad, mode=mode, backend=backend)
+    assert r.returncode == 1
+    assert " errors=0 " not in r.stdout
+
+
+@pytest.mark.parametrize("abi", ["v5", "v6", "v7"])
+def test_later_examples_plain_and_rate(builder, pattern_file, backend, abi):
+    """--plain is the same pread loop as randread.c's; the rate lines."""
+    exe = build_later(builder, abi, "preload")
+    opts = ("--ios", "2000", "--seed", "3")
+    r = run(exe, "--plain", "--no-rate", *opts, pattern_file, backend=backend)
+    assert r.returncode == 0 and r.stdout == plain_output(builder, pattern_file, backend, *opts)
+    r = run(exe, "--ios", "1000", "--cpu-rate", pattern_file, backend=backend, preload=True)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 3 and lines[1].startswith("reads/s: ") and lines[2].startswith("cpu reads/s: ")
+
+
+@pytest.mark.parametrize("abi", ["v5", "v6", "v7"])
+def test_later_examples_without_library_are_enosys(builder, pattern_file, backend, abi):
+    exe = build_later(builder, abi, "preload")
+    r = run(exe, "--ios", "10", pattern_file, backend=backend)
+    assert r.returncode == 1
+    call = "syslet_ring_wait" if abi == "v7" else "async_wait"
+    prog = "indirect_v7" if abi == "v7" else "randread_" + abi
+    assert r.stderr == f"{prog}: {call}: Function not implemented\n"

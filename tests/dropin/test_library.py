@@ -1,5 +1,5 @@
 """libsyslet itself: conventions, threads, fork, signals, 2007-style code,
-ENOSYS without it, exports, policy (embedded Python / C fallback), the
+ENOSYS without it, exports, policy (from the environment, no Python), the
 headers and ``python -m compat config``.  C sources: tests/dropin/c/."""
 import os
 import shlex
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from dropin_lib import (HERE, config, context_line, expected_backend, preload_path,
+from dropin_lib import (HERE, child_env, config, context_line, expected_backend, preload_path,
                         require_cc, run)
 
 C = os.path.join(HERE, "c")
@@ -125,6 +125,8 @@ def test_async_wait_signals(builder, backend):
     assert r.returncode == 0, r.stderr
     assert r.stdout == (
         "wait with nothing in flight, SIGALRM handler: -1 EINTR, handled 1, waited >= 90 ms: 1\n"
+        "300 ms syslet, SIGALRM handler (SA_RESTART) at 100 ms: exec 0, wait 0, handled 1, "
+        "waited >= 290 ms: 1, ring entry 1, result 0\n"
         "ignored signal during a 200 ms syslet: exec 0, wait 0, ring entry 1, result 0\n"
         "1 ms syslet, wait returned within 4 ms (median): 1\n")
 
@@ -211,7 +213,7 @@ int main(void)
                         "1000 1001 1002 1003 1004\n")
 
 
-# ---- policy: the embedded Python, and the C fallback ---------------------------
+# ---- policy: from the environment, in C ------------------------------------------
 
 def _policy_run(builder, backend, env):
     exe = builder.build(src("conventions.c"), linked=False)
@@ -221,24 +223,35 @@ def _policy_run(builder, backend, env):
     return context_line(r.stderr), r.stderr
 
 
-def test_policy_from_embedded_python(builder, backend):
-    # A hostile environment for an embedded interpreter: isolated init ignores it.
-    ctx, _ = _policy_run(builder, backend, {"PYTHONHOME": "/nonexistent",
-                                            "PYTHONPATH": "/nonexistent"})
-    assert ctx[0] == (expected_backend(backend), backend, "python")
+def test_policy_from_the_environment(builder, backend):
+    # Whatever the Python variables say: libsyslet starts no interpreter.
+    ctx, err = _policy_run(builder, backend, {"PYTHONHOME": "/nonexistent",
+                                              "PYTHONPATH": "/nonexistent"})
+    assert ctx == [(expected_backend(backend), backend)], err
 
 
-def test_policy_in_c_when_python_is_off(builder, backend):
-    ctx, _ = _policy_run(builder, backend, {"SYSLET_COMPAT_PYTHON": "0"})
-    assert ctx[0] == (expected_backend(backend), backend, "c")
+@pytest.mark.parametrize("value", ["auto", None])
+def test_policy_auto_is_io_uring(builder, backend, value):
+    """auto, or unset: io_uring, where the engine can set it up."""
+    from uring_shim import _backend
+    works = _backend._probe()[0] == 0       # io_uring on this machine, whatever the run's backend
+    exe = builder.build(src("conventions.c"), linked=False)
+    env = child_env(backend, preload=True, extra={"SYSLET_COMPAT_DEBUG": "1"})
+    if value is None:
+        del env["URING_SHIM_BACKEND"]
+    else:
+        env["URING_SHIM_BACKEND"] = value
+    r = subprocess.run([exe], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == CONVENTIONS, r.stderr
+    assert context_line(r.stderr) == [("io_uring" if works else "threadpool", "io_uring")], r.stderr
 
 
-def test_policy_in_c_when_python_policy_fails(builder, backend):
-    """uring_shim.backend() raises ValueError for a bad URING_SHIM_BACKEND:
-    the C policy takes over (anything but 'threadpool' means io_uring)."""
-    ctx, err = _policy_run(builder, backend, {"URING_SHIM_BACKEND": "bogus"})
-    assert ctx[0][1:] == ("io_uring", "c")
-    assert "Python policy failed" in err
+def test_no_python_in_the_process(builder, backend):
+    """No libpython is loaded, before or after the first syslet call."""
+    exe = builder.build(src("conventions.c"), linked=False)
+    r = run(exe, backend=backend, preload=True, env={"LD_DEBUG": "libs"})
+    assert r.returncode == 0 and r.stdout == CONVENTIONS, r.stderr
+    assert "libsyslet.so" in r.stderr and "libpython" not in r.stderr
 
 
 def test_trace_switch(builder, backend):
@@ -251,10 +264,10 @@ def test_trace_switch(builder, backend):
 # ---- the library file, the headers, config ------------------------------------
 
 EXPORTS = {"async_register", "async_exec", "async_wait", "async_unregister", "umem_add",
+           "syscall", "syslet_compat_backend",
            "async_exec_v5", "async_wait_v5", "async_thread_v5",
            "async_exec_v6", "async_wait_v6", "async_thread_v6",
-           "syslet_indirect", "syslet_ring_wait",
-           "syscall", "syslet_compat_backend", "syslet_py_policy", "PyInit__syslet_embedded"}
+           "syslet_indirect", "syslet_ring_wait"}
 
 
 def test_exports():

@@ -49,6 +49,7 @@ import errno
 import json
 import os
 import random
+import shutil
 import struct
 import sys
 import tempfile
@@ -334,6 +335,15 @@ class World:
         if kind == CLKID:
             return r.choice((0, 1, 4, 7, 99, M64))
         raise AssertionError(kind)
+
+    def cleanup(self):
+        """Closes the world's descriptors and removes its directory."""
+        for fd in (self.fd_zero, self.fd_null, self.fd_ro, self.fd_rw, self.fd_dir):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def close_chain_fds(self):
         """Closes what open/openat atoms opened (only files under our temp dir)."""
@@ -1439,6 +1449,13 @@ def run(args):
         global REFUSED_ERR
         REFUSED_ERR = errno.ENOSYS
     world = World(rng)
+    try:
+        return run_in(args, rng, world)
+    finally:
+        world.cleanup()
+
+
+def run_in(args, rng, world):
     world.unknown = tuple(n for n in UNKNOWN_CANDIDATES if probe_enosys(n))
     assert len(world.unknown) >= 4, world.unknown
     if args.mode == "engine":

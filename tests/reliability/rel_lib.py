@@ -27,7 +27,7 @@ ASYNC, SYNC, NO_COMPLETE = 0x01, 0x02, 0x04
 S_NONZERO, S_ZERO, S_NEG, S_NONPOS, SKIP = 0x08, 0x10, 0x20, 0x40, 0x80
 
 #: Our environment variables that must not leak from the caller into a child.
-_OURS = ("LD_PRELOAD", "SYSLET_COMPAT_DEBUG", "SYSLET_COMPAT_TRACE", "SYSLET_COMPAT_PYTHON")
+_OURS = ("LD_PRELOAD", "SYSLET_COMPAT_DEBUG", "SYSLET_COMPAT_TRACE")
 
 
 # ---- children ------------------------------------------------------------------
@@ -168,15 +168,24 @@ def exec_under_seccomp(rules, argv):
 
 # ---- sampling ----------------------------------------------------------------------
 
-def thread_names():
-    """{tid: comm} of this process's threads."""
+#: The name of uring_shim's descriptor keeper (shim.c; docs/decisions.md D33):
+#: one thread per process while io_uring rings of the shim exist, not one of
+#: a context's threads (``Engine.threads()``); test_rel_fds.py counts it.
+KEEPER = "us-fdkeeper"
+
+
+def thread_names(keeper=False):
+    """{tid: comm} of this process's threads (without the descriptor keeper
+    unless ``keeper``)."""
     out = {}
     for tid in os.listdir("/proc/self/task"):
         try:
             with open(f"/proc/self/task/{tid}/comm") as f:
-                out[int(tid)] = f.read().strip()
+                name = f.read().strip()
         except OSError:
-            pass
+            continue
+        if keeper or name != KEEPER:
+            out[int(tid)] = name
     return out
 
 

@@ -14,7 +14,7 @@ SYSLETS = 1_000_000 if LONG else 100_000
 RSS_SLACK_KIB = 2048
 
 LEAK_CHILD = r"""
-import ctypes, errno, json, os, sys, tempfile, time
+import atexit, ctypes, errno, json, os, shutil, sys, tempfile, time
 import compat
 from rel_lib import (ASYNC, S_ZERO, Mem, RawRing, addr, fd_count, rss_kib, thread_names,
                      wait_until)
@@ -24,6 +24,7 @@ e = compat.Engine(backend)
 e.set_budget(5000)
 ring = RawRing(e, 256)
 d = tempfile.mkdtemp()
+atexit.register(shutil.rmtree, d, True)
 path = os.path.join(d, "f")
 with open(path, "wb") as f:
     f.write(b"0123456789" * 100)

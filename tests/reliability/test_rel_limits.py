@@ -15,11 +15,12 @@ from rel_lib import (ASYNC, S_ZERO, Mem, RawRing, addr, describe, last_json, run
 # ---- max_nr_threads ----------------------------------------------------------------
 
 THREADS_CHILD = r"""
-import ctypes, json, os, sys, tempfile, threading, time
+import atexit, ctypes, json, os, shutil, sys, tempfile, threading, time
 import compat
 from rel_lib import ASYNC, Mem, RawRing, addr, thread_names
 backend, N, submitters, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 d = tempfile.mkdtemp()
+atexit.register(shutil.rmtree, d, True)
 fifo = os.path.join(d, "f")
 os.mkfifo(fifo)
 m = Mem()

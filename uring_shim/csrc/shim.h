@@ -4,8 +4,10 @@
  *
  * Thread discipline: functions taking a struct io_uring * follow liburing's
  * rules (one submitter and one reaper at a time); us_wait() only reads the
- * shared ring indices and may run concurrently with either.  The pool is
- * fully thread-safe.
+ * shared ring indices and may run concurrently with either (for a ring of
+ * us_ring_init it may also replace ring->ring_fd, atomically, when it takes
+ * a lost descriptor back).  The pool and the descriptor keeper are fully
+ * thread-safe.
  */
 #ifndef URING_SHIM_H
 #define URING_SHIM_H
@@ -77,6 +79,35 @@ int us_wait(struct io_uring *ring, unsigned min, int64_t timeout_ns);
  * it sees a handled signal only as -EINTR from the wait, never between. */
 int us_wait_sigmask(struct io_uring *ring, unsigned min, int64_t timeout_ns,
                     const sigset_t *sigmask);
+/* ---- rings that the program's close_range / dup2 cannot take away -------
+ *
+ * A ring made by us_ring_init() keeps its descriptor at a high number,
+ * close-on-exec, and (where the kernel allows: pidfd_getfd and PIDFD_THREAD,
+ * Linux 6.9) a copy in the shim's descriptor keeper, a thread with a file
+ * table of its own (docs/decisions.md D26).  When the program closes that
+ * number (close_range(3, ~0U), closefrom, os.closerange) or dup2s another
+ * file over it, us_submit(), us_wait() and us_wait_sigmask() notice (EBADF,
+ * EOPNOTSUPP, or a ring that did not move) and take the ring back from the
+ * keeper under a new number; nothing in flight is lost.  Where that is
+ * impossible the ring is marked faulty (us_ring_fault). */
+int us_ring_init(unsigned entries, struct io_uring *ring, struct io_uring_params *p);
+/* io_uring_queue_exit for a ring of us_ring_init (never closes a number the
+ * program reused); also fine for any other ring. */
+void us_ring_exit(struct io_uring *ring);
+/* io_uring_submit that recovers the ring's descriptor (above); -EIO when
+ * it cannot. */
+int us_submit(struct io_uring *ring);
+/* NULL while the ring is usable, else why not (sticky): its shared SQ/CQ
+ * indices are out of bounds (the program wrote over the ring's memory), or
+ * its descriptor was lost and could not be taken back.  Cheap (a few loads);
+ * call with the reaping side held, as us_reap. */
+const char *us_ring_fault(struct io_uring *ring);
+/* How often the ring's descriptor was taken back from the keeper. */
+uint64_t us_ring_recoveries(struct io_uring *ring);
+/* The addresses of a ring's four shared indices (SQ head, SQ tail, CQ head,
+ * CQ tail), for tests that play the program writing over them. */
+void us_ring_index_addrs(struct io_uring *ring, uint64_t *out);
+
 /* Fills supported[0..n) with 1/0 per opcode; returns last_op+1 or -errno. */
 int us_probe(struct io_uring *ring, uint8_t *supported, unsigned n);
 /* NOP round trips done in C (benchmark reference). */
@@ -99,10 +130,13 @@ struct us_pool;
 
 /* target_ring_fd >= 0: completions are posted into that ring as CQEs
  * (IORING_OP_MSG_RING, res = result clamped to int32, user_data = job's).
- * The pool keeps its own duplicate of target_ring_fd until us_pool_free, so
- * the ring stays alive (and its fd number cannot be reused) while workers
- * post; a post that keeps failing (target CQ full for ~2 s, or an error
- * other than EOVERFLOW/EAGAIN/ENOMEM/EBUSY) is dropped.
+ * The pool keeps its own duplicate of target_ring_fd until us_pool_free
+ * (high-numbered and recoverable, as us_ring_init's), so the ring stays
+ * alive while workers post.  A completion is never dropped: one that cannot
+ * be posted (the target CQ stays full, the target is gone, the worker has
+ * no ring of its own) is queued inside the pool instead, where us_pool_reap
+ * finds it -- so whoever reaps the target ring reaps the pool's list too.
+ * A worker retries a post only after sleeping (100 us doubling to 10 ms).
  * target_ring_fd < 0: completions are queued inside the pool (us_pool_reap).
  * Returns NULL with errno set on failure. */
 struct us_pool *us_pool_new(unsigned max_workers, int target_ring_fd);
@@ -121,17 +155,23 @@ int us_pool_submit_packed(struct us_pool *p, struct us_job *jobs, unsigned n,
 unsigned us_pool_reap64(struct us_pool *p, uint64_t *uds, int64_t *res, unsigned max);
 /* Waits for at least min queued completions; 0, -ETIME. */
 int us_pool_wait(struct us_pool *p, unsigned min, int64_t timeout_ns);
+/* What happened to the pool's completions (monotonic counts). */
+struct us_pool_stats {
+    uint64_t posted;            /* posted into the target ring */
+    uint64_t post_retries;      /* posts tried again, after a sleep (target CQ full, ...) */
+    uint64_t post_fallbacks;    /* queued in the pool instead (could not be posted) */
+    uint64_t fd_recoveries;     /* its target dup taken back, its eventfd made anew */
+};
+void us_pool_stats(struct us_pool *p, struct us_pool_stats *out);
 unsigned us_pool_workers(struct us_pool *p);
 unsigned us_pool_pending(struct us_pool *p);
 int us_pool_set_max(struct us_pool *p, unsigned max_workers);
-/* The signal that interrupts a pool worker's system call (a no-op handler
- * without SA_RESTART, installed where the program has none); only ever sent
- * to the pool's own workers. */
-#define US_INTR_SIG (SIGRTMAX - 3)
-
 /* Sends US_INTR_SIG (SIGRTMAX-3, a no-op handler without SA_RESTART) to every
  * worker: a call blocked in the kernel returns -EINTR as its result. */
 void us_pool_interrupt(struct us_pool *p);
+/* US_INTR_SIG while its handler is the pool's own (it is then only ever
+ * sent to pool workers), else 0. */
+int us_pool_intr_signal(void);
 /* Interrupts the system call of one job if a worker is running it now. */
 void us_pool_interrupt_job(struct us_pool *p, struct us_job *j);
 /* Makes a us_pool_wait() or us_pool_wait_fd() in progress (or the next
@@ -142,12 +182,19 @@ void us_pool_kick(struct us_pool *p);
  * when not NULL), so that a signal handler ends the wait: 0, -ETIME, or
  * -EINTR.  A pool without a target ring makes
  * that eventfd in us_pool_new; one with a target ring at the first call.
- * It lives as long as the pool.  Where no eventfd could be made
+ * It lives as long as the pool, at a high close-on-exec number; if the
+ * program closes that number or dup2s over it, the pool makes a new one
+ * (it reads and writes only a descriptor that fstat and its close-on-exec
+ * flag say is still its own eventfd).  Where no eventfd could be made
  * (RLIMIT_NOFILE) it waits as us_pool_wait(p, 1, timeout_ns) does. */
 int us_pool_wait_fd(struct us_pool *p, int64_t timeout_ns, const sigset_t *sigmask);
-/* Stops accepting jobs, lets the workers run every queued job, interrupts
- * calls blocked in the kernel (us_pool_interrupt, repeated every 5 ms for up
- * to 5 s), joins the workers, closes the target-ring dup and frees the pool. */
+/* Stops accepting jobs (us_pool_submit: -ESHUTDOWN), lets the workers run
+ * every queued job, interrupts calls blocked in the kernel
+ * (us_pool_interrupt, repeated every 5 ms for up to 5 s) and joins the
+ * workers.  What is queued in the pool stays there for us_pool_reap*.
+ * Idempotent. */
+void us_pool_stop(struct us_pool *p);
+/* us_pool_stop, then closes the pool's descriptors and frees it. */
 void us_pool_free(struct us_pool *p);
 
 #endif

@@ -29,6 +29,8 @@ static int nop_round_trip(struct io_uring *ring)
     return 0;
 }
 
+static unsigned pool_unbounded(void);
+
 struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
 {
     *err = sl_guard_install();
@@ -55,14 +57,14 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
         memset(&p, 0, sizeof p);
         p.flags = IORING_SETUP_CQSIZE;
         p.cq_entries = (sq_entries ? sq_entries : 256) * 8;
-        int r = io_uring_queue_init_params(sq_entries ? sq_entries : 256, &c->ring, &p);
+        int r = us_ring_init(sq_entries ? sq_entries : 256, &c->ring, &p);
         if (r < 0) {
             /* Fall back to the pool: everything still works. */
             c->backend = 0;
         } else if (nop_round_trip(&c->ring) < 0) {
             /* Setup allowed but io_uring_enter refused (some seccomp
              * profiles): every submission would fail; use the pool. */
-            io_uring_queue_exit(&c->ring);
+            us_ring_exit(&c->ring);
             c->backend = 0;
         } else {
             c->ring_ok = 1;
@@ -72,7 +74,7 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
     if (!c->pool && c->ring_ok) {
         /* The pool could not take its reference to the ring (EMFILE at
          * RLIMIT_NOFILE): run on the pool alone, which needs no fd. */
-        io_uring_queue_exit(&c->ring);
+        us_ring_exit(&c->ring);
         c->ring_ok = 0;
         c->backend = 0;
         c->pool = us_pool_new(c->pool_max, -1);
@@ -83,6 +85,16 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
         *err = -e;
         return NULL;
     }
+    /* The later personalities (v5-v7) never register: until a v1 head is
+     * registered, the context runs as under an unbounded one (io_uring runs
+     * atoms, the pool-only backend gets its unbounded pool, the per-call
+     * heads' fast path is open). */
+    c->uring_exec = c->backend;
+    if (!c->backend) {
+        c->pool_max = pool_unbounded();
+        us_pool_set_max(c->pool, c->pool_max);
+    }
+    fast_update(c);
     *err = 0;
     return c;
 }
@@ -113,9 +125,9 @@ int sl_register(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, uint64_t m
         if (g_probe_write(a))
             return -EFAULT;
     pthread_mutex_lock(&c->mu);
-    if (c->registered) {
+    if (c->registered || ring_broken(c)) {
         pthread_mutex_unlock(&c->mu);
-        return -EBUSY;
+        return c->broken ? -EIO : -EBUSY;
     }
     __atomic_store_n(&c->registered, 1, __ATOMIC_RELAXED);
     c->ring_addr = ring;
@@ -192,7 +204,11 @@ int sl_unregister(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, int64_t 
         if (dl.tv_nsec >= 1000000000) { dl.tv_sec++; dl.tv_nsec -= 1000000000; }
     }
     /* Drain: every in-flight syslet of this head completes and is published. */
-    while (v1_pending(c)) {
+    while (v1_pending(c) || ring_broken(c)) {
+        if (c->broken) {
+            pthread_mutex_unlock(&c->mu);
+            return -EIO;
+        }
         pthread_cond_signal(&c->dcv);
         if (timeout_ns >= 0) {
             if (pthread_cond_timedwait(&c->cv, &c->mu, &dl) == ETIMEDOUT && v1_pending(c)) {
@@ -227,11 +243,26 @@ void sl_get_counters(struct sl_ctx *c, struct sl_counters *out)
     pthread_mutex_lock(&c->mu);
     *out = c->cnt;
     pthread_mutex_unlock(&c->mu);
-    uint64_t hits = __atomic_load_n(&c->fast_hits, __ATOMIC_RELAXED);
+    uint64_t hits = __atomic_load_n(&c->fast_hits[0], __ATOMIC_RELAXED) +
+                    __atomic_load_n(&c->fast_hits[1], __ATOMIC_RELAXED);
     out->syslets_sync += hits;
     out->atoms_inline += hits;
     out->atoms_nowait += hits;
     out->faults += __atomic_load_n(&c->fast_faults, __ATOMIC_RELAXED);
+    struct us_pool_stats ps;
+    us_pool_stats(c->pool, &ps);
+    out->post_retries = ps.post_retries;
+    out->post_fallbacks = ps.post_fallbacks;
+    out->fd_recoveries = ps.fd_recoveries + (c->backend ? us_ring_recoveries(&c->ring) : 0);
+}
+
+void sl_get_nr_counters(struct sl_ctx *c, uint64_t out[SL_NRC_SLOTS][SL_NRC_KINDS])
+{
+    pthread_mutex_lock(&c->mu);
+    memcpy(out, c->nrc, sizeof c->nrc);
+    pthread_mutex_unlock(&c->mu);
+    out[0][SL_NRC_NOWAIT] += __atomic_load_n(&c->fast_hits[0], __ATOMIC_RELAXED);
+    out[17][SL_NRC_NOWAIT] += __atomic_load_n(&c->fast_hits[1], __ATOMIC_RELAXED);
 }
 
 void sl_set_trace(struct sl_ctx *c, int on)
@@ -279,6 +310,23 @@ unsigned sl_threads(struct sl_ctx *c)
     return us_pool_workers(c->pool) + (c->driver_started ? 1 : 0);
 }
 
+const char *sl_ctx_fault(struct sl_ctx *c)
+{
+    pthread_mutex_lock(&c->mu);
+    ring_broken(c);
+    const char *f = c->broken;
+    pthread_mutex_unlock(&c->mu);
+    return f;
+}
+
+int sl_ring_index_addrs(struct sl_ctx *c, uint64_t *out)
+{
+    if (!c->backend)
+        return -EOPNOTSUPP;
+    us_ring_index_addrs(&c->ring, out);
+    return 0;
+}
+
 int sl_ctx_free(struct sl_ctx *c, int cancel)
 {
     if (!c)
@@ -309,7 +357,7 @@ int sl_ctx_free(struct sl_ctx *c, int cancel)
             if (sqe) {
                 io_uring_prep_nop(sqe);
                 sqe->user_data = (uint64_t)-1;
-                io_uring_submit(&c->ring);
+                us_submit(&c->ring);
             }
             pthread_mutex_unlock(&c->mu);
         }
@@ -318,7 +366,7 @@ int sl_ctx_free(struct sl_ctx *c, int cancel)
     int abandoned = (int)c->inflight;
     us_pool_free(c->pool);
     if (c->ring_ok)
-        io_uring_queue_exit(&c->ring);
+        us_ring_exit(&c->ring);
     for (uint32_t i = 0; i < c->tab_used; i++)
         free(c->tab[i]);
     free(c->tab);

@@ -30,7 +30,7 @@ static void kick_waiters(struct sl_ctx *c)
     if (c->backend) {
         if (queue_wake_nop(c)) {    /* submitted now (the SQEs only: no pool hand-off) */
             c->cnt.enters++;
-            while (io_uring_submit(&c->ring) == -EINTR)
+            while (us_submit(&c->ring) == -EINTR)
                 ;
             c->sqes_pending = 0;
         }
@@ -102,6 +102,8 @@ static void *driver_main(void *arg)
     int64_t deadline = 0;
     pthread_mutex_lock(&c->mu);
     for (;;) {
+        if (c->broken)
+            break;      /* nothing more can complete; sl_ctx_free joins it */
         run_ready(c);
         flush(c);
         try_publish(c);
@@ -119,7 +121,7 @@ static void *driver_main(void *arg)
                 if (sqe) {
                     io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
                     sqe->user_data = (uint64_t)-2;
-                    io_uring_submit(&c->ring);
+                    us_submit(&c->ring);
                     cancel_sent = 1;
                 }
             }

@@ -7,6 +7,10 @@ static struct syslet *start_syslet(struct sl_ctx *c, uint64_t atom, int64_t *err
 {
     unsigned abi = t ? t->abi : SL_ABI_V1;
     int sync_only = c->sync_only && abi == SL_ABI_V1;
+    if (c->broken) {
+        *err = -EIO;
+        return NULL;
+    }
     struct member first;
     int rr = 0;
     if (pre) {          /* the exec fast path read it and began it (a short read) */
@@ -78,7 +82,7 @@ static struct syslet *start_syslet(struct sl_ctx *c, uint64_t atom, int64_t *err
 /* Waits (caller side) for s to leave a waiting state; the driver reaps. */
 static void wait_for(struct sl_ctx *c, struct syslet *s)
 {
-    while (s->state == ST_URING || s->state == ST_POOL) {
+    while ((s->state == ST_URING || s->state == ST_POOL) && !c->broken) {
         pthread_cond_signal(&c->dcv);
         struct timespec t;
         clock_gettime(CLOCK_MONOTONIC, &t);
@@ -95,6 +99,8 @@ static void drive_caller(struct sl_ctx *c, struct syslet **ss, unsigned n, const
         flush(c);
         if (c->backend || !c->driver_started || caller_reaps(c))
             reap_all(c);
+        if (c->broken)
+            return;
         int progressed = 0, waiting_sync = 0;
         for (unsigned i = 0; i < n; i++) {
             struct syslet *s = ss[i];
@@ -207,7 +213,7 @@ static int exec_many(struct sl_ctx *c, const uint64_t *atoms, unsigned n, int64_
     drive_caller(c, ss, n, sync_all);
     for (unsigned i = 0; i < n; i++)
         if (ss[i])
-            results[i] = settle(c, ss[i]);
+            results[i] = c->broken ? -EIO : settle(c, ss[i]);
     flush(c);
     pthread_mutex_unlock(&c->mu);
     if (n > 64) { free(ss); free(sync_all); }

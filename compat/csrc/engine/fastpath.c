@@ -21,13 +21,14 @@ static __attribute__((noinline)) int64_t exec_general(struct sl_ctx *c, uint64_t
 }
 
 /* The fast path settled the atom with result r: store it, count it, and
- * the syslet ends here (no next, no skip). */
+ * the syslet ends here (no next, no skip).  o: the atom's header words. */
 static inline __attribute__((always_inline)) int64_t fast_done(struct sl_ctx *c, uint64_t atom,
-                                                               uint64_t ret_ptr, int64_t r)
+                                                               const uint64_t *o, int64_t r)
 {
+    uint64_t ret_ptr = o[2];
     if (ret_ptr && __builtin_expect(g_store8(ret_ptr, (uint64_t)r) != 0, 0))
         __atomic_add_fetch(&c->fast_faults, 1, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&c->fast_hits, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&c->fast_hits[o[1] != 0], 1, __ATOMIC_RELAXED);
     return (int64_t)atom;
 }
 
@@ -60,7 +61,30 @@ static __attribute__((noinline)) int64_t exec_fast_rest(struct sl_ctx *c, uint64
         return exec_general(c, atom, u, &pre, t);
     }
     }
-    return fast_done(c, atom, o[2], r);
+    return fast_done(c, atom, o, r);
+}
+
+/* g_read_atom4 for personality v6's 80-byte atom (out of line: a guarded
+ * read): the same o[] -- header decoded, first four cells, their values --
+ * and the same answers (1: an argument cell beyond a read/pread64's). */
+static __attribute__((noinline)) int fast_read80(uint64_t atom, uint64_t *o)
+{
+    uint64_t w[11];
+    int64_t args[6];
+    int r = g_read_atom80(atom, w, args);
+    if (r)
+        return r < 0 ? r : 1;
+    if (w[8] || w[9] || ((w[1] >> 32) == 0 && w[7]))
+        return 1;
+    if (!w[4] || !w[5] || !w[6] || ((w[1] >> 32) != 0 && !w[7]))
+        return -EFAULT;     /* (declined: the general path decides) */
+    o[0] = w[1] & 0xffffffffu;
+    o[1] = w[1] >> 32;
+    o[2] = w[2];
+    o[3] = w[3];
+    memcpy(o + 4, w + 4, 4 * sizeof *o);
+    memcpy(o + 8, args, 4 * sizeof *o);
+    return 0;
 }
 
 /* One exec.  The hot case runs without the mutex: a syslet of one read or
@@ -75,7 +99,7 @@ static __attribute__((noinline)) int64_t exec_fast_rest(struct sl_ctx *c, uint64
  * fast_begin: 1 with f ready for the preadv2, or 0 -- take the general path
  * (nothing was done).  fast_end: the exec's result, given the call's. */
 static inline __attribute__((always_inline)) int fast_begin(struct sl_ctx *c, uint64_t atom,
-                                                            struct sl_fast *f, int v1)
+                                                            struct sl_fast *f, int v1, int v6)
 {
     /* v1 needs a registered ring; the later personalities name their head
      * in every call (v1 is a constant: the test folds away). */
@@ -84,7 +108,7 @@ static inline __attribute__((always_inline)) int fast_begin(struct sl_ctx *c, ui
         return 0;
     sl_guard_check();
     uint64_t *o = f->o;
-    if (__builtin_expect(g_read_atom4(atom, o) != 0, 0))
+    if (__builtin_expect((v6 ? fast_read80(atom, o) : g_read_atom4(atom, o)) != 0, 0))
         return 0;
     const uint64_t *h = o;
     const int64_t *a = (const int64_t *)(o + 8);
@@ -115,7 +139,7 @@ static inline __attribute__((always_inline)) int64_t fast_end(const struct sl_fa
         fdk_forget(f->ctx, f->fd);      /* slow: ask about O_DIRECT again next time */
     if (__builtin_expect(r != (int64_t)f->iov.iov_len || f->direct, 0))
         return exec_fast_rest(f->ctx, f->atom, u, f->o, r, (int)f->direct, t);
-    return fast_done(f->ctx, f->atom, f->o[2], r);
+    return fast_done(f->ctx, f->atom, f->o, r);
 }
 
 static inline __attribute__((always_inline)) int64_t exec_one(struct sl_ctx *c, uint64_t atom,
@@ -124,14 +148,14 @@ static inline __attribute__((always_inline)) int64_t exec_one(struct sl_ctx *c, 
     struct sl_fast f;
     if (__builtin_expect(!c, 0))
         return -EBADF;
-    if (__builtin_expect(!fast_begin(c, atom, &f, 1), 0))
+    if (__builtin_expect(!fast_begin(c, atom, &f, 1, 0), 0))
         return exec_general(c, atom, u, NULL, NULL);
     return fast_end(&f, f.direct ? -EBADF : nowait_preadv((int)f.fd, &f.iov, (off_t)f.off), u, NULL);
 }
 
 int sl_exec_fast_begin(struct sl_ctx *c, uint64_t atom, struct sl_fast *f)
 {
-    return c ? fast_begin(c, atom, f, 1) : 0;
+    return c ? fast_begin(c, atom, f, 1, 0) : 0;
 }
 
 int64_t sl_exec_fast_end_unlocking(const struct sl_fast *f, int64_t r, const struct sl_unlock *u)

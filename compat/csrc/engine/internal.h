@@ -157,14 +157,16 @@ struct sl_ctx {
     int fast_free;              /* fast_ok but for registration: the per-call heads of v5-v7 */
     int env_abi;                /* SYSLET_COMPAT_ABI's personality (sl_set_env_abi), 0 unset */
     struct sl_counters cnt;
+    uint64_t nrc[SL_NRC_SLOTS][SL_NRC_KINDS];  /* per nr: NRC(), sl_get_nr_counters */
     /* Counted without the mutex by the exec fast path (atomic adds): each hit is one
      * synchronous syslet of one inline RWF_NOWAIT atom. */
-    uint64_t fast_hits, fast_faults;
+    uint64_t fast_hits[2], fast_faults;     /* hits: [0] read, [1] pread64 */
     unsigned gen;               /* fork generation it was made in */
     /* FDK_* of fds < SL_FDK_SLOTS: where a lone read goes first (D23);
      * single bytes, read and written without the mutex */
     uint8_t fdk[SL_FDK_SLOTS];
     unsigned fdk_direct_uses;   /* FDK_DIRECT lookups (SL_FDK_RECHECK) */
+    const char *broken;         /* the ring is unusable (ring_broken): why; every call gives -EIO */
 };
 
 const char *sl_version(void) { return SL_VERSION; }
@@ -177,12 +179,33 @@ static void on_fork_child(void) { fork_gen++; }
 static void atfork_install(void) { pthread_atfork(NULL, NULL, on_fork_child); }
 #define FOREIGN(c) ((c)->gen != fork_gen)
 
+/* The per-nr counter slot of nr (engine.h, SL_NRC_SLOTS); NRC counts one
+ * atom of nr run in place kind (under the context's mutex). */
+static inline unsigned nrc_slot(uint64_t nr)
+{
+    return nr < 512 ? (unsigned)nr : nr - 1000 < 40 ? 512 + (unsigned)(nr - 1000) : SL_NRC_SLOTS - 1;
+}
+#define NRC(c, nr, kind) ((c)->nrc[nrc_slot(nr)][kind]++)
+
 static void fast_update(struct sl_ctx *c)
 {
-    int free_ = !c->budget && !c->trace;
+    int free_ = !c->budget && !c->trace && !c->broken;
     int ok = free_ && c->registered && !c->sync_only;
     __atomic_store_n(&c->fast_free, free_, __ATOMIC_RELAXED);
     __atomic_store_n(&c->fast_ok, ok, __ATOMIC_RELAXED);
+}
+
+/* Is the ring unusable (us_ring_fault: the program wrote over its shared
+ * indices, or its descriptor was lost for good)?  From the first time on,
+ * every call fails with -EIO, and whoever waits is woken to see it. */
+static int ring_broken(struct sl_ctx *c)
+{
+    if (c->broken || !c->backend || !(c->broken = us_ring_fault(&c->ring)))
+        return c->broken != NULL;
+    fast_update(c);
+    pthread_cond_broadcast(&c->cv);
+    pthread_cond_signal(&c->dcv);
+    return 1;
 }
 
 #endif

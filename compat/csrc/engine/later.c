@@ -1,4 +1,4 @@
-/* The calls of the later personalities (LATER_ABIS.md): v5's and v6's
+/* The calls of the later personalities (docs/spec.md 7-13): v5's and v6's
  * async_exec / async_wait / async_thread with a head per call, v7's
  * indirect and syslet_ring_wait.  They decode and check their arguments in
  * the 2007 order and then run on the same paths as v1 (the fast path, the
@@ -22,13 +22,14 @@ static int read_ahu(uint64_t ahu, uint64_t *h)
     return 0;
 }
 
-/* One exec with a head: the fast path when the atom has v1's layout (v5,
- * v7's own atoms), else the general path. */
+/* One exec with a head: the fast path (a lone read settled by one
+ * RWF_NOWAIT try), else the general path. */
 static int64_t exec_tgt(struct sl_ctx *c, uint64_t atom, const struct sl_tgt *t,
                         const struct sl_unlock *u)
 {
     struct sl_fast f;
-    if (t->abi != SL_ABI_V6 && fast_begin(c, atom, &f, 0))
+    int ok = t->abi == SL_ABI_V6 ? fast_begin(c, atom, &f, 0, 1) : fast_begin(c, atom, &f, 0, 0);
+    if (ok)
         return fast_end(&f, f.direct ? -EBADF : nowait_preadv((int)f.fd, &f.iov, (off_t)f.off),
                         u, t);
     return exec_general(c, atom, u, NULL, t);
@@ -115,49 +116,125 @@ static int64_t indirect_plain(const uint64_t *regs, uint32_t file_flags)
     return sext32(raw_syscall((uint64_t)nr, a));
 }
 
-int64_t sl_indirect(struct sl_ctx *c, uint64_t regs, uint64_t params, uint64_t paramslen,
-                    uint64_t flags, const struct sl_unlock *u)
+/* One struct v7call kept per thread between synchronous calls (most are):
+ * no malloc/free per call.  Freed at thread exit. */
+static pthread_key_t v7_spare_key;
+static pthread_once_t v7_spare_once = PTHREAD_ONCE_INIT;
+static void v7_spare_init(void) { pthread_key_create(&v7_spare_key, free); }
+
+static struct v7call *v7_take(void)
 {
-    uint64_t r[7], p[4] = {0, 0, 0, 0};
-    if (!c)
-        return -EBADF;
-    if (flags)
-        return -EINVAL;
-    if (g_copy_in(r, regs, sizeof r))
-        return -EFAULT;
-    if (paramslen > sizeof p)
-        return -EINVAL;
-    if (paramslen && g_copy_in(p, params, paramslen))
-        return -EFAULT;
-    if (paramslen < 8 || !p[0])
-        return indirect_plain(r, (uint32_t)p[0]);
-    if (!p[2] || !p[3])     /* frame.ip, frame.sp: checked, never run */
-        return -EINVAL;
-    uint32_t elements;
-    if (g_copy_in(&elements, p[0] + 8, 4))
-        return -EFAULT;
-    if (!elements || (elements & (elements - 1)))
-        return -EINVAL;
-    struct v7call *v = malloc(sizeof *v);
+    pthread_once(&v7_spare_once, v7_spare_init);
+    struct v7call *v = pthread_getspecific(v7_spare_key);
+    if (v) {
+        pthread_setspecific(v7_spare_key, NULL);
+        return v;
+    }
+    return malloc(sizeof *v);
+}
+
+static void v7_give_back(struct v7call *v)
+{
+    if (pthread_getspecific(v7_spare_key))
+        free(v);
+    else
+        pthread_setspecific(v7_spare_key, v);
+}
+
+/* An indirect syslet: the call of r[] (number, six arguments), completing
+ * into ring with cdata.  A lone read/pread64 of a buffered fd is tried with
+ * RWF_NOWAIT right here, as the exec fast path does for an atom (D23: never
+ * an O_DIRECT or cold fd); anything else becomes a struct v7call run as a
+ * syslet of personality v7 (D29). */
+static int64_t indirect_syslet(struct sl_ctx *c, const uint64_t *r, uint64_t ring,
+                               uint64_t cdata, const struct sl_unlock *u)
+{
+    const int64_t *a = (const int64_t *)(r + 1);
+    int64_t partial = -1;
+    int kind = -1;
+    if ((r[0] == SYS_read || r[0] == SYS_pread64) &&
+        __atomic_load_n(&c->fast_free, __ATOMIC_RELAXED) && !FOREIGN(c) &&
+        rw_exact(r[0], a) && a[2] != 0) {
+        kind = fd_kind(c, a[0]);
+        if (kind == FDK_BUFFERED) {
+            struct iovec iov = {(void *)(uintptr_t)a[1], (size_t)a[2]};
+            uint64_t t0 = sl_ticks();
+            int64_t res = nowait_preadv((int)a[0], &iov, r[0] == SYS_read ? -1 : (off_t)a[3]);
+            if (sl_ticks() - t0 > SL_SLOW_TICKS)
+                fdk_forget(c, a[0]);
+            if (res != a[2])
+                fdk_tried(c, a[0], res);
+            switch (res == a[2] ? NW_DONE : nowait_outcome(r[0], a, res)) {
+            case NW_DONE:
+                __atomic_add_fetch(&c->fast_hits[r[0] != SYS_read], 1, __ATOMIC_RELAXED);
+                return sext32(res);
+            case NW_SHORT:
+                partial = res;
+                break;
+            }
+        }
+    }
+    struct v7call *v = v7_take();
     if (!v)
         return -ENOMEM;
     memset(v->atom, 0, sizeof v->atom);
     v->atom[1] = r[0];
     v->atom[2] = (uint64_t)(uintptr_t)&v->ret;
     for (int k = 0; k < 6; k++) {
-        v->vals[k] = (int64_t)r[1 + k];
+        v->vals[k] = a[k];
         v->atom[4 + k] = (uint64_t)(uintptr_t)&v->vals[k];
     }
     v->ret = 0;
-    v->ring = p[0];
-    v->cdata = p[1];
+    v->ring = ring;
+    v->cdata = cdata;
+    uint64_t atom = (uint64_t)(uintptr_t)v->atom;
     struct sl_tgt t = {SL_ABI_V7, (uint64_t)(uintptr_t)v};
-    int64_t x = exec_tgt(c, (uint64_t)(uintptr_t)v->atom, &t, u);
+    int64_t x;
+    if (partial >= 0 || kind == FDK_DIRECT || kind == FDK_COLD) {
+        /* begun by a short read, or not to be tried here: hand it over */
+        struct member pre;
+        read_atom(atom, &pre, SL_ABI_V7);
+        uring_op(&pre);
+        pre.partial = partial;
+        pre.direct = (uint8_t)(partial >= 0 ? 0 : kind);
+        x = exec_general(c, atom, u, &pre, &t);
+    } else {
+        x = exec_general(c, atom, u, NULL, &t);
+    }
     if (x == 0)
         return -ESYSLETPENDING;     /* v is the syslet's now: freed when it ends */
     int64_t res = x > 0 ? sext32(v->ret) : x;
-    free(v);
+    v7_give_back(v);
     return res;
+}
+
+int64_t sl_indirect(struct sl_ctx *c, uint64_t regs, uint64_t params, uint64_t paramslen,
+                    uint64_t flags, const struct sl_unlock *u)
+{
+    uint64_t r[7], p[4] = {0, 0, 0, 0};
+    uint32_t elements = 0;
+    if (!c)
+        return -EBADF;
+    if (flags)
+        return -EINVAL;
+    /* One guarded read of all three (D29); the checks below keep the
+     * spec's order whatever faulted. */
+    int f = g_read_indirect(regs, params, paramslen > sizeof p ? 0 : paramslen, r, p, &elements);
+    if (f == 1)
+        return -EFAULT;
+    if (paramslen > sizeof p)
+        return -EINVAL;
+    if (f == 2)
+        return -EFAULT;
+    if (paramslen < 8 || !p[0])
+        return indirect_plain(r, (uint32_t)p[0]);
+    if (!p[2] || !p[3])     /* frame.ip, frame.sp: checked, never run */
+        return -EINVAL;
+    if (f == 3)
+        return -EFAULT;
+    if (!elements || (elements & (elements - 1)))
+        return -EINVAL;
+    return indirect_syslet(c, r, p[0], p[1], u);
 }
 
 int sl_ring_wait(struct sl_ctx *c, uint64_t ring, uint64_t idx, int64_t timeout_ns, int intr)

@@ -77,6 +77,7 @@ static void advance(struct sl_ctx *c, struct syslet *s)
                 r = run_native(c, &m);
             }
             c->cnt.atoms_inline++;
+            NRC(c, m.nr, SL_NRC_INLINE);
             if (complete_atom(c, s, &m, r))
                 s->cur = 0;
             continue;
@@ -95,6 +96,7 @@ static void advance(struct sl_ctx *c, struct syslet *s)
                 trace_member(c, s, &m, "nowait");
                 c->cnt.atoms_inline++;
                 c->cnt.atoms_nowait++;
+                NRC(c, m.nr, SL_NRC_NOWAIT);
                 if (complete_atom(c, s, &m, r))
                     s->cur = 0;
                 continue;
@@ -103,9 +105,14 @@ static void advance(struct sl_ctx *c, struct syslet *s)
         if (use_uring && has_op) {
             if (io_uring_sq_space_left(&c->ring) == 0) {
                 c->cnt.enters++;
-                io_uring_submit(&c->ring);
+                us_submit(&c->ring);
                 c->sqes_pending = 0;
                 peeked = 0;     /* what ran may have written the successor */
+            }
+            if (ring_broken(c)) {   /* nothing goes into that ring: the syslet ends */
+                complete_atom(c, s, &m, -EIO);
+                s->cur = 0;
+                continue;
             }
             plan_segment(c, s, &m, peeked ? &peekm : NULL);
             return;
@@ -114,6 +121,7 @@ static void advance(struct sl_ctx *c, struct syslet *s)
             /* Pool-only: what io_uring would have completed inline. */
             trace_member(c, s, &m, "inline(cached)");
             c->cnt.atoms_inline++;
+            NRC(c, m.nr, SL_NRC_INLINE);
             if (complete_atom(c, s, &m, r))
                 s->cur = 0;
             continue;
@@ -134,6 +142,7 @@ static void advance(struct sl_ctx *c, struct syslet *s)
             r = run_native(c, &m);
             pthread_mutex_lock(&c->mu);
             c->cnt.atoms_inline++;
+            NRC(c, m.nr, SL_NRC_INLINE);
             if (complete_atom(c, s, &m, r))
                 s->cur = 0;
             continue;
@@ -173,7 +182,7 @@ static void flush(struct sl_ctx *c)
         c->cnt.enters++;
         int r;
         do {
-            r = io_uring_submit(&c->ring);
+            r = us_submit(&c->ring);
         } while (r == -EINTR);
         c->sqes_pending = 0;
     }
@@ -222,6 +231,7 @@ static void on_completion(struct sl_ctx *c, uint64_t ud, int32_t res)
         if (s->state != ST_POOL)
             return;
         c->cnt.atoms_pool++;
+        NRC(c, s->pm.nr, SL_NRC_POOL);
         s->state = ST_READY;
         int64_t r = s->job.result;
         if (s->pm.partial > 0)
@@ -269,6 +279,7 @@ static void on_completion(struct sl_ctx *c, uint64_t ud, int32_t res)
         if (m->direct == FDK_COLD && s->in_caller && r >= 0)
             fdk_set(c, m->args[0], FDK_BUFFERED);   /* it was cached after all */
         c->cnt.atoms_uring++;
+        NRC(c, m->nr, s->nseg > 1 ? SL_NRC_URING_LINKED : SL_NRC_URING);
         int ended = complete_atom(c, s, m, r);
         if (ended) {
             s->cur = 0;
@@ -287,6 +298,8 @@ static unsigned reap_all(struct sl_ctx *c)
 {
     struct us_cqe cq[64];
     unsigned total = 0, n;
+    if (ring_broken(c))
+        return 0;
     do {
         if (c->backend)
             n = us_reap(&c->ring, cq, 64);

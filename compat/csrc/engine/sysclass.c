@@ -26,7 +26,7 @@ static inline int is_umem(uint64_t nr, unsigned abi)
            (abi == SL_ABI_V5 && nr == 282) || (abi == SL_ABI_V6 && nr == 288);
 }
 
-/* Refused with -EINVAL in an atom of personality abi (LATER_ABIS.md 1):
+/* Refused with -EINVAL in an atom of personality abi (docs/spec.md 8):
  * calls that would end or replace the thread or process, the rest of the
  * project's range 1000-1039 (no recursion), and the atom's own kernel's
  * other syslet numbers (v5 280, 281, 283; v6 286, 287, 289).  env_abi is

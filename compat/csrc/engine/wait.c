@@ -63,14 +63,16 @@ static int wcond_check(struct sl_ctx *c, const struct wcond *w)
  * wait (the 2007 -ERESTARTSYS) when the handler was installed with
  * SA_RESTART.  Which signal it was is not known here: the wait restarts
  * when every signal that could have been delivered (not blocked in the
- * caller's mask, a handler installed; the guard's SIGSEGV/SIGBUS and the
- * pool's US_INTR_SIG, sent only to its workers, aside) has SA_RESTART --
- * exact whenever the handlers agree (docs/decisions.md). */
+ * caller's mask, a handler installed; the guard's SIGSEGV/SIGBUS aside)
+ * has SA_RESTART -- exact whenever the handlers agree (docs/decisions.md).
+ * The pool's own interrupt signal is not one of them: it only ever goes to
+ * pool workers. */
 static int wait_restarts(const sigset_t *callermask)
 {
+    int pool_sig = us_pool_intr_signal();  /* sent to pool workers only */
     for (int sig = 1; sig < NSIG; sig++) {
         struct sigaction sa;
-        if (sig == SIGKILL || sig == SIGSTOP || sig == SIGSEGV || sig == SIGBUS || sig == US_INTR_SIG ||
+        if (sig == SIGKILL || sig == SIGSTOP || sig == SIGSEGV || sig == SIGBUS || sig == pool_sig ||
             sigismember(callermask, sig) == 1 || sigaction(sig, NULL, &sa) != 0)
             continue;
         if (!(sa.sa_flags & SA_SIGINFO) &&
@@ -105,6 +107,10 @@ static int wait_ring(struct sl_ctx *c, const struct wcond *w, int64_t timeout_ns
             caller_progress(c);
         else
             try_publish(c);
+        if (ring_broken(c)) {
+            r = -EIO;
+            break;
+        }
         if ((r = wcond_check(c, w)) != 0) {
             r = r > 0 ? 0 : r;
             break;
