@@ -450,6 +450,9 @@ int g_read_indirect(uint64_t regs, uint64_t params, uint64_t plen, uint64_t *r, 
     stage = 1;
     GUARD_BEGIN(stage);
     memcpy(r, (const void *)(uintptr_t)regs, 56);
+    /* (the copy may not move past the stage that names it: a fault in the
+     * registers reported as stage 2 or 3 broke the spec's order) */
+    __asm__ __volatile__("" ::: "memory");
     stage = 2;
     if (plen) {
         if (!g_plausible(params, plen)) {
@@ -457,6 +460,7 @@ int g_read_indirect(uint64_t regs, uint64_t params, uint64_t plen, uint64_t *r, 
             return 2;
         }
         memcpy(p, (const void *)(uintptr_t)params, plen);
+        __asm__ __volatile__("" ::: "memory");
     }
     stage = 3;
     if (plen >= 8 && p[0] && p[2] && p[3]) {
