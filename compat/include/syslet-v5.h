@@ -64,12 +64,7 @@ struct syslet_uatom {
     long __user *ret_ptr;                   /* 16: result (raw: -errno); NULL = drop */
     struct syslet_uatom __user *next;       /* 24: next atom; NULL = end */
     unsigned long __user *arg_ptr[6];       /* 32: argument pointers; the first NULL ends them */
-#ifdef __cplusplus
-    void __user *private_;                  /* 80: the caller's, never read
-                                                   ("private" is a C++ keyword) */
-#else
-    void __user *private;                   /* 80: the caller's, never read */
-#endif
+    void __user *private_;                  /* 80: the caller's, never read */
 };
 
 /* The head: passed to every call, 64 bytes, all native words. */

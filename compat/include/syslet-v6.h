@@ -64,12 +64,7 @@ struct syslet_uatom {
     unsigned long long ret_ptr;             /*  8: -> s64 result; 0 = drop */
     unsigned long long next;                /* 16: next atom; 0 = end */
     unsigned long long arg_ptr[6];          /* 24: -> u64 arguments; the first 0 ends them */
-#ifdef __cplusplus
-    unsigned long long private_;            /* 72: the caller's, never read
-                                                   ("private" is a C++ keyword) */
-#else
-    unsigned long long private;             /* 72: the caller's, never read */
-#endif
+    unsigned long long private_;            /* 72: the caller's, never read */
 };
 
 /* The head: passed to every call, eight u64. */

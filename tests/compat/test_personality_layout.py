@@ -1,7 +1,9 @@
 """Layouts of the later personalities (LATER_ABIS.md sections 2-4 and 6):
 the spec's tables, the ctypes structures of compat.v5 / v6 / v7 and the C
 headers syslet-v5.h / -v6.h / -v7.h (compiled, with the spec's field
-names), and the headers' static assertions in C89 ... C11 and C++."""
+names -- but the atom's cookie, which these headers call ``private_`` in C
+too, docs/migration.md), and the headers' static assertions in C89 ...
+C11 and C++."""
 import ctypes
 import os
 import shutil
@@ -102,8 +104,9 @@ def header(request, tmp_path_factory):
     kind = lambda s: "union" if s in UNIONS else "struct"  # noqa: E731
     lines = []
     for (s, f) in SPEC[p]:
-        size = "0" if (s, f) == ("syslet_ring", "comp") else f"sizeof((({kind(s)} {s} *)0)->{f})"
-        lines.append(f'printf("F {s} {f} %zu %zu\\n", offsetof({kind(s)} {s}, {f}), (size_t){size});')
+        c = "private_" if f == "private" else f       # (docs/migration.md)
+        size = "0" if (s, f) == ("syslet_ring", "comp") else f"sizeof((({kind(s)} {s} *)0)->{c})"
+        lines.append(f'printf("F {s} {f} %zu %zu\\n", offsetof({kind(s)} {s}, {c}), (size_t){size});')
     for s in SIZES[p]:
         lines.append(f'printf("S {s} %zu\\n", sizeof({kind(s)} {s}));')
     consts = list(NUMBERS[p]) + (list(FLAGS) if p != "v7" else [])
