@@ -135,6 +135,8 @@ struct sl_ctx {
     unsigned inflight;          /* async syslets not yet finished */
     struct syslet *ready_head, *ready_tail;
     struct pubent *pubq;        /* finished syslets waiting for a ring slot */
+    uint64_t pub_key0;          /* the ring of the queue's entries ... */
+    int pub_mixed;              /* ... unless entries of several rings were queued since it was empty */
     unsigned pubq_cap, pubq_head, pubq_n;
     unsigned sqes_pending;
     struct us_job **jobs;
