@@ -325,7 +325,7 @@ class Engine:
     def event_clear(self) -> bool:
         """Reads :meth:`fileno`'s eventfd empty; False when there is none
         (never made, or the program closed it)."""
-        r = self._call(lib.sl_event_fd_clear)
+        r = int(self._call(lib.sl_event_fd_clear))
         if r < 0 and r != -errno.EBADF:
             raise self._error(r, "event_clear")
         return r == 0
