@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Context.exec_async against asyncio.to_thread: 10k blocking calls in flight.
 
-  python3 bench/bench_asyncio.py [--chains N] [--pairs N] [--ring-slots N]
+  python3 bench/bench_asyncio.py [--chains N] [--pairs N] [--ring-slots N] [--quick]
                                  [--dir DIR] [--only NAME,...] [--strict] [--json FILE]
 
 Every row runs the same workload twice in one event loop, ours and the
@@ -402,9 +402,13 @@ def main():
                     help="Context ring size (default: --chains, one slot per call in flight)")
     ap.add_argument("--dir", default=os.path.join(HERE, "_build"))
     ap.add_argument("--only", default="", help="comma-separated row names")
+    ap.add_argument("--quick", action="store_true",
+                    help="a short run: 2000 chains, one pair per row")
     ap.add_argument("--strict", action="store_true")
     ap.add_argument("--json", help="write the rows here")
     a = ap.parse_args()
+    if a.quick:
+        a.chains, a.pairs = 2000, 1
     if a.chains < 1 or a.pairs < 1 or a.ring_slots < 0:
         ap.error("--chains and --pairs must be >= 1, --ring-slots >= 0")
     a.ring_slots = a.ring_slots or a.chains
