@@ -69,6 +69,7 @@ static inline uint64_t make_ud(const struct syslet *s, unsigned member)
 /* ---- ring publishing ---------------------------------------------------- */
 
 static void kick_waiters(struct sl_ctx *c);
+static void event_fd_signal(struct sl_ctx *c);
 
 /* The 2007 convention of v7's results: a 32-bit int, sign-extended. */
 static inline int64_t sext32(int64_t r)
@@ -191,6 +192,7 @@ static void try_publish(struct sl_ctx *c)
     if (c->cnt.published != published) {
         pthread_cond_broadcast(&c->cv);
         kick_waiters(c);
+        event_fd_signal(c);     /* event loops watching sl_event_fd */
     }
 }
 
