@@ -64,6 +64,7 @@ bench: deps venv
 	$(VPY) bench/bench_dropin.py
 	$(VPY) bench/bench_blocking.py
 	$(VPY) bench/bench_personalities.py
+	$(VPY) bench/bench_asyncio.py
 
 # Long reliability runs (docs/reliability.md): the bounded versions are in `make test`.
 fuzz-long: deps venv

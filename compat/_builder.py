@@ -1,6 +1,7 @@
 """The builder layer: a context with its own head and ring, atoms and
 variables laid out in an arena of real memory, and a small chain builder."""
 import errno
+import io
 import math
 import numbers
 import operator
@@ -15,6 +16,7 @@ from ._argcheck import SIGNATURES, THREAD_STATE
 from ._syscalls import NAMES, NR
 
 if TYPE_CHECKING:
+    from ._aio import Completions
     from ._reference import Reference
 
 #: (kind, value, size) of one argument (see Context._classify)
@@ -390,7 +392,8 @@ class Context:
     ``ring_slots``: completion ring size (at least 1).  ``max_threads``: the
     head's ``max_nr_threads`` (-1 = implementation default, 0 = always
     synchronous).  Out-of-range values raise ValueError before anything is
-    created.
+    created.  With asyncio, :meth:`exec_async` runs a chain and awaits its
+    final atom; :meth:`fileno` serves other event loops.
     """
 
     def __init__(self, backend: Optional[str] = None, ring_slots: int = 256,
@@ -412,6 +415,10 @@ class Context:
         self._consumer = 0
         self._ring_slots = ring_slots
         self._ring_addr = self.arena.alloc(8 * ring_slots)
+        self._max_threads = max_threads
+        self._efd: Optional[int] = None     # fileno() was asked for: reaps empty the eventfd
+        self._aio: Optional["Completions"] = None   # exec_async's state (compat._aio)
+        self._unclaimed: List[Atom] = []    # entries an event loop reaped for nobody
         self.engine: Union[_core.Engine, "Reference"]
         if backend == "reference":
             from ._reference import Reference
@@ -658,30 +665,92 @@ class Context:
         return Batch(self, chains)
 
     def reap(self) -> List[Atom]:
-        """Takes every published final atom out of the ring (oldest first)
-        and returns them as a list of :class:`Atom`: the one built here at
-        that address, or a plain view (:meth:`atom_or_wrap`) of an atom
-        built elsewhere."""
-        out: List[Atom] = []
+        """Takes every published final atom out of the ring (oldest first,
+        at most :attr:`ring_slots`) and returns them as a list of
+        :class:`Atom`: the one built here at that address, or a plain view
+        (:meth:`atom_or_wrap`) of an atom built elsewhere.  Entries that end
+        an :meth:`exec_async` call resolve it instead; entries an event loop
+        took out of the ring for no call come first."""
+        out, self._unclaimed = self._unclaimed, []
+        self._reap_into(out)
+        return out
+
+    def _reap_raw(self) -> List[int]:
+        """The ring's entries as addresses, taken out of the ring."""
+        out: List[int] = []
         n = self.ring_slots
         while len(out) < n:
-            # The slots from the consumer index to the end of the ring, read
-            # at once; the leading non-NULL ones are taken, then NULLed with
-            # one store (a slot is written by the engine only while NULL).
+            # Up to 512 slots from the consumer index on, read at once; the
+            # leading non-NULL ones are taken, then NULLed with one store (a
+            # slot is written by the engine only while NULL).
             start = self._consumer
-            words = memoryview(_core.peek(self.ring_addr + 8 * start, 8 * (n - start))).cast("Q")
-            k = 0
-            while k < len(words) and words[k]:
-                k += 1
+            want = min(n - start, 512)
+            words = memoryview(_core.peek(self.ring_addr + 8 * start, 8 * want)).cast("Q").tolist()
+            try:
+                k = words.index(0)
+            except ValueError:
+                k = want
             if not k:
                 break
             _core.poke(self.ring_addr + 8 * start, bytes(8 * k))
-            get, wrap = self._atoms.get, self.atom_or_wrap
-            out.extend(get(v) or wrap(v) for v in words[:k])
+            out.extend(words[:k])
             self._consumer = (start + k) % n
-            if self._consumer:
-                break       # stopped at a NULL slot before the end
+            if k < want:
+                break       # stopped at a NULL slot
         return out
+
+    def _reap_into(self, out: Optional[List[Atom]]) -> int:
+        """Empties the eventfd (once :meth:`fileno` made one), then the
+        ring: entries that end an exec_async call resolve it, the others go
+        to ``out`` (None: kept for the next reap()).  Returns the number of
+        entries taken out of the ring."""
+        if self._efd is not None and isinstance(self.engine, _core.Engine):
+            self.engine.event_clear()
+        raw = self._reap_raw()
+        n = len(raw)
+        st = self._aio
+        if st is not None and st.pending:
+            raw = st.dispatch(raw)
+        if raw:
+            get, wrap = self._atoms.get, self.atom_or_wrap
+            (self._unclaimed if out is None else out).extend(get(v) or wrap(v) for v in raw)
+        return n
+
+    def fileno(self) -> int:
+        """A file descriptor (an eventfd) that becomes readable when the
+        engine has published ring entries, for any event loop to watch: when
+        it is readable, call :meth:`reap` (which empties it first, so an
+        entry published during the reap makes it readable again).  It is
+        readable when first made, so entries published before are reaped
+        too.  It belongs to the context: do not close it (the engine would
+        stop using it; the next call makes another).  The ``reference``
+        executor never publishes and has none (``io.UnsupportedOperation``).
+        OSError(EBADF) once closed."""
+        if not isinstance(self.engine, _core.Engine):
+            raise io.UnsupportedOperation("the reference executor publishes nothing")
+        self._efd = self.engine.fileno()
+        return self._efd
+
+    async def exec_async(self, chain: Union[Chain, Atom]) -> Atom:
+        """Runs a chain (or an :class:`Atom`) built by this Context like
+        :meth:`exec` and returns its final :class:`Atom`, whether the syslet
+        completed at once or went async (then the event loop watches
+        :meth:`fileno` and this call resumes when the final atom is reaped
+        from the ring).  The loop never blocks: the calls made in one turn
+        of the loop start together, with one :meth:`Engine.exec_batch`, and
+        chains that make their caller wait (``SYSLET_SYNC`` on any atom,
+        ``max_threads=0``, the ``reference`` executor) run in the loop's
+        default executor.  Cancelling the call before its turn started it
+        means it never runs; after, the syslet runs on, its entry is dropped
+        when reaped, and until then its atoms stay claimed (running one of
+        them again raises RuntimeError).  Raises what :meth:`exec` raises,
+        and ValueError for a chain with ``SYSLET_NO_COMPLETE`` (no entry
+        would end the call).  See :doc:`asyncio`."""
+        st = self._aio
+        if st is None:
+            from ._aio import Completions
+            st = self._aio = Completions(self)
+        return await st.start(chain)
 
     def wait(self, min_events: int = 1, timeout: Optional[float] = None) -> List[Atom]:
         """Waits for ``min_events`` ring entries, then reaps them all.
@@ -701,7 +770,9 @@ class Context:
                 raise ValueError(f"timeout must be None or a number of seconds >= 0, not {timeout}")
             if math.isinf(timeout):
                 timeout = None
-        self.engine.wait(min_events, timeout)
+        # entries an event loop took out of the ring for no call count
+        if min_events > len(self._unclaimed):
+            self.engine.wait(min_events - len(self._unclaimed), timeout)
         return self.reap()
 
     def counters(self) -> Dict[str, int]:
@@ -732,6 +803,16 @@ class Context:
                     if e.errno != errno.ETIME:
                         raise
                     self.reap()
+        st = self._aio
+        if st is not None:      # exec_async calls in flight end now
+            if st.pending and isinstance(self.engine, _core.Engine):
+                try:    # what the drain published resolves them
+                    self._reap_into(None)
+                except OSError:
+                    pass
+            st.abandon()
+            self._aio = None
+        self._efd = None
         self.engine.close()
 
     def __enter__(self) -> "Context":

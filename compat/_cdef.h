@@ -10,6 +10,8 @@ struct sl_ctx;
 struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err);
 int sl_ctx_free(struct sl_ctx *c, int cancel);
 int sl_ctx_backend(struct sl_ctx *c);
+int sl_event_fd(struct sl_ctx *c);
+int sl_event_fd_clear(struct sl_ctx *c);
 int sl_register(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, uint64_t max_threads);
 int sl_unregister(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, int64_t timeout_ns);
 int64_t sl_exec(struct sl_ctx *c, uint64_t atom);

@@ -308,6 +308,28 @@ class Engine:
             raise self._error(r, "async_unregister")
         return 0
 
+    def fileno(self) -> int:
+        """An eventfd (nonblocking, close-on-exec) that the engine adds 1 to
+        whenever it has written ring entries: readable while entries may be
+        waiting, for event loops to watch.  Made on the first call, readable
+        (so that entries published before are not missed); the same fd
+        afterwards, or a new one if the program closed it.  It belongs to
+        the engine (closed with it).  Empty it with :meth:`event_clear`
+        *before* consuming the ring, so that an entry published meanwhile
+        makes it readable again."""
+        r = self._call(lib.sl_event_fd)
+        if r < 0:
+            raise self._error(r, "fileno")
+        return int(r)
+
+    def event_clear(self) -> bool:
+        """Reads :meth:`fileno`'s eventfd empty; False when there is none
+        (never made, or the program closed it)."""
+        r = int(self._call(lib.sl_event_fd_clear))
+        if r < 0 and r != -errno.EBADF:
+            raise self._error(r, "event_clear")
+        return r == 0
+
     # -- observability ---------------------------------------------------
     def counters(self) -> Dict[str, int]:
         """A dict of the counters (see :data:`COUNTERS`)."""

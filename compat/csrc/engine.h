@@ -52,6 +52,18 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err);
  * joins every thread, frees.  Returns the number of syslets abandoned. */
 int sl_ctx_free(struct sl_ctx *c, int cancel);
 int sl_ctx_backend(struct sl_ctx *c);
+/* An eventfd (EFD_NONBLOCK | EFD_CLOEXEC) the engine adds 1 to whenever it
+ * has written ring entries, for event loops to watch.  Made on the first
+ * call with the count 1 (so entries published before are reaped too), the
+ * same fd after -- or a new one if the program closed or replaced it (the
+ * engine never touches a number that is not its eventfd any more).
+ * Closed by sl_ctx_free.  -errno: eventfd() failed, -EBADF (NULL),
+ * -ECHILD (the parent's context after fork). */
+int sl_event_fd(struct sl_ctx *c);
+/* Reads sl_event_fd's eventfd empty, as a consumer does before it reaps the
+ * ring (an entry published after that makes it readable again).  0, or
+ * -EBADF when there is none (not made, or lost), -ECHILD. */
+int sl_event_fd_clear(struct sl_ctx *c);
 
 int sl_register(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, uint64_t max_threads);
 /* Waits until every in-flight syslet completed and was published. */

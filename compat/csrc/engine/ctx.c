@@ -41,6 +41,7 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
         *err = -ENOMEM;
         return NULL;
     }
+    c->efd = -1;
     pthread_mutex_init(&c->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -100,6 +101,92 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
 }
 
 int sl_ctx_backend(struct sl_ctx *c) { return c->backend; }
+
+/* ---- the event loops' eventfd (sl_event_fd) ------------------------------ */
+
+/* Is c->efd still the eventfd sl_event_fd made?  The program may have
+ * closed it (close_range) and reused the number, or dup2'ed a file over
+ * it: then it is forgotten -- never written, read or closed again.  All
+ * eventfds share one inode, so the close-on-exec flag (a dup2 clears it)
+ * is checked too, as uring_shim does for its own. */
+static int efd_ours(struct sl_ctx *c)
+{
+    struct stat st;
+    int fl, saved = errno;
+    if (c->efd < 0)
+        return 0;
+    if (fstat(c->efd, &st) == 0 && st.st_dev == c->efd_dev && st.st_ino == c->efd_ino &&
+        (fl = fcntl(c->efd, F_GETFD)) >= 0 && (fl & FD_CLOEXEC)) {
+        errno = saved;
+        return 1;
+    }
+    c->efd = -1;
+    errno = saved;
+    return 0;
+}
+
+/* try_publish wrote ring entries (mutex held): make the eventfd readable. */
+static void event_fd_signal(struct sl_ctx *c)
+{
+    if (c->efd >= 0 && efd_ours(c)) {
+        int saved = errno;
+        eventfd_write(c->efd, 1);   /* EAGAIN: saturated, readable anyway */
+        errno = saved;
+    }
+}
+
+int sl_event_fd(struct sl_ctx *c)
+{
+    if (!c)
+        return -EBADF;
+    if (FOREIGN(c))
+        return -ECHILD;
+    pthread_mutex_lock(&c->mu);
+    if (!efd_ours(c)) {
+        /* Readable from the start (count 1): entries published before it
+         * existed are found by the first reap.  Above the shim's floor for
+         * its own descriptors, out of reach of dup2s onto small numbers. */
+        int fd = eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (fd >= 0) {
+            int high = fcntl(fd, F_DUPFD_CLOEXEC, 512);
+            if (high >= 0) {
+                close(fd);
+                fd = high;
+            }
+        }
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) < 0) {
+            int e = errno;
+            if (fd >= 0)
+                close(fd);
+            pthread_mutex_unlock(&c->mu);
+            return -e;
+        }
+        c->efd = fd;
+        c->efd_dev = st.st_dev;
+        c->efd_ino = st.st_ino;
+    }
+    int fd = c->efd;
+    pthread_mutex_unlock(&c->mu);
+    return fd;
+}
+
+int sl_event_fd_clear(struct sl_ctx *c)
+{
+    if (!c)
+        return -EBADF;
+    if (FOREIGN(c))
+        return -ECHILD;
+    pthread_mutex_lock(&c->mu);
+    int r = -EBADF;
+    if (efd_ours(c)) {
+        eventfd_t v;
+        eventfd_read(c->efd, &v);   /* EAGAIN: it was empty */
+        r = 0;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return r;
+}
 
 /* Pool workers of the pool-only backend without max_nr_threads: 8 per
  * CPU, 8 to 256 (measured, D25). */
@@ -373,6 +460,8 @@ int sl_ctx_free(struct sl_ctx *c, int cancel)
     free(c->free_ids);
     free(c->pubq);
     free(c->jobs);
+    if (efd_ours(c))
+        close(c->efd);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
     pthread_cond_destroy(&c->dcv);

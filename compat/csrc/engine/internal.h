@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -136,6 +137,8 @@ struct sl_ctx {
     unsigned inflight_v1;       /* of those, the registered head's (what unregister drains) */
     struct syslet *ready_head, *ready_tail;
     struct pubent *pubq;        /* finished syslets waiting for a ring slot */
+    uint64_t pub_key0;          /* the ring of the queue's entries ... */
+    int pub_mixed;              /* ... unless entries of several rings were queued since it was empty */
     unsigned pubq_cap, pubq_head, pubq_n;
     unsigned sqes_pending;
     struct us_job **jobs;
@@ -167,6 +170,9 @@ struct sl_ctx {
     uint8_t fdk[SL_FDK_SLOTS];
     unsigned fdk_direct_uses;   /* FDK_DIRECT lookups (SL_FDK_RECHECK) */
     const char *broken;         /* the ring is unusable (ring_broken): why; every call gives -EIO */
+    int efd;                    /* sl_event_fd's eventfd, added to per publish; -1: none */
+    dev_t efd_dev;              /* ... and its identity (efd_ours) */
+    ino_t efd_ino;
 };
 
 const char *sl_version(void) { return SL_VERSION; }

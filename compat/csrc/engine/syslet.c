@@ -69,6 +69,7 @@ static inline uint64_t make_ud(const struct syslet *s, unsigned member)
 /* ---- ring publishing ---------------------------------------------------- */
 
 static void kick_waiters(struct sl_ctx *c);
+static void event_fd_signal(struct sl_ctx *c);
 
 /* The 2007 convention of v7's results: a 32-bit int, sign-extended. */
 static inline int64_t sext32(int64_t r)
@@ -147,7 +148,9 @@ static int publish_v7(struct sl_ctx *c, const struct pubent *e)
 
 /* Publishes what the queue holds, in order per ring: an entry whose slot is
  * taken keeps its place and holds back the later ones of the same ring
- * only (several v5-v7 heads may be in use at once). */
+ * only (several v5-v7 heads may be in use at once).  While the queue holds
+ * entries of one ring only (the usual case), a full ring ends the pass at
+ * once: a backlog of thousands costs nothing per try. */
 static void try_publish(struct sl_ctx *c)
 {
     uint64_t published = c->cnt.published;
@@ -157,6 +160,13 @@ static void try_publish(struct sl_ctx *c)
     for (unsigned i = 0; i < n; i++) {
         struct pubent *e = &c->pubq[(c->pubq_head + i) % c->pubq_cap];
         uint64_t key = e->abi == SL_ABI_V1 ? 0 : e->head;
+        if (!c->pub_mixed && i > 0 && nb) {
+            /* One ring only, and it is full: the rest waits where it is
+             * (the published ones were the front: no entry moves). */
+            c->pubq_head = (c->pubq_head + (i - kept)) % c->pubq_cap;
+            kept = n - (i - kept);
+            break;
+        }
         int held = all_blocked;
         for (unsigned j = 0; j < nb && !held; j++)
             held = blocked[j] == key;
@@ -182,6 +192,7 @@ static void try_publish(struct sl_ctx *c)
     if (c->cnt.published != published) {
         pthread_cond_broadcast(&c->cv);
         kick_waiters(c);
+        event_fd_signal(c);     /* event loops watching sl_event_fd */
     }
 }
 
@@ -199,6 +210,13 @@ static void enqueue_publish(struct sl_ctx *c, uint8_t abi, uint64_t val, uint64_
         c->pubq = q;
         c->pubq_cap = cap;
         c->pubq_head = 0;
+    }
+    uint64_t key = abi == SL_ABI_V1 ? 0 : head;
+    if (c->pubq_n == 0) {
+        c->pub_key0 = key;
+        c->pub_mixed = 0;
+    } else if (key != c->pub_key0) {
+        c->pub_mixed = 1;
     }
     struct pubent *e = &c->pubq[(c->pubq_head + c->pubq_n) % c->pubq_cap];
     e->val = val;
