@@ -1,8 +1,12 @@
 /* Running one atom natively: umem_add and refused calls, the RWF_NOWAIT
- * try of a read and the per-fd "would it block?" cache (D23).
+ * try of a read, the per-fd kind cache (D23, D26) and where a translated
+ * call must run natively to give the native answer (D26).
  * Part of engine.c (one translation unit: see there). */
 
 /* ---- executing one atom natively -------------------------------------- */
+
+#include <sys/sysmacros.h>
+#include <sys/vfs.h>
 
 static inline void fdk_note(struct sl_ctx *c, const struct member *m, int64_t r);
 
@@ -67,35 +71,157 @@ static inline ssize_t nowait_preadv(int fd, const struct iovec *iov, off_t off)
 #endif
 }
 
-/* Is fd open with O_DIRECT?  Such a read goes to the device whatever
- * RWF_NOWAIT says: ext4, xfs and block devices issue it and wait for the
- * device (~60 us here) instead of failing with EAGAIN (docs/decisions.md
- * D23).  One fcntl(F_GETFL), errno untouched; a bad fd answers no (the read
- * itself then reports it). */
-static __attribute__((noinline)) int fd_direct(int fd)
+/* What the engine knows about a descriptor (fdk[], D23 and D26): where a
+ * lone read goes first, and whether io_uring gives the native answer for
+ * the calls it translates (docs/translation.md, section 9).
+ *
+ * FDK_BUFFERED  a regular file (on a file system io_uring handles like the
+ *               native calls) or a block device, not O_DIRECT: tried with
+ *               RWF_NOWAIT first; every translation is exact.
+ * FDK_DIRECT    the same, O_DIRECT: not tried (it would wait for the
+ *               device); read/write at the file position run natively on
+ *               the pool (io_uring does not advance the position of an
+ *               O_DIRECT file), pread64/pwrite64 go to io_uring.
+ * FDK_COLD      FDK_BUFFERED whose last try missed the page cache.
+ * FDK_STREAM    a pipe, socket, tty, directory, eventfd, timerfd,
+ *               signalfd, inotify, fanotify or memory device (/dev/null,
+ *               /dev/zero, ...): tried first; io_uring is exact only for a
+ *               read (nr 0) of count > 0 on a blocking descriptor.
+ * FDK_NATIVE    anything else (epoll, io_uring, pidfd, userfaultfd, files
+ *               of procfs, sysfs and other pseudo file systems, other
+ *               character devices): tried first; no io_uring for its
+ *               transfers.
+ *
+ * "Not O_DIRECT" is trusted; "O_DIRECT" (FDK_DIRECT) only errs towards
+ * sending a read off the caller's thread, and is asked again every
+ * SL_FDK_RECHECK uses.  An entry is forgotten when an atom closes,
+ * duplicates onto, opens at or changes the flags of that descriptor, and
+ * when a read through it took long (a number reused for an O_DIRECT file
+ * behind the engine's back: that read waited for the device once, the
+ * next is asked again); a try of a FDK_BUFFERED descriptor that does not
+ * settle asks the kind again (a number reused for a pipe or an epoll fd
+ * behind the engine's back). */
+enum { FDK_UNKNOWN = 0, FDK_BUFFERED = 1, FDK_DIRECT = 2, FDK_COLD = 3, FDK_STREAM = 4,
+       FDK_NATIVE = 5 };
+#define SL_FDK_RECHECK 256      /* an O_DIRECT entry is asked again this often */
+
+/* A system call that leaves errno alone: the kernel's result, -errno on
+ * failure (the fast path never saves and restores errno). */
+static inline long sys_quiet(long nr, long a0, long a1, long a2, long a3)
 {
 #if defined(__x86_64__)
-    long fl = sl_sys6(SYS_fcntl, fd, F_GETFL, 0, 0, 0, 0);
+    return sl_sys6(nr, a0, a1, a2, a3, 0, 0);
 #else
     int saved = errno;
-    long fl = fcntl(fd, F_GETFL);
+    long r = syscall(nr, a0, a1, a2, a3);
+    if (r == -1)
+        r = -errno;
     errno = saved;
+    return r;
 #endif
-    return fl >= 0 && (fl & O_DIRECT);
 }
 
-/* The O_DIRECT state of the descriptors the fast path reads, so that a
- * read costs no fcntl (D23).  "Not O_DIRECT" (FDK_BUFFERED) is trusted;
- * "O_DIRECT" (FDK_DIRECT) only errs towards sending a read off the
- * caller's thread, and is asked again every SL_FDK_RECHECK uses (a number
- * reused for a buffered file reads through io_uring or the pool, exactly,
- * until then).  An entry is forgotten when an
- * atom closes, duplicates onto, opens at or changes the flags of that
- * descriptor, and when a read through it took long (a descriptor number
- * reused for an O_DIRECT file behind the engine's back: that read waited
- * for the device once, the next is asked again). */
-enum { FDK_UNKNOWN = 0, FDK_BUFFERED = 1, FDK_DIRECT = 2, FDK_COLD = 3 };
-#define SL_FDK_RECHECK 256      /* an O_DIRECT entry is asked again this often */
+/* File systems whose regular files io_uring reads and writes exactly as
+ * the native calls do (positions, pread/pwrite, short counts): the disk and
+ * memory file systems.  Measured: ext4, tmpfs; the others share the same
+ * generic page-cache paths.  Left out on purpose: procfs, sysfs, cgroupfs,
+ * debugfs and the other pseudo file systems (pwrite64 is -ESPIPE on most of
+ * their files, io_uring writes anyway), nsfs, pidfs, FUSE (a FUSE file may
+ * be a stream), and whatever is not listed. */
+static int plain_fs(long type)
+{
+    switch ((uint32_t)type) {
+    case 0xEF53:        /* ext2/3/4 */
+    case 0x58465342:    /* xfs */
+    case 0x9123683E:    /* btrfs */
+    case 0x01021994:    /* tmpfs (memfd, /dev/shm) */
+    case 0x858458f6:    /* ramfs */
+    case 0x794c7630:    /* overlayfs */
+    case 0xF2F52010:    /* f2fs */
+    case 0xca451a4e:    /* bcachefs */
+    case 0x2fc12fc1:    /* zfs */
+    case 0x6969:        /* nfs */
+    case 0x4d44:        /* vfat, msdos */
+    case 0x2011BAB0:    /* exfat */
+    case 0x7366746e:    /* ntfs3 */
+    case 0x73717368:    /* squashfs */
+    case 0xE0F5E1E2:    /* erofs */
+    case 0x9660:        /* iso9660 */
+    case 0x15013346:    /* udf */
+    case 0xFF534D42: case 0xFE534D42: /* cifs, smb2 */
+    case 0x00c36400:    /* ceph */
+        return 1;
+    }
+    return 0;
+}
+
+/* The kind of an anonymous inode, by its name in /proc/self/fd. */
+static int anon_kind(int fd)
+{
+    static const char *const streams[] = {"anon_inode:[eventfd]", "anon_inode:[timerfd]",
+                                          "anon_inode:[signalfd]", "anon_inode:inotify",
+                                          "anon_inode:[fanotify]"};
+    char path[32] = "/proc/self/fd/", name[64];
+    char digits[12];
+    int n = 0, i = 14;
+    do
+        digits[n++] = (char)('0' + fd % 10);
+    while ((fd /= 10) > 0);
+    while (n)
+        path[i++] = digits[--n];
+    path[i] = 0;
+    long len = sys_quiet(SYS_readlink, (long)path, (long)name, sizeof name - 1, 0);
+    if (len <= 0)
+        return FDK_NATIVE;      /* no /proc: the pool is right for every kind */
+    name[len] = 0;
+    for (unsigned k = 0; k < sizeof streams / sizeof streams[0]; k++)
+        if (!strcmp(name, streams[k]))
+            return FDK_STREAM;
+    return FDK_NATIVE;
+}
+
+/* The kind of fd (FDK_*), asked from the kernel: an fstat, an fstatfs and
+ * an fcntl for a regular file, a readlink for an anonymous inode; errno
+ * untouched.  FDK_UNKNOWN when fd is not open (io_uring and the native
+ * call then agree: EBADF). */
+static __attribute__((noinline)) int fd_classify(int fd)
+{
+    struct stat st;
+    if (sys_quiet(SYS_fstat, fd, (long)&st, 0, 0) != 0)
+        return FDK_UNKNOWN;
+    switch (st.st_mode & S_IFMT) {
+    case S_IFREG: {
+        struct statfs sf;
+        if (sys_quiet(SYS_fstatfs, fd, (long)&sf, 0, 0) != 0 || !plain_fs((long)sf.f_type))
+            return FDK_NATIVE;
+    }
+        /* fall through */
+    case S_IFBLK: {
+        long fl = sys_quiet(SYS_fcntl, fd, F_GETFL, 0, 0);
+        return fl >= 0 && (fl & O_DIRECT) ? FDK_DIRECT : FDK_BUFFERED;
+    }
+    case S_IFIFO: case S_IFSOCK: case S_IFDIR:
+        return FDK_STREAM;
+    case S_IFCHR:
+        switch (major(st.st_rdev)) {
+        case 1:                 /* memory devices: null, zero, full, random, kmsg, ... */
+        case 4: case 5:         /* ttys, the console, /dev/tty, /dev/ptmx */
+        case 136: case 137: case 138: case 139: case 140: case 141: case 142: case 143: /* pts */
+            return FDK_STREAM;
+        }
+        return FDK_NATIVE;
+    case 0:                     /* an anonymous inode */
+        return anon_kind(fd);
+    }
+    return FDK_NATIVE;          /* a symlink (O_PATH | O_NOFOLLOW) */
+}
+
+/* Is fd open with O_DIRECT?  (The kind of a descriptor beyond the cache.) */
+static __attribute__((noinline)) int fd_direct(int fd)
+{
+    long fl = sys_quiet(SYS_fcntl, fd, F_GETFL, 0, 0);
+    return fl >= 0 && (fl & O_DIRECT);
+}
 
 static inline void fdk_set(struct sl_ctx *c, int64_t fd, int k)
 {
@@ -103,36 +229,62 @@ static inline void fdk_set(struct sl_ctx *c, int64_t fd, int k)
         __atomic_store_n(&c->fdk[fd], (uint8_t)k, __ATOMIC_RELAXED);
 }
 
+/* The kind of fd (FDK_*): cached, else asked once (never FDK_UNKNOWN for an
+ * open descriptor below SL_FDK_SLOTS). */
+static inline int fdk_get(struct sl_ctx *c, int64_t fd)
+{
+    if ((uint64_t)fd >= SL_FDK_SLOTS)
+        return (uint64_t)fd > INT32_MAX ? FDK_UNKNOWN : fd_classify((int)fd);
+    int k = __atomic_load_n(&c->fdk[fd], __ATOMIC_RELAXED);
+    if (k == FDK_UNKNOWN && (k = fd_classify((int)fd)) != FDK_UNKNOWN)
+        fdk_set(c, fd, k);
+    return k;
+}
+
 /* Where a lone read of fd goes first: FDK_BUFFERED, an RWF_NOWAIT try in
- * the caller; FDK_DIRECT, off the caller's thread (it would block);
- * FDK_COLD, straight to io_uring (the last try on fd missed the page cache:
- * io_uring's own non-blocking attempt in the submitter starts the same
- * readahead, so the try would be a second system call for nothing; a read
- * that then completes during the submit turns the fd back to BUFFERED).
- * COLD only where the caller submits to io_uring itself. */
+ * the caller (also for FDK_STREAM and FDK_NATIVE: what the try settles is
+ * the native answer); FDK_DIRECT, off the caller's thread (it would
+ * block); FDK_COLD, straight to io_uring (the last try on fd missed the
+ * page cache: io_uring's own non-blocking attempt in the submitter starts
+ * the same readahead, so the try would be a second system call for
+ * nothing; a read that then completes during the submit turns the fd back
+ * to BUFFERED).  COLD only where the caller submits to io_uring itself.
+ * Beyond the cache only O_DIRECT is asked (one fcntl), as the try decides
+ * the rest. */
 static inline int fd_kind(struct sl_ctx *c, int64_t fd)
 {
-    int k = (uint64_t)fd < SL_FDK_SLOTS ? __atomic_load_n(&c->fdk[fd], __ATOMIC_RELAXED)
-                                        : FDK_UNKNOWN;
+    if ((uint64_t)fd >= SL_FDK_SLOTS)
+        return fd_direct((int)fd) ? FDK_DIRECT : FDK_BUFFERED;
+    int k = __atomic_load_n(&c->fdk[fd], __ATOMIC_RELAXED);
     if (k == FDK_BUFFERED)
         return k;
     if (k == FDK_COLD)
         return c->uring_exec && !c->bounded ? k : FDK_BUFFERED;
+    if (k >= FDK_STREAM)
+        return FDK_BUFFERED;
     if (k == FDK_DIRECT &&
         __atomic_add_fetch(&c->fdk_direct_uses, 1, __ATOMIC_RELAXED) % SL_FDK_RECHECK)
         return k;
-    k = fd_direct((int)fd) ? FDK_DIRECT : FDK_BUFFERED;
+    k = fd_classify((int)fd);
+    if (k == FDK_UNKNOWN)
+        return FDK_BUFFERED;    /* not open: the try reports EBADF */
     fdk_set(c, fd, k);
-    return k;
+    return k == FDK_DIRECT ? k : FDK_BUFFERED;
 }
 
-/* The RWF_NOWAIT try of a read of fd answered r: an EAGAIN of a file the
- * engine knows as buffered marks it COLD. */
+/* The RWF_NOWAIT try of a read of fd answered r and did not settle it.
+ * For a file the engine knows as buffered: its kind is asked again (the
+ * number may have been reused behind the engine's back for a pipe, a
+ * socket or an epoll fd, whose reads io_uring cannot all give the native
+ * answer for); still a buffered file, it is marked COLD.  (An O_DIRECT
+ * read, read by the try, waited for the device once: FDK_DIRECT now.) */
 static inline void fdk_tried(struct sl_ctx *c, int64_t fd, int64_t r)
 {
-    if (r == -EAGAIN && (uint64_t)fd < SL_FDK_SLOTS &&
-        __atomic_load_n(&c->fdk[fd], __ATOMIC_RELAXED) == FDK_BUFFERED)
-        fdk_set(c, fd, FDK_COLD);
+    if ((r == -EAGAIN || r == -EOPNOTSUPP || r == -EINVAL) && (uint64_t)fd < SL_FDK_SLOTS &&
+        __atomic_load_n(&c->fdk[fd], __ATOMIC_RELAXED) == FDK_BUFFERED) {
+        int k = fd_classify((int)fd);
+        fdk_set(c, fd, k == FDK_BUFFERED ? FDK_COLD : k);
+    }
 }
 
 static inline void fdk_forget(struct sl_ctx *c, int64_t fd)
@@ -259,11 +411,119 @@ static int try_nowait_read(struct sl_ctx *c, struct member *m, int64_t *res)
     return done;
 }
 
+/* ---- does io_uring give the native answer? (D26) ----------------------- */
+
+/* Would an open of the path (flags fl) behave differently when the open
+ * itself is non-blocking?  io_uring's OPENAT first tries the open in the
+ * submitter with O_NONBLOCK added (and a cached path walk): that returns at
+ * once for a FIFO without a partner (an fd for O_RDONLY, ENXIO for
+ * O_WRONLY) where open(2) waits, and a device may open differently.
+ * 1: the final component is a FIFO, a block device or a character device
+ * other than a memory device, or the cached walk cannot tell (not cached,
+ * no openat2) -- the open must not be tried non-blocking; 0: a file, a
+ * directory, a socket, a memory device, a path that does not resolve, or
+ * flags for which the non-blocking try changes nothing.  Asks the kernel
+ * with an O_PATH open (which opens nothing: no FIFO partner is woken, no
+ * driver's open runs), fstat and close; errno untouched. */
+static int open_waits(int64_t dfd, uint64_t path, uint64_t fl)
+{
+    if (fl & (O_NONBLOCK | O_PATH | O_CREAT | O_TRUNC | __O_TMPFILE))
+        return 0;   /* asked for, changes nothing, or io_uring opens it in a worker */
+    struct {
+        uint64_t flags, mode, resolve;
+    } how = {O_PATH | O_CLOEXEC | (fl & (O_NOFOLLOW | O_DIRECTORY)), 0, 0x20 /* RESOLVE_CACHED */};
+    long fd = sys_quiet(437 /* openat2 */, (long)dfd, (long)path, (long)&how, sizeof how);
+    if (fd == -EAGAIN || fd == -ENOSYS || fd == -E2BIG || fd == -EINVAL)
+        return 1;   /* not cached, or no openat2 here: cannot tell */
+    if (fd < 0)
+        return 0;   /* the open fails the same way (ENOENT, ELOOP, ENOTDIR, ...) */
+    struct stat st;
+    long r = sys_quiet(SYS_fstat, fd, (long)&st, 0, 0);
+    sys_quiet(SYS_close, fd, 0, 0, 0);
+    if (r != 0)
+        return 1;
+    switch (st.st_mode & S_IFMT) {
+    case S_IFIFO: case S_IFBLK:
+        return 1;
+    case S_IFCHR:
+        return major(st.st_rdev) != 1;
+    }
+    return 0;
+}
+
+/* Where a call with an io_uring translation (uring_op) must run for the
+ * native answer: XR_URING, io_uring gives it; XR_INLINE, natively in
+ * place (it cannot block: an O_NONBLOCK descriptor that honours it);
+ * XR_POOL, natively off the caller's thread (it may block).  May set
+ * IOSQE_ASYNC on an open (the worker opens without O_NONBLOCK).  The
+ * table behind it: docs/translation.md, section 9. */
+enum { XR_URING = 0, XR_INLINE, XR_POOL };
+
+static int xlate_route(struct sl_ctx *c, struct member *m)
+{
+    const int64_t *a = m->args;
+    switch (m->op) {
+    case IORING_OP_FSYNC:
+        return XR_URING;
+    case IORING_OP_OPENAT:
+        if (m->nr == 2 ? open_waits(AT_FDCWD, (uint64_t)a[0], (uint64_t)a[1] & 0xffffffffULL)
+                       : open_waits(a[0], (uint64_t)a[1], (uint64_t)a[2] & 0xffffffffULL))
+            m->sqe_flags |= IOSQE_ASYNC;
+        return XR_URING;
+    case IORING_OP_CLOSE: {
+        /* io_uring refuses to close an io_uring fd (EBADF).  Only an
+         * anonymous inode can be one: an fstat for a number not yet known. */
+        if (a[0] < 0 || a[0] > INT32_MAX)
+            return XR_URING;
+        int k = (uint64_t)a[0] < SL_FDK_SLOTS ? __atomic_load_n(&c->fdk[a[0]], __ATOMIC_RELAXED)
+                                               : FDK_UNKNOWN;
+        if (k == FDK_UNKNOWN) {
+            struct stat st;
+            if (sys_quiet(SYS_fstat, a[0], (long)&st, 0, 0) != 0 || (st.st_mode & S_IFMT))
+                return XR_URING;
+            k = anon_kind((int)a[0]);
+        }
+        return k == FDK_NATIVE ? XR_INLINE : XR_URING;
+    }
+    }
+    /* READ / WRITE */
+    if (m->partial >= 0)
+        return XR_URING;        /* the rest of a short try: a regular file */
+    int k = fdk_get(c, a[0]);
+    switch (k) {
+    case FDK_UNKNOWN: case FDK_BUFFERED: case FDK_COLD:
+        return XR_URING;        /* not open (EBADF either way), or a file */
+    case FDK_DIRECT:            /* io_uring leaves an O_DIRECT file's position alone */
+        return m->nr == 0 || m->nr == 1 ? XR_POOL : XR_URING;
+    case FDK_STREAM: {
+        /* io_uring waits for readiness even on an O_NONBLOCK descriptor,
+         * skips the call for a count of 0, ignores a stream's missing
+         * pread/pwrite (native: ESPIPE), and completes a write with what
+         * its non-blocking attempt wrote (native: waits for room for the
+         * rest; a tty write may even fail with EINTR). */
+        long fl = sys_quiet(SYS_fcntl, a[0], F_GETFL, 0, 0);
+        if (fl < 0)
+            return XR_URING;
+        if (fl & O_NONBLOCK)
+            return XR_INLINE;
+        return m->nr == 0 && a[2] != 0 ? XR_URING : XR_POOL;
+    }
+    }
+    return XR_POOL;             /* FDK_NATIVE */
+}
+
+/* uring_op() and io_uring gives the native answer. */
+static inline int uring_exact(struct sl_ctx *c, struct member *m)
+{
+    return uring_op(m) && xlate_route(c, m) == XR_URING;
+}
+
 /* Pool-only backend: run in place what io_uring itself completes inline,
  * without risking a sleep.  close (io_uring runs CLOSE inline too) and an
  * open of an existing file whose path walk is fully cached: openat2 with
- * RESOLVE_CACHED fails with EAGAIN instead of doing I/O.  Returns 1 when it
- * settled the atom (result in *res). */
+ * RESOLVE_CACHED fails with EAGAIN instead of doing I/O -- unless the open
+ * could wait for a FIFO's partner or a device (open_waits).  Returns 1 when
+ * it settled the atom (result in *res). */
 static int try_cached_native(const struct member *m, int64_t *res)
 {
     if (m->nr == 3) {
@@ -286,6 +546,8 @@ static int try_cached_native(const struct member *m, int64_t *res)
     flags &= valid & 0xffffffffULL;
     if (flags & (O_CREAT | O_TRUNC | __O_TMPFILE))
         return 0;
+    if (open_waits(dfd, path, flags))
+        return 0;       /* it may wait (a FIFO, a device): the pool opens it */
     if (!(flags & O_PATH))
         flags |= O_LARGEFILE;   /* as openat does on 64-bit */
     struct {

@@ -228,8 +228,9 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
         if (outs_hit(&outs, nx, ATOM_SIZE))
             break;
         struct member *mp = &seg[n];   /* read in place: no copy */
-        if (n == 1 && second && second->atom == nx)
-            *mp = *second;
+        int peeked = n == 1 && second && second->atom == nx;
+        if (peeked)
+            *mp = *second;  /* (uring_exact() already said yes) */
         else if (read_atom(nx, mp) != 0)
             break;          /* unreadable: the driver ends it exactly */
         int conflict = 0;
@@ -241,8 +242,9 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
             break;
         if (c->budget && s->natoms + n >= c->budget)
             break;
-        if (is_refused(mp->nr) || mp->nr == NR_UMEM_ADD || !uring_op(mp))
-            break;
+        if (is_refused(mp->nr) || mp->nr == NR_UMEM_ADD || !uring_op(mp) ||
+            (!peeked && xlate_route(c, mp) != XR_URING))
+            break;          /* (D26: io_uring would not give the native answer) */
         /* Results are stored only when the whole segment is back: a data
          * buffer covering an earlier member's ret cell would be written
          * from (write) or overwritten (read) in the wrong order. */

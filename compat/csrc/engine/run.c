@@ -65,7 +65,14 @@ static void advance(struct sl_ctx *c, struct syslet *s)
                         (s->in_caller && ((m.flags & F_SYNC) || (c->bounded && s->sync_all)));
         int special = is_refused(m.nr) || out_of_range(m.nr) || m.nr == NR_UMEM_ADD;
         int has_op = !special && uring_op(&m);
-        if (special || never_blocks(m.nr, m.args) || c->sync_only || (must_sync && !(use_uring && has_op))) {
+        /* Where io_uring cannot give the native answer (D26): natively, in
+         * place when it cannot block, else as a call without translation. */
+        int xr = has_op && use_uring ? xlate_route(c, &m) : XR_URING;
+        int try_read = has_op && m.op == IORING_OP_READ && xr != XR_INLINE;
+        if (xr != XR_URING)
+            has_op = 0;
+        if (special || never_blocks(m.nr, m.args) || xr == XR_INLINE || c->sync_only ||
+            (must_sync && !(use_uring && has_op))) {
             trace_member(c, s, &m, "inline");
             if (s->in_caller && !special && !never_blocks(m.nr, m.args)) {
                 /* A call that may sleep, in the caller: not under the lock. */
@@ -82,13 +89,13 @@ static void advance(struct sl_ctx *c, struct syslet *s)
         }
         struct member peekm;    /* m's successor, when read to decide */
         int peeked = 0;
-        if (has_op && m.op == IORING_OP_READ && !s->force_async && m.partial < 0) {
+        if (try_read && !s->force_async && m.partial < 0) {
             /* The 2007 kernel ran the call in the caller until it would
              * block; RWF_NOWAIT says exactly that.  With io_uring, only for
              * a read that would be alone in its segment: a chain of reads
              * is cheaper as one submission. */
-            int alone = !use_uring || !m.next || (m.flags & F_STOP_MASK) ||
-                        read_atom(m.next, &peekm) != 0 || !uring_op(&peekm);
+            int alone = !use_uring || !has_op || !m.next || (m.flags & F_STOP_MASK) ||
+                        read_atom(m.next, &peekm) != 0 || !uring_exact(c, &peekm);
             peeked = !alone;
             if (alone && try_nowait_read(c, &m, &r)) {
                 trace_member(c, s, &m, "nowait");
