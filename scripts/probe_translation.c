@@ -8,8 +8,9 @@
  * Each cell runs in two fresh child processes (one native, one io_uring),
  * each building the descriptor from scratch, so that one cell cannot
  * disturb another.  A native call still waiting after TIMEOUT_MS is
- * "blocks" (interrupted by SIGALRM); an io_uring request without a CQE after
- * TIMEOUT_MS is "parks".  A cell compares the result, the bytes a read put
+ * "wait" (interrupted by SIGALRM, whatever it then returns); an io_uring
+ * request without a CQE after TIMEOUT_MS is "parks" ("wait" when both
+ * wait).  A cell compares the result, the bytes a read put
  * into the buffer and the file position afterwards (when there is one).
  * Needs root for fanotify (else that row says n/a).  Writes only to files
  * it creates under $TMPDIR, to /proc/self/comm and to /dev/null, /dev/full. */
@@ -90,7 +91,7 @@ static int mkpipe(int which, int nb, int data, int close_other)
     return p[which];
 }
 
-static int fullpipe(int nb)
+static int fullpipe(int nb, int room)
 {
     int p[2];
     if (pipe2(p, O_NONBLOCK))
@@ -100,6 +101,8 @@ static int fullpipe(int nb)
         ;
     while (write(p[1], b, 1) > 0)
         ;
+    if (room && read(p[0], b, room) != room)    /* room for part of a write */
+        return -1;
     if (!nb)
         fcntl(p[1], F_SETFL, 0);
     keep[0] = p[0];
@@ -282,7 +285,8 @@ static int badfd(void)
 struct kind {
     const char *name;
     int (*make)(int);
-    int arg;
+    int arg;            /* 1: the data read differs by chance */
+    size_t wlen;        /* a write's count (0: N) */
 };
 
 #define K(n, expr) static int mk_##n(int a) { (void)a; return expr; }
@@ -298,8 +302,9 @@ K(pipe_r_empty_nb, mkpipe(0, 1, 0, 0))
 K(pipe_r_data, mkpipe(0, 0, 1, 0))
 K(pipe_r_eof, mkpipe(0, 0, 0, 1))
 K(pipe_w, mkpipe(1, 0, 0, 0))
-K(pipe_w_full, fullpipe(0))
-K(pipe_w_full_nb, fullpipe(1))
+K(pipe_w_full, fullpipe(0, 0))
+K(pipe_w_full_nb, fullpipe(1, 0))
+K(pipe_w_room_4k, fullpipe(0, 4096))
 K(pipe_w_noreader, mkpipe(1, 0, 0, 1))
 K(stream_empty, mksock(SOCK_STREAM, 0, 0, 0))
 K(stream_empty_nb, mksock(SOCK_STREAM, 1, 0, 0))
@@ -351,11 +356,12 @@ K(fanotify_nb, mkfanotify())
 K(bad_fd, badfd())
 
 static const struct kind kinds[] = {
-#define E(n) {#n, mk_##n, 0}
-#define NOISY(n) {#n, mk_##n, 1}    /* the data differs by pid or by chance */
+#define E(n) {#n, mk_##n, 0, 0}
+#define NOISY(n) {#n, mk_##n, 1, 0}    /* the data differs by pid or by chance */
     E(reg), E(reg_uncached), E(reg_append), E(reg_direct), E(reg_nb), E(memfd), E(dirfd), E(opath),
     E(pipe_r_empty), E(pipe_r_empty_nb), E(pipe_r_data), E(pipe_r_eof),
-    E(pipe_w), E(pipe_w_full), E(pipe_w_full_nb), E(pipe_w_noreader),
+    E(pipe_w), E(pipe_w_full), E(pipe_w_full_nb), {"pipe_w_room_4k", mk_pipe_w_room_4k, 0, 2 * N},
+    E(pipe_w_noreader),
     E(stream_empty), E(stream_empty_nb), E(stream_data), E(stream_peer_closed),
     E(dgram_empty), E(dgram_empty_nb), E(dgram_data),
     E(tcp_unconnected), E(tcp_listening), E(udp_unconnected),
@@ -387,9 +393,12 @@ struct outcome {
     int setup;          /* 0: the kind could not be made here */
 };
 
+static volatile sig_atomic_t alarmed;
+
 static void on_alarm(int s)
 {
     (void)s;
+    alarmed = 1;    /* the call was still waiting (it may return a partial count) */
 }
 
 static uint64_t fnv(const unsigned char *p, size_t n)
@@ -404,7 +413,7 @@ static void run_cell(const struct kind *k, int op, int uring, int outfd)
 {
     struct outcome o = {LONG_MIN, 0, 0, 1};
     static unsigned char buf[N] __attribute__((aligned(4096)));
-    static unsigned char wbuf[N] __attribute__((aligned(4096)));
+    static unsigned char wbuf[2 * N] __attribute__((aligned(4096)));
     memset(buf, 0xaa, sizeof buf);
     memset(wbuf, 0, sizeof wbuf);
     memcpy(wbuf, "probe\n", 6);
@@ -417,6 +426,8 @@ static void run_cell(const struct kind *k, int op, int uring, int outfd)
         _exit(0);
     }
     size_t len = op == OP_READ0 || op == OP_WRITE0 ? 0 : N;
+    if ((op == OP_WRITE || op == OP_PWRITE) && k->wlen)
+        len = k->wlen;      /* longer than PIPE_BUF: not atomic */
     if (!uring) {
         struct sigaction sa = {.sa_handler = on_alarm};
         sigaction(SIGALRM, &sa, NULL);      /* no SA_RESTART: EINTR */
@@ -435,7 +446,7 @@ static void run_cell(const struct kind *k, int op, int uring, int outfd)
         int e = errno;
         struct itimerval z = {{0, 0}, {0, 0}};
         setitimer(ITIMER_REAL, &z, NULL);
-        o.res = r < 0 ? (e == EINTR ? LONG_MIN : -e) : r;
+        o.res = alarmed ? LONG_MIN : r < 0 ? -e : r;
     } else {
         struct io_uring ring;
         if (io_uring_queue_init(8, &ring, 0))
@@ -526,12 +537,12 @@ struct ocase {
 
 static const struct ocase ocases[] = {
     {"regular, O_RDONLY", 0, "@reg", O_RDONLY, 0},
-    {"regular, O_RDWR\|O_APPEND\|O_CLOEXEC", 0, "@reg", O_RDWR | O_APPEND | O_CLOEXEC, 0},
+    {"regular, O_RDWR+O_APPEND+O_CLOEXEC", 0, "@reg", O_RDWR | O_APPEND | O_CLOEXEC, 0},
     {"regular, O_DIRECT", 0, "@reg", O_RDONLY | O_DIRECT, 0},
     {"regular, O_TRUNC", 0, "@reg", O_RDWR | O_TRUNC, 0},
     {"new file, O_CREAT 0640", 0, "@new", O_RDWR | O_CREAT, 0640},
     {"new file, O_CREAT, mode with junk bits", 0, "@new", O_RDWR | O_CREAT, 0xfffff1ff},
-    {"existing, O_CREAT\|O_EXCL", 0, "@reg", O_RDWR | O_CREAT | O_EXCL, 0600},
+    {"existing, O_CREAT+O_EXCL", 0, "@reg", O_RDWR | O_CREAT | O_EXCL, 0600},
     {"O_TMPFILE in the directory", 0, "@", O_RDWR | O_TMPFILE, 0600},
     {"regular, O_PATH", 0, "@reg", O_PATH, 0},
     {"regular, O_DIRECTORY", 0, "@reg", O_RDONLY | O_DIRECTORY, 0},
@@ -542,12 +553,12 @@ static const struct ocase ocases[] = {
     {"missing component", 0, "@missing/x", O_RDONLY, 0},
     {"component of 300 bytes", 0, "@xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", O_RDONLY, 0},
     {"flags with unknown bits", 0, "@reg", O_RDONLY | 0x40000000L, 0},
-    {"FIFO, O_RDONLY\|O_NONBLOCK", 0, "@fifo", O_RDONLY | O_NONBLOCK, 0},
-    {"FIFO, O_WRONLY\|O_NONBLOCK, no reader", 0, "@fifo", O_WRONLY | O_NONBLOCK, 0},
+    {"FIFO, O_RDONLY+O_NONBLOCK", 0, "@fifo", O_RDONLY | O_NONBLOCK, 0},
+    {"FIFO, O_WRONLY+O_NONBLOCK, no reader", 0, "@fifo", O_WRONLY | O_NONBLOCK, 0},
     {"FIFO, O_RDONLY (no writer)", 0, "@fifo", O_RDONLY, 0},
     {"FIFO, O_WRONLY (no reader)", 0, "@fifo", O_WRONLY, 0},
     {"FIFO, O_RDWR", 0, "@fifo", O_RDWR, 0},
-    {"FIFO, O_RDONLY\\|O_CREAT (no writer)", 0, "@fifo", O_RDONLY | O_CREAT, 0600},
+    {"FIFO, O_RDONLY|O_CREAT (no writer)", 0, "@fifo", O_RDONLY | O_CREAT, 0600},
     {"unix socket path", 0, "@sock", O_RDWR, 0},
     {"/dev/null", 0, "/dev/null", O_RDWR, 0},
     {"/dev/ptmx", 0, "/dev/ptmx", O_RDWR | O_NOCTTY, 0},
@@ -577,6 +588,9 @@ static void norm_link(char *l, size_t n, int tid_ok)
 {
     char b[PATH_MAX];
     size_t dl = strlen(dir);
+    char *ino = strstr(l, "/#");     /* an O_TMPFILE's inode number */
+    if (ino)
+        strcpy(ino + 1, "#ino (deleted)");
     if (!strncmp(l, dir, dl)) {
         snprintf(b, sizeof b, "$D%s", l + dl);
         snprintf(l, n, "%s", b);
@@ -642,7 +656,7 @@ static void run_open(const struct ocase *oc, int uring, int outfd)
         int e = errno;
         struct itimerval z = {{0, 0}, {0, 0}};
         setitimer(ITIMER_REAL, &z, NULL);
-        o.res = r < 0 ? (e == EINTR ? LONG_MIN : -e) : r;
+        o.res = alarmed ? LONG_MIN : r < 0 ? -e : r;
     } else {
         struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
         io_uring_prep_openat(sqe, dfd, p, (int)flags, (mode_t)oc->mode);

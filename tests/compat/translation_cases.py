@@ -396,7 +396,7 @@ KINDS = {
     "pipe_w": pipe_kind("w"),
     "pipe_w_full": pipe_kind("w", full=True),
     "pipe_w_full_nb": pipe_kind("w", nonblock=True, full=True),
-    "pipe_w_room_2k": pipe_kind("w", full=True, room=2048),
+    "pipe_w_room_4k": pipe_kind("w", full=True, room=N),
     "pipe_w_noreader": pipe_kind("w", close_other=True),
     "stream_empty": sock_kind(socket.SOCK_STREAM),
     "stream_empty_nb": sock_kind(socket.SOCK_STREAM, nonblock=True),

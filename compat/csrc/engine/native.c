@@ -223,21 +223,24 @@ static __attribute__((noinline)) int fd_direct(int fd)
     return fl >= 0 && (fl & O_DIRECT);
 }
 
+/* Entries are indexed by the descriptor the kernel sees: the low 32 bits
+ * of the argument (an unsigned int in the system calls, a __s32 in an SQE). */
 static inline void fdk_set(struct sl_ctx *c, int64_t fd, int k)
 {
-    if ((uint64_t)fd < SL_FDK_SLOTS)
-        __atomic_store_n(&c->fdk[fd], (uint8_t)k, __ATOMIC_RELAXED);
+    if ((uint32_t)fd < SL_FDK_SLOTS)
+        __atomic_store_n(&c->fdk[(uint32_t)fd], (uint8_t)k, __ATOMIC_RELAXED);
 }
 
 /* The kind of fd (FDK_*): cached, else asked once (never FDK_UNKNOWN for an
  * open descriptor below SL_FDK_SLOTS). */
 static inline int fdk_get(struct sl_ctx *c, int64_t fd)
 {
-    if ((uint64_t)fd >= SL_FDK_SLOTS)
-        return (uint64_t)fd > INT32_MAX ? FDK_UNKNOWN : fd_classify((int)fd);
-    int k = __atomic_load_n(&c->fdk[fd], __ATOMIC_RELAXED);
-    if (k == FDK_UNKNOWN && (k = fd_classify((int)fd)) != FDK_UNKNOWN)
-        fdk_set(c, fd, k);
+    uint32_t f = (uint32_t)fd;
+    if (f >= SL_FDK_SLOTS)
+        return f > INT32_MAX ? FDK_UNKNOWN : fd_classify((int)f);
+    int k = __atomic_load_n(&c->fdk[f], __ATOMIC_RELAXED);
+    if (k == FDK_UNKNOWN && (k = fd_classify((int)f)) != FDK_UNKNOWN)
+        fdk_set(c, f, k);
     return k;
 }
 
@@ -253,9 +256,10 @@ static inline int fdk_get(struct sl_ctx *c, int64_t fd)
  * the rest. */
 static inline int fd_kind(struct sl_ctx *c, int64_t fd)
 {
-    if ((uint64_t)fd >= SL_FDK_SLOTS)
-        return fd_direct((int)fd) ? FDK_DIRECT : FDK_BUFFERED;
-    int k = __atomic_load_n(&c->fdk[fd], __ATOMIC_RELAXED);
+    uint32_t f = (uint32_t)fd;
+    if (f >= SL_FDK_SLOTS)
+        return fd_direct((int)f) ? FDK_DIRECT : FDK_BUFFERED;
+    int k = __atomic_load_n(&c->fdk[f], __ATOMIC_RELAXED);
     if (k == FDK_BUFFERED)
         return k;
     if (k == FDK_COLD)
@@ -265,26 +269,32 @@ static inline int fd_kind(struct sl_ctx *c, int64_t fd)
     if (k == FDK_DIRECT &&
         __atomic_add_fetch(&c->fdk_direct_uses, 1, __ATOMIC_RELAXED) % SL_FDK_RECHECK)
         return k;
-    k = fd_classify((int)fd);
+    k = fd_classify((int)f);
     if (k == FDK_UNKNOWN)
         return FDK_BUFFERED;    /* not open: the try reports EBADF */
-    fdk_set(c, fd, k);
+    fdk_set(c, f, k);
     return k == FDK_DIRECT ? k : FDK_BUFFERED;
 }
 
-/* The RWF_NOWAIT try of a read of fd answered r and did not settle it.
- * For a file the engine knows as buffered: its kind is asked again (the
- * number may have been reused behind the engine's back for a pipe, a
- * socket or an epoll fd, whose reads io_uring cannot all give the native
- * answer for); still a buffered file, it is marked COLD.  (An O_DIRECT
- * read, read by the try, waited for the device once: FDK_DIRECT now.) */
+/* The RWF_NOWAIT try of a read of fd answered r and did not settle it,
+ * for a descriptor the engine knows as a buffered file.  EAGAIN: the page
+ * was not cached, it is COLD now -- unless fd is O_NONBLOCK (one fcntl):
+ * then, as after EOPNOTSUPP or EINVAL, which a buffered file does not
+ * answer, the number may have been reused behind the engine's back (a
+ * non-blocking pipe or socket, an epoll or inotify fd, ...), and its kind
+ * is asked again.  (A blocking pipe or socket answers EAGAIN too; taken
+ * for a cold file, its reads go to io_uring, which is exact for them.) */
 static inline void fdk_tried(struct sl_ctx *c, int64_t fd, int64_t r)
 {
-    if ((r == -EAGAIN || r == -EOPNOTSUPP || r == -EINVAL) && (uint64_t)fd < SL_FDK_SLOTS &&
-        __atomic_load_n(&c->fdk[fd], __ATOMIC_RELAXED) == FDK_BUFFERED) {
-        int k = fd_classify((int)fd);
-        fdk_set(c, fd, k == FDK_BUFFERED ? FDK_COLD : k);
-    }
+    uint32_t f = (uint32_t)fd;
+    if ((r != -EAGAIN && r != -EOPNOTSUPP && r != -EINVAL) || f >= SL_FDK_SLOTS ||
+        __atomic_load_n(&c->fdk[f], __ATOMIC_RELAXED) != FDK_BUFFERED)
+        return;
+    int k = FDK_BUFFERED;
+    long fl = r == -EAGAIN ? sys_quiet(SYS_fcntl, f, F_GETFL, 0, 0) : 0;
+    if (r != -EAGAIN || fl < 0 || (fl & O_NONBLOCK))
+        k = fd_classify((int)f);
+    fdk_set(c, f, k == FDK_BUFFERED ? FDK_COLD : k);
 }
 
 static inline void fdk_forget(struct sl_ctx *c, int64_t fd)
@@ -332,7 +342,7 @@ static inline void fdk_note(struct sl_ctx *c, const struct member *m, int64_t r)
             fdk_forget(c, r);
         break;
     case 436:                           /* close_range */
-        for (uint64_t fd = (uint64_t)m->args[0]; fd < SL_FDK_SLOTS && fd <= (uint64_t)m->args[1]; fd++)
+        for (uint32_t fd = (uint32_t)m->args[0]; fd < SL_FDK_SLOTS && fd <= (uint32_t)m->args[1]; fd++)
             fdk_forget(c, (int64_t)fd);
         break;
     }
@@ -473,22 +483,20 @@ static int xlate_route(struct sl_ctx *c, struct member *m)
     case IORING_OP_CLOSE: {
         /* io_uring refuses to close an io_uring fd (EBADF).  Only an
          * anonymous inode can be one: an fstat for a number not yet known. */
-        if (a[0] < 0 || a[0] > INT32_MAX)
-            return XR_URING;
-        int k = (uint64_t)a[0] < SL_FDK_SLOTS ? __atomic_load_n(&c->fdk[a[0]], __ATOMIC_RELAXED)
-                                               : FDK_UNKNOWN;
+        uint32_t f = (uint32_t)a[0];
+        if (f > INT32_MAX)
+            return XR_URING;    /* EBADF either way */
+        int k = f < SL_FDK_SLOTS ? __atomic_load_n(&c->fdk[f], __ATOMIC_RELAXED) : FDK_UNKNOWN;
         if (k == FDK_UNKNOWN) {
             struct stat st;
-            if (sys_quiet(SYS_fstat, a[0], (long)&st, 0, 0) != 0 || (st.st_mode & S_IFMT))
+            if (sys_quiet(SYS_fstat, f, (long)&st, 0, 0) != 0 || (st.st_mode & S_IFMT))
                 return XR_URING;
-            k = anon_kind((int)a[0]);
+            k = anon_kind((int)f);
         }
-        return k == FDK_NATIVE ? XR_INLINE : XR_URING;
+        return k == FDK_NATIVE ? XR_POOL : XR_URING;
     }
     }
-    /* READ / WRITE */
-    if (m->partial >= 0)
-        return XR_URING;        /* the rest of a short try: a regular file */
+    /* READ / WRITE (also the rest of a short try: a regular file) */
     int k = fdk_get(c, a[0]);
     switch (k) {
     case FDK_UNKNOWN: case FDK_BUFFERED: case FDK_COLD:
@@ -501,7 +509,7 @@ static int xlate_route(struct sl_ctx *c, struct member *m)
          * pread/pwrite (native: ESPIPE), and completes a write with what
          * its non-blocking attempt wrote (native: waits for room for the
          * rest; a tty write may even fail with EINTR). */
-        long fl = sys_quiet(SYS_fcntl, a[0], F_GETFL, 0, 0);
+        long fl = sys_quiet(SYS_fcntl, (uint32_t)a[0], F_GETFL, 0, 0);
         if (fl < 0)
             return XR_URING;
         if (fl & O_NONBLOCK)
