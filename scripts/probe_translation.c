@@ -558,7 +558,7 @@ static const struct ocase ocases[] = {
     {"FIFO, O_RDONLY (no writer)", 0, "@fifo", O_RDONLY, 0},
     {"FIFO, O_WRONLY (no reader)", 0, "@fifo", O_WRONLY, 0},
     {"FIFO, O_RDWR", 0, "@fifo", O_RDWR, 0},
-    {"FIFO, O_RDONLY|O_CREAT (no writer)", 0, "@fifo", O_RDONLY | O_CREAT, 0600},
+    {"FIFO, O_RDONLY+O_CREAT (no writer)", 0, "@fifo", O_RDONLY | O_CREAT, 0600},
     {"unix socket path", 0, "@sock", O_RDWR, 0},
     {"/dev/null", 0, "/dev/null", O_RDWR, 0},
     {"/dev/ptmx", 0, "/dev/ptmx", O_RDWR | O_NOCTTY, 0},
