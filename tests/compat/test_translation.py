@@ -90,6 +90,14 @@ def run_child(what, name, executor, dirs):
     return cells, hung, unavailable, err
 
 
+#: Rows where the engine keeps io_uring's answer, documented in
+#: docs/translation.md section 9.2: a FIFO opened O_RDONLY without a writer
+#: opens at once (io_uring's non-blocking first try; the pool-only backend
+#: tries the same way so that its caller never waits in open(2)); open(2)
+#: would wait for the writer.  The descriptor is the same.
+EARLY_OPENS = {"fifo_rdonly_no_writer", "fifo_through_symlink"}
+
+
 def check_row(what, name, executor, dirs):
     if executor != uring_shim.backend():
         pytest.skip(f"the rows run on the suite's backend ({uring_shim.backend()})")
@@ -102,7 +110,9 @@ def check_row(what, name, executor, dirs):
         went_async = eng.pop("async")
         if c["native"] != eng:
             bad.append(f"{c['cell']}: native {c['native']} != engine {eng}")
-        elif c["blocks"] and not went_async:
+        elif name in EARLY_OPENS and went_async:
+            bad.append(f"{c['cell']}: the open was to return at once (section 9.2)")
+        elif c["blocks"] and not went_async and name not in EARLY_OPENS:
             bad.append(f"{c['cell']}: the native call blocks, the syslet did not go async")
     if hung:
         bad.append(f"{hung}: never returned ({WATCHDOG:.0f} s without progress)")
@@ -151,7 +161,7 @@ def test_every_translated_call_gives_the_native_answer(kind, engine_executor, di
 @pytest.mark.parametrize("case", list(tc.OPEN_CASES))
 def test_every_open_gives_the_native_answer(case, engine_executor, dirs):
     cells = check_row("opens", case, engine_executor, dirs)
-    if case.startswith("fifo_") and "nonblock" not in case and case != "fifo_rdwr":
+    if case in EARLY_OPENS or case == "fifo_wronly_no_reader":
         assert cells[("open", "open")]["blocks"]
 
 
@@ -231,9 +241,11 @@ def test_closing_an_io_uring_fd(ectx):
     assert tc.sysc(72, fd, 1) == -errno.EBADF
 
 
-def test_a_fifo_open_waits_for_its_writer(ectx, tmp_path):
-    """open(fifo, O_RDONLY) waits for a writer; a read linked after it then
-    gets the writer's data, not an end of file."""
+def test_a_read_after_a_fifo_open_gets_the_writers_data(ectx, tmp_path):
+    """open(fifo, O_RDONLY) then read, no writer yet: the syslet waits off
+    the caller's thread (the open itself returns at once, section 9.2), and
+    the read gets the writer's data, not an end of file.  (The pool-only
+    backend used to open the FIFO in the caller: blocked until a writer.)"""
     fifo = str(tmp_path / "fifo")
     os.mkfifo(fifo)
     fdv, buf = ectx.var(), ectx.buffer(64)

@@ -91,6 +91,10 @@ static inline ssize_t nowait_preadv(int fd, const struct iovec *iov, off_t off)
  *               of procfs, sysfs and other pseudo file systems, other
  *               character devices): tried first; no io_uring for its
  *               transfers.
+ * FDK_TRIED     not O_DIRECT, kind not asked yet: what a lone read needs
+ *               (one fcntl, D23).  The full kind (fd_classify) is asked
+ *               only when a call on it would go to io_uring: a read whose
+ *               try settled never pays for it.
  *
  * "Not O_DIRECT" is trusted; "O_DIRECT" (FDK_DIRECT) only errs towards
  * sending a read off the caller's thread, and is asked again every
@@ -102,7 +106,7 @@ static inline ssize_t nowait_preadv(int fd, const struct iovec *iov, off_t off)
  * settle asks the kind again (a number reused for a pipe or an epoll fd
  * behind the engine's back). */
 enum { FDK_UNKNOWN = 0, FDK_BUFFERED = 1, FDK_DIRECT = 2, FDK_COLD = 3, FDK_STREAM = 4,
-       FDK_NATIVE = 5 };
+       FDK_NATIVE = 5, FDK_TRIED = 6 };
 #define SL_FDK_RECHECK 256      /* an O_DIRECT entry is asked again this often */
 
 /* A system call that leaves errno alone: the kernel's result, -errno on
@@ -231,15 +235,15 @@ static inline void fdk_set(struct sl_ctx *c, int64_t fd, int k)
         __atomic_store_n(&c->fdk[(uint32_t)fd], (uint8_t)k, __ATOMIC_RELAXED);
 }
 
-/* The kind of fd (FDK_*): cached, else asked once (never FDK_UNKNOWN for an
- * open descriptor below SL_FDK_SLOTS). */
+/* The kind of fd (FDK_*, never FDK_TRIED): cached, else asked once
+ * (FDK_UNKNOWN only for a descriptor that is not open). */
 static inline int fdk_get(struct sl_ctx *c, int64_t fd)
 {
     uint32_t f = (uint32_t)fd;
     if (f >= SL_FDK_SLOTS)
         return f > INT32_MAX ? FDK_UNKNOWN : fd_classify((int)f);
     int k = __atomic_load_n(&c->fdk[f], __ATOMIC_RELAXED);
-    if (k == FDK_UNKNOWN && (k = fd_classify((int)f)) != FDK_UNKNOWN)
+    if ((k == FDK_UNKNOWN || k == FDK_TRIED) && (k = fd_classify((int)f)) != FDK_UNKNOWN)
         fdk_set(c, f, k);
     return k;
 }
@@ -264,14 +268,19 @@ static inline int fd_kind(struct sl_ctx *c, int64_t fd)
         return k;
     if (k == FDK_COLD)
         return c->uring_exec && !c->bounded ? k : FDK_BUFFERED;
-    if (k >= FDK_STREAM)
+    if (k >= FDK_STREAM)        /* STREAM, NATIVE, TRIED */
         return FDK_BUFFERED;
     if (k == FDK_DIRECT &&
         __atomic_add_fetch(&c->fdk_direct_uses, 1, __ATOMIC_RELAXED) % SL_FDK_RECHECK)
         return k;
+    /* Unknown (or an O_DIRECT entry due for a recheck): one fcntl, as
+     * before D26; only an O_DIRECT descriptor is classified right away
+     * (a pipe in packet mode is O_DIRECT too). */
+    if (!fd_direct((int)f)) {
+        fdk_set(c, f, FDK_TRIED);
+        return FDK_BUFFERED;    /* (not open: the try reports EBADF) */
+    }
     k = fd_classify((int)f);
-    if (k == FDK_UNKNOWN)
-        return FDK_BUFFERED;    /* not open: the try reports EBADF */
     fdk_set(c, f, k);
     return k == FDK_DIRECT ? k : FDK_BUFFERED;
 }
@@ -287,13 +296,18 @@ static inline int fd_kind(struct sl_ctx *c, int64_t fd)
 static inline void fdk_tried(struct sl_ctx *c, int64_t fd, int64_t r)
 {
     uint32_t f = (uint32_t)fd;
-    if ((r != -EAGAIN && r != -EOPNOTSUPP && r != -EINVAL) || f >= SL_FDK_SLOTS ||
-        __atomic_load_n(&c->fdk[f], __ATOMIC_RELAXED) != FDK_BUFFERED)
+    if ((r != -EAGAIN && r != -EOPNOTSUPP && r != -EINVAL) || f >= SL_FDK_SLOTS)
         return;
-    int k = FDK_BUFFERED;
-    long fl = r == -EAGAIN ? sys_quiet(SYS_fcntl, f, F_GETFL, 0, 0) : 0;
-    if (r != -EAGAIN || fl < 0 || (fl & O_NONBLOCK))
-        k = fd_classify((int)f);
+    int k = __atomic_load_n(&c->fdk[f], __ATOMIC_RELAXED);
+    if (k == FDK_TRIED) {
+        k = fd_classify((int)f);    /* it goes off the caller's thread: the kind decides how */
+    } else if (k == FDK_BUFFERED) {
+        long fl = r == -EAGAIN ? sys_quiet(SYS_fcntl, f, F_GETFL, 0, 0) : 0;
+        if (r != -EAGAIN || fl < 0 || (fl & O_NONBLOCK))
+            k = fd_classify((int)f);
+    } else {
+        return;
+    }
     fdk_set(c, f, k == FDK_BUFFERED ? FDK_COLD : k);
 }
 
@@ -423,22 +437,24 @@ static int try_nowait_read(struct sl_ctx *c, struct member *m, int64_t *res)
 
 /* ---- does io_uring give the native answer? (D26) ----------------------- */
 
-/* Would an open of the path (flags fl) behave differently when the open
- * itself is non-blocking?  io_uring's OPENAT first tries the open in the
- * submitter with O_NONBLOCK added (and a cached path walk): that returns at
- * once for a FIFO without a partner (an fd for O_RDONLY, ENXIO for
- * O_WRONLY) where open(2) waits, and a device may open differently.
- * 1: the final component is a FIFO, a block device or a character device
- * other than a memory device, or the cached walk cannot tell (not cached,
- * no openat2) -- the open must not be tried non-blocking; 0: a file, a
- * directory, a socket, a memory device, a path that does not resolve, or
- * flags for which the non-blocking try changes nothing.  Asks the kernel
- * with an O_PATH open (which opens nothing: no FIFO partner is woken, no
- * driver's open runs), fstat and close; errno untouched. */
+/* Would io_uring's OPENAT of the path (flags fl) answer differently?  It
+ * first tries the open in the submitter with O_NONBLOCK added (and a
+ * cached path walk), and keeps what that try gives unless it is EAGAIN.
+ * For a FIFO opened O_WRONLY without a reader that is ENXIO, where open(2)
+ * waits for one: only such opens (O_WRONLY without O_NONBLOCK, O_CREAT,
+ * O_TRUNC, O_TMPFILE, O_PATH -- the last ones go to an io-wq worker, which
+ * opens blocking) look at the path first, with an O_PATH open (which opens
+ * nothing: no partner is woken, no driver's open runs), fstat and close,
+ * errno untouched.  1: a FIFO, a block device, a character device other
+ * than a memory device, or a walk that is not cached (or no openat2):
+ * the open must not be tried non-blocking.  (An O_RDONLY or O_RDWR open is
+ * not looked at: the look is a second path walk, as dear as the open; what
+ * io_uring's try then does to a FIFO or a device is docs/translation.md,
+ * section 9.2.) */
 static int open_waits(int64_t dfd, uint64_t path, uint64_t fl)
 {
-    if (fl & (O_NONBLOCK | O_PATH | O_CREAT | O_TRUNC | __O_TMPFILE))
-        return 0;   /* asked for, changes nothing, or io_uring opens it in a worker */
+    if ((fl & O_ACCMODE) != O_WRONLY || (fl & (O_NONBLOCK | O_PATH | O_CREAT | O_TRUNC | __O_TMPFILE)))
+        return 0;
     struct {
         uint64_t flags, mode, resolve;
     } how = {O_PATH | O_CLOEXEC | (fl & (O_NOFOLLOW | O_DIRECTORY)), 0, 0x20 /* RESOLVE_CACHED */};
@@ -481,18 +497,12 @@ static int xlate_route(struct sl_ctx *c, struct member *m)
             m->sqe_flags |= IOSQE_ASYNC;
         return XR_URING;
     case IORING_OP_CLOSE: {
-        /* io_uring refuses to close an io_uring fd (EBADF).  Only an
-         * anonymous inode can be one: an fstat for a number not yet known. */
+        /* io_uring refuses to close an io_uring fd (EBADF).  A known
+         * NATIVE descriptor (an io_uring fd among them) closes natively;
+         * one not yet known goes to io_uring, and an EBADF from there is
+         * checked (close_refused). */
         uint32_t f = (uint32_t)a[0];
-        if (f > INT32_MAX)
-            return XR_URING;    /* EBADF either way */
         int k = f < SL_FDK_SLOTS ? __atomic_load_n(&c->fdk[f], __ATOMIC_RELAXED) : FDK_UNKNOWN;
-        if (k == FDK_UNKNOWN) {
-            struct stat st;
-            if (sys_quiet(SYS_fstat, f, (long)&st, 0, 0) != 0 || (st.st_mode & S_IFMT))
-                return XR_URING;
-            k = anon_kind((int)f);
-        }
         return k == FDK_NATIVE ? XR_POOL : XR_URING;
     }
     }
@@ -520,6 +530,28 @@ static int xlate_route(struct sl_ctx *c, struct member *m)
     return XR_POOL;             /* FDK_NATIVE */
 }
 
+/* io_uring's CLOSE of fd answered EBADF: the native answer, unless fd is
+ * an io_uring fd, which io_uring refuses to close and close(2) closes.
+ * Checked (fstat, readlink) before closing it here: a number that was not
+ * open when io_uring looked may be another thread's new file by now. */
+static int64_t close_refused(int64_t fd)
+{
+    struct stat st;
+    uint32_t f = (uint32_t)fd;
+    if (f > INT32_MAX || sys_quiet(SYS_fstat, f, (long)&st, 0, 0) != 0 || (st.st_mode & S_IFMT))
+        return -EBADF;
+    char path[32], name[32];
+    snprintf(path, sizeof path, "/proc/self/fd/%u", f);
+    long len = sys_quiet(SYS_readlink, (long)path, (long)name, sizeof name - 1, 0);
+    if (len <= 0)
+        return -EBADF;
+    name[len] = 0;
+    if (strcmp(name, "anon_inode:[io_uring]"))
+        return -EBADF;
+    long r = sys_quiet(SYS_close, f, 0, 0, 0);
+    return r;
+}
+
 /* uring_op() and io_uring gives the native answer. */
 static inline int uring_exact(struct sl_ctx *c, struct member *m)
 {
@@ -528,10 +560,13 @@ static inline int uring_exact(struct sl_ctx *c, struct member *m)
 
 /* Pool-only backend: run in place what io_uring itself completes inline,
  * without risking a sleep.  close (io_uring runs CLOSE inline too) and an
- * open of an existing file whose path walk is fully cached: openat2 with
- * RESOLVE_CACHED fails with EAGAIN instead of doing I/O -- unless the open
- * could wait for a FIFO's partner or a device (open_waits).  Returns 1 when
- * it settled the atom (result in *res). */
+ * open whose path walk is fully cached -- tried as io_uring's OPENAT tries
+ * it: openat2 with RESOLVE_CACHED (EAGAIN instead of doing I/O) and
+ * O_NONBLOCK added (a FIFO without a partner or a device does not wait),
+ * the flag then cleared again.  EAGAIN (not cached, a lease to break) and,
+ * when O_NONBLOCK was not asked for, ENXIO (a FIFO without a reader, where
+ * open(2) waits for one) are not the answer: the pool opens it.  Returns 1
+ * when it settled the atom (result in *res). */
 static int try_cached_native(const struct member *m, int64_t *res)
 {
     if (m->nr == 3) {
@@ -554,16 +589,20 @@ static int try_cached_native(const struct member *m, int64_t *res)
     flags &= valid & 0xffffffffULL;
     if (flags & (O_CREAT | O_TRUNC | __O_TMPFILE))
         return 0;
-    if (open_waits(dfd, path, flags))
-        return 0;       /* it may wait (a FIFO, a device): the pool opens it */
+    int added = !(flags & (O_NONBLOCK | O_PATH));
     if (!(flags & O_PATH))
         flags |= O_LARGEFILE;   /* as openat does on 64-bit */
     struct {
         uint64_t flags, mode, resolve;
-    } how = {flags, 0, 0x20 /* RESOLVE_CACHED */};
-    long r = syscall(437 /* openat2 */, (int)dfd, (const char *)(uintptr_t)path, &how, sizeof how);
-    if (r < 0 && (errno == EAGAIN || errno == ENOSYS || errno == E2BIG))
-        return 0;       /* not cached (or no openat2): the pool opens it */
-    *res = r < 0 ? -(int64_t)errno : (int64_t)r;
+    } how = {flags | (added ? O_NONBLOCK : 0), 0, 0x20 /* RESOLVE_CACHED */};
+    long r = sys_quiet(437 /* openat2 */, (int)dfd, (long)path, (long)&how, sizeof how);
+    if (r == -EAGAIN || r == -ENOSYS || r == -E2BIG || (added && r == -ENXIO))
+        return 0;       /* not cached (or no openat2, or it would wait): the pool opens it */
+    if (r >= 0 && added) {
+        long fl = sys_quiet(SYS_fcntl, r, F_GETFL, 0, 0);
+        if (fl >= 0)
+            sys_quiet(SYS_fcntl, r, F_SETFL, fl & ~O_NONBLOCK, 0);
+    }
+    *res = r;
     return 1;
 }

@@ -66,9 +66,11 @@ static void advance(struct sl_ctx *c, struct syslet *s)
         int special = is_refused(m.nr) || out_of_range(m.nr) || m.nr == NR_UMEM_ADD;
         int has_op = !special && uring_op(&m);
         /* Where io_uring cannot give the native answer (D26): natively, in
-         * place when it cannot block, else as a call without translation. */
-        int xr = has_op && use_uring ? xlate_route(c, &m) : XR_URING;
-        int try_read = has_op && m.op == IORING_OP_READ && xr != XR_INLINE;
+         * place when it cannot block, else as a call without translation.
+         * (A read is asked after its RWF_NOWAIT try: one that settles
+         * there never needs its descriptor's kind.) */
+        int try_read = has_op && m.op == IORING_OP_READ;
+        int xr = has_op && use_uring && !try_read ? xlate_route(c, &m) : XR_URING;
         if (xr != XR_URING)
             has_op = 0;
         if (special || never_blocks(m.nr, m.args) || xr == XR_INLINE || c->sync_only ||
@@ -94,13 +96,28 @@ static void advance(struct sl_ctx *c, struct syslet *s)
              * block; RWF_NOWAIT says exactly that.  With io_uring, only for
              * a read that would be alone in its segment: a chain of reads
              * is cheaper as one submission. */
-            int alone = !use_uring || !has_op || !m.next || (m.flags & F_STOP_MASK) ||
+            int alone = !use_uring || !m.next || (m.flags & F_STOP_MASK) ||
                         read_atom(m.next, &peekm) != 0 || !uring_exact(c, &peekm);
             peeked = !alone;
             if (alone && try_nowait_read(c, &m, &r)) {
                 trace_member(c, s, &m, "nowait");
                 c->cnt.atoms_inline++;
                 c->cnt.atoms_nowait++;
+                if (complete_atom(c, s, &m, r))
+                    s->cur = 0;
+                continue;
+            }
+        }
+        if (try_read && use_uring && (xr = xlate_route(c, &m)) != XR_URING) {
+            has_op = peeked = 0;
+            if (xr == XR_INLINE) {      /* an O_NONBLOCK stream: the call itself */
+                trace_member(c, s, &m, "inline");
+                if (s->in_caller)
+                    pthread_mutex_unlock(&c->mu);
+                r = run_native(c, &m);
+                if (s->in_caller)
+                    pthread_mutex_lock(&c->mu);
+                c->cnt.atoms_inline++;
                 if (complete_atom(c, s, &m, r))
                     s->cur = 0;
                 continue;
@@ -272,6 +289,8 @@ static void on_completion(struct sl_ctx *c, uint64_t ud, int32_t res)
         }
         if (m->partial >= 0)
             r = r < 0 ? m->partial : m->partial + r;
+        if (m->op == IORING_OP_CLOSE && r == -EBADF)
+            r = close_refused(m->args[0]);      /* an io_uring fd? (D26) */
         if (m->direct == FDK_COLD && s->in_caller && r >= 0)
             fdk_set(c, m->args[0], FDK_BUFFERED);   /* it was cached after all */
         c->cnt.atoms_uring++;
