@@ -175,12 +175,7 @@ def ectx(engine_executor):
 
 def run(ctx, chain):
     r = ctx.exec(chain)
-    if r is not None:
-        return r
-    got = []
-    while not got:
-        got = ctx.wait(1, None)
-    return got[0]
+    return r if r is not None else run_wait(ctx)
 
 
 def test_o_direct_reads_at_the_file_position_move_it(ectx, dirs):
@@ -265,7 +260,39 @@ def test_a_read_after_a_fifo_open_gets_the_writers_data(ectx, tmp_path):
 
 
 def run_wait(ctx):
-    got = []
-    while not got:
-        got = ctx.wait(1, None)
+    """The next published atom; a watchdog (WATCHDOG s without one) turns a
+    syslet that never ends into a failure."""
+    got = ctx.wait(1, WATCHDOG)
+    assert got, f"the syslet did not end ({WATCHDOG:.0f} s)"
     return got[0]
+
+
+@pytest.mark.parametrize("case", ["fifo_pread", "fifo_nonblock_read", "fifo_write_read",
+                                  "procfs_pwrite", "regular_pread", "directory_read0"])
+def test_calls_on_a_descriptor_an_atom_opened(ectx, tmp_path, case):
+    """A descriptor that an atom of the syslet opened: the engine knows it
+    came from a path open (no epoll or io_uring fd), which settles a
+    blocking read by itself; any other call still asks its kind."""
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    reg = tmp_path / "reg"
+    reg.write_bytes(pattern(8192, seed=2))
+    path, flags, call, want = {
+        "fifo_pread": (fifo, os.O_RDWR, ("pread64", 64, 0), -errno.ESPIPE),
+        "fifo_nonblock_read": (fifo, os.O_RDWR | os.O_NONBLOCK, ("read", 64), -errno.EAGAIN),
+        "fifo_write_read": (fifo, os.O_RDWR, ("write", 5), 5),
+        "procfs_pwrite": ("/proc/self/comm", os.O_RDWR, ("pwrite64", 6, 0), -errno.ESPIPE),
+        "regular_pread": (str(reg), os.O_RDONLY, ("pread64", 64, 4096), 64),
+        "directory_read0": (str(tmp_path), os.O_RDONLY, ("read", 0), -errno.EISDIR),
+    }[case]
+    fdv, buf = ectx.var(), ectx.buffer(64)
+    buf.write(b"hello")
+    ch = ectx.chain()
+    ch.open(path.encode(), flags, 0, ret=fdv, flags=compat.SYSLET_STOP_ON_NEGATIVE)
+    a = ch.atom(compat.NR[call[0]], fdv, buf, *call[1:], ret=True)
+    ch.close(fdv, ret=True)
+    final = run(ectx, ch)
+    assert final.addr != a.addr and a.result == want, (case, a.result)
+    if case == "regular_pread":
+        assert buf.read() == pattern(8192, seed=2)[4096:4160]
+    assert tc.sysc(72, fdv.value, 1) == -errno.EBADF       # closed by the chain

@@ -95,6 +95,12 @@ static inline ssize_t nowait_preadv(int fd, const struct iovec *iov, off_t off)
  *               (one fcntl, D23).  The full kind (fd_classify) is asked
  *               only when a call on it would go to io_uring: a read whose
  *               try settled never pays for it.
+ * FDK_OPENED    returned by an atom's open/openat/creat without O_NONBLOCK,
+ *               O_DIRECT or O_PATH: a file, directory, FIFO, tty, device or
+ *               pseudo-file opened blocking -- never an epoll, io_uring or
+ *               other anonymous fd.  A read (nr 0) of count > 0 and a close
+ *               need nothing more (io_uring gives the native answer for
+ *               every such kind); any other call asks the kind.
  *
  * "Not O_DIRECT" is trusted; "O_DIRECT" (FDK_DIRECT) only errs towards
  * sending a read off the caller's thread, and is asked again every
@@ -106,7 +112,7 @@ static inline ssize_t nowait_preadv(int fd, const struct iovec *iov, off_t off)
  * settle asks the kind again (a number reused for a pipe or an epoll fd
  * behind the engine's back). */
 enum { FDK_UNKNOWN = 0, FDK_BUFFERED = 1, FDK_DIRECT = 2, FDK_COLD = 3, FDK_STREAM = 4,
-       FDK_NATIVE = 5, FDK_TRIED = 6 };
+       FDK_NATIVE = 5, FDK_TRIED = 6, FDK_OPENED = 7 };
 #define SL_FDK_RECHECK 256      /* an O_DIRECT entry is asked again this often */
 
 /* A system call that leaves errno alone: the kernel's result, -errno on
@@ -243,7 +249,7 @@ static inline int fdk_get(struct sl_ctx *c, int64_t fd)
     if (f >= SL_FDK_SLOTS)
         return f > INT32_MAX ? FDK_UNKNOWN : fd_classify((int)f);
     int k = __atomic_load_n(&c->fdk[f], __ATOMIC_RELAXED);
-    if ((k == FDK_UNKNOWN || k == FDK_TRIED) && (k = fd_classify((int)f)) != FDK_UNKNOWN)
+    if ((k == FDK_UNKNOWN || k >= FDK_TRIED) && (k = fd_classify((int)f)) != FDK_UNKNOWN)
         fdk_set(c, f, k);
     return k;
 }
@@ -268,7 +274,7 @@ static inline int fd_kind(struct sl_ctx *c, int64_t fd)
         return k;
     if (k == FDK_COLD)
         return c->uring_exec && !c->bounded ? k : FDK_BUFFERED;
-    if (k >= FDK_STREAM)        /* STREAM, NATIVE, TRIED */
+    if (k >= FDK_STREAM)        /* STREAM, NATIVE, TRIED, OPENED */
         return FDK_BUFFERED;
     if (k == FDK_DIRECT &&
         __atomic_add_fetch(&c->fdk_direct_uses, 1, __ATOMIC_RELAXED) % SL_FDK_RECHECK)
@@ -299,7 +305,7 @@ static inline void fdk_tried(struct sl_ctx *c, int64_t fd, int64_t r)
     if ((r != -EAGAIN && r != -EOPNOTSUPP && r != -EINVAL) || f >= SL_FDK_SLOTS)
         return;
     int k = __atomic_load_n(&c->fdk[f], __ATOMIC_RELAXED);
-    if (k == FDK_TRIED) {
+    if (k >= FDK_TRIED) {
         k = fd_classify((int)f);    /* it goes off the caller's thread: the kind decides how */
     } else if (k == FDK_BUFFERED) {
         long fl = r == -EAGAIN ? sys_quiet(SYS_fcntl, f, F_GETFL, 0, 0) : 0;
@@ -343,10 +349,16 @@ static inline void fdk_note(struct sl_ctx *c, const struct member *m, int64_t r)
     case 3:                             /* close */
         fdk_forget(c, m->args[0]);
         break;
+    case 2: case 85: case 257: {        /* open, creat, openat: the new descriptor */
+        uint64_t fl = m->nr == 2 ? (uint64_t)m->args[1] : m->nr == 257 ? (uint64_t)m->args[2] : 0;
+        if (r >= 0)
+            fdk_set(c, r, fl & (O_NONBLOCK | O_DIRECT | O_PATH) ? FDK_UNKNOWN : FDK_OPENED);
+        break;
+    }
     case 33: case 292:                  /* dup2, dup3 */
         fdk_forget(c, m->args[1]);
         /* fall through: the result is that descriptor */
-    case 2: case 85: case 257: case 437: case 32:  /* open, creat, openat, openat2, dup */
+    case 437: case 32:                  /* openat2, dup */
         if (r >= 0)
             fdk_forget(c, r);
         break;
@@ -507,6 +519,9 @@ static int xlate_route(struct sl_ctx *c, struct member *m)
     }
     }
     /* READ / WRITE (also the rest of a short try: a regular file) */
+    if (m->nr == 0 && a[2] != 0 && (uint32_t)a[0] < SL_FDK_SLOTS &&
+        __atomic_load_n(&c->fdk[(uint32_t)a[0]], __ATOMIC_RELAXED) == FDK_OPENED)
+        return XR_URING;        /* a blocking read of a file opened by path */
     int k = fdk_get(c, a[0]);
     switch (k) {
     case FDK_UNKNOWN: case FDK_BUFFERED: case FDK_COLD:
