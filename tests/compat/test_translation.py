@@ -268,16 +268,27 @@ def run_wait(ctx):
 
 
 @pytest.mark.parametrize("case", ["fifo_pread", "fifo_nonblock_read", "fifo_write_read",
-                                  "procfs_pwrite", "regular_pread", "directory_read0"])
+                                  "procfs_pwrite", "regular_pread", "directory_read0",
+                                  "pidfd_reopened"])
 def test_calls_on_a_descriptor_an_atom_opened(ectx, tmp_path, case):
     """A descriptor that an atom of the syslet opened: the engine knows it
     came from a path open (no epoll or io_uring fd), which settles a
-    blocking read by itself; any other call still asks its kind."""
+    blocking read by itself; any other call still asks its kind.  A pidfd
+    can be opened again through /proc/self/fd/N: not taken for a file."""
     fifo = str(tmp_path / "fifo")
     os.mkfifo(fifo)
     reg = tmp_path / "reg"
     reg.write_bytes(pattern(8192, seed=2))
+    pidfd = os.pidfd_open(os.getpid())
+    try:
+        _atom_opened(ectx, tmp_path, case, fifo, reg, pidfd)
+    finally:
+        os.close(pidfd)
+
+
+def _atom_opened(ectx, tmp_path, case, fifo, reg, pidfd):
     path, flags, call, want = {
+        "pidfd_reopened": (f"/proc/self/fd/{pidfd}", os.O_RDONLY, ("read", 64), -errno.EINVAL),
         "fifo_pread": (fifo, os.O_RDWR, ("pread64", 64, 0), -errno.ESPIPE),
         "fifo_nonblock_read": (fifo, os.O_RDWR | os.O_NONBLOCK, ("read", 64), -errno.EAGAIN),
         "fifo_write_read": (fifo, os.O_RDWR, ("write", 5), 5),

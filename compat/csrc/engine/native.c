@@ -341,6 +341,25 @@ static inline uint64_t sl_ticks(void)
 #define SL_SLOW_TICKS 10000     /* ns */
 #endif
 
+/* The kind of the descriptor an open (2), creat (85) or openat (257) atom
+ * returned: FDK_OPENED when it opened blocking (no O_NONBLOCK, O_DIRECT,
+ * O_PATH) a path that is not a magic link to a descriptor -- through
+ * /proc/<pid>/fd/N (and /dev/fd/N, /dev/stdin, ...) a pidfd can be opened
+ * again, and io_uring parks a read of it.  (A symlink of one's own to such
+ * a link, or openat relative to a /proc directory, is not caught: openat
+ * relative to any directory descriptor is left unknown.)  Else unknown. */
+static int opened_kind(const struct member *m)
+{
+    uint64_t fl = m->nr == 2 ? (uint64_t)m->args[1] : m->nr == 257 ? (uint64_t)m->args[2] : 0;
+    uint64_t path = (uint64_t)(m->nr == 257 ? m->args[1] : m->args[0]);
+    char head[8];
+    if ((fl & (O_NONBLOCK | O_DIRECT | O_PATH)) || (m->nr == 257 && (int)m->args[0] != AT_FDCWD) ||
+        g_copy_in(head, path, sizeof head) != 0 || !memcmp(head, "/proc/", 6) ||
+        !memcmp(head, "/dev/fd/", 8) || !memcmp(head, "/dev/std", 8))
+        return FDK_UNKNOWN;
+    return FDK_OPENED;
+}
+
 /* What an atom did to the descriptor table (result r): forget the entries
  * it may have given another file or other flags. */
 static inline void fdk_note(struct sl_ctx *c, const struct member *m, int64_t r)
@@ -349,12 +368,10 @@ static inline void fdk_note(struct sl_ctx *c, const struct member *m, int64_t r)
     case 3:                             /* close */
         fdk_forget(c, m->args[0]);
         break;
-    case 2: case 85: case 257: {        /* open, creat, openat: the new descriptor */
-        uint64_t fl = m->nr == 2 ? (uint64_t)m->args[1] : m->nr == 257 ? (uint64_t)m->args[2] : 0;
+    case 2: case 85: case 257:          /* open, creat, openat: the new descriptor */
         if (r >= 0)
-            fdk_set(c, r, fl & (O_NONBLOCK | O_DIRECT | O_PATH) ? FDK_UNKNOWN : FDK_OPENED);
+            fdk_set(c, r, opened_kind(m));
         break;
-    }
     case 33: case 292:                  /* dup2, dup3 */
         fdk_forget(c, m->args[1]);
         /* fall through: the result is that descriptor */
