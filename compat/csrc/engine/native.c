@@ -1,8 +1,12 @@
 /* Running one atom natively: umem_add and refused calls, the RWF_NOWAIT
- * try of a read and the per-fd "would it block?" cache (D23).
+ * try of a read, the per-fd kind cache (D23, D35) and where a translated
+ * call must run natively to give the native answer (D35).
  * Part of engine.c (one translation unit: see there). */
 
 /* ---- executing one atom natively -------------------------------------- */
+
+#include <sys/sysmacros.h>
+#include <sys/vfs.h>
 
 static inline void fdk_note(struct sl_ctx *c, const struct member *m, int64_t r);
 
@@ -67,72 +71,250 @@ static inline ssize_t nowait_preadv(int fd, const struct iovec *iov, off_t off)
 #endif
 }
 
-/* Is fd open with O_DIRECT?  Such a read goes to the device whatever
- * RWF_NOWAIT says: ext4, xfs and block devices issue it and wait for the
- * device (~60 us here) instead of failing with EAGAIN (docs/decisions.md
- * D23).  One fcntl(F_GETFL), errno untouched; a bad fd answers no (the read
- * itself then reports it). */
-static __attribute__((noinline)) int fd_direct(int fd)
+/* What the engine knows about a descriptor (fdk[], D23 and D35): where a
+ * lone read goes first, and whether io_uring gives the native answer for
+ * the calls it translates (docs/translation.md, section 9).
+ *
+ * FDK_BUFFERED  a regular file (on a file system io_uring handles like the
+ *               native calls) or a block device, not O_DIRECT: tried with
+ *               RWF_NOWAIT first; every translation is exact.
+ * FDK_DIRECT    the same, O_DIRECT: not tried (it would wait for the
+ *               device); read/write at the file position run natively on
+ *               the pool (io_uring does not advance the position of an
+ *               O_DIRECT file), pread64/pwrite64 go to io_uring.
+ * FDK_COLD      FDK_BUFFERED whose last try missed the page cache.
+ * FDK_STREAM    a pipe, socket, tty, directory, eventfd, timerfd,
+ *               signalfd, inotify, fanotify or memory device (/dev/null,
+ *               /dev/zero, ...): tried first; io_uring is exact only for a
+ *               read (nr 0) of count > 0 on a blocking descriptor.
+ * FDK_NATIVE    anything else (epoll, io_uring, pidfd, userfaultfd, files
+ *               of procfs, sysfs and other pseudo file systems, other
+ *               character devices): tried first; no io_uring for its
+ *               transfers.
+ * FDK_TRIED     not O_DIRECT, kind not asked yet: what a lone read needs
+ *               (one fcntl, D23).  The full kind (fd_classify) is asked
+ *               only when a call on it would go to io_uring: a read whose
+ *               try settled never pays for it.
+ * FDK_OPENED    returned by an atom's open/openat/creat without O_NONBLOCK,
+ *               O_DIRECT or O_PATH: a file, directory, FIFO, tty, device or
+ *               pseudo-file opened blocking -- never an epoll, io_uring or
+ *               other anonymous fd.  A read (nr 0) of count > 0 and a close
+ *               need nothing more (io_uring gives the native answer for
+ *               every such kind); any other call asks the kind.
+ *
+ * "Not O_DIRECT" is trusted; "O_DIRECT" (FDK_DIRECT) only errs towards
+ * sending a read off the caller's thread, and is asked again every
+ * SL_FDK_RECHECK uses.  An entry is forgotten when an atom closes,
+ * duplicates onto, opens at or changes the flags of that descriptor, and
+ * when a read through it took long (a number reused for an O_DIRECT file
+ * behind the engine's back: that read waited for the device once, the
+ * next is asked again); a try of a FDK_BUFFERED descriptor that does not
+ * settle asks the kind again (a number reused for a pipe or an epoll fd
+ * behind the engine's back). */
+enum { FDK_UNKNOWN = 0, FDK_BUFFERED = 1, FDK_DIRECT = 2, FDK_COLD = 3, FDK_STREAM = 4,
+       FDK_NATIVE = 5, FDK_TRIED = 6, FDK_OPENED = 7 };
+#define SL_FDK_RECHECK 256      /* an O_DIRECT entry is asked again this often */
+
+/* A system call that leaves errno alone: the kernel's result, -errno on
+ * failure (the fast path never saves and restores errno). */
+static inline long sys_quiet(long nr, long a0, long a1, long a2, long a3)
 {
 #if defined(__x86_64__)
-    long fl = sl_sys6(SYS_fcntl, fd, F_GETFL, 0, 0, 0, 0);
+    return sl_sys6(nr, a0, a1, a2, a3, 0, 0);
 #else
     int saved = errno;
-    long fl = fcntl(fd, F_GETFL);
+    long r = syscall(nr, a0, a1, a2, a3);
+    if (r == -1)
+        r = -errno;
     errno = saved;
+    return r;
 #endif
+}
+
+/* File systems whose regular files io_uring reads and writes exactly as
+ * the native calls do (positions, pread/pwrite, short counts): the disk and
+ * memory file systems.  Measured: ext4, tmpfs; the others share the same
+ * generic page-cache paths.  Left out on purpose: procfs, sysfs, cgroupfs,
+ * debugfs and the other pseudo file systems (pwrite64 is -ESPIPE on most of
+ * their files, io_uring writes anyway), nsfs, pidfs, FUSE (a FUSE file may
+ * be a stream), and whatever is not listed. */
+static int plain_fs(long type)
+{
+    switch ((uint32_t)type) {
+    case 0xEF53:        /* ext2/3/4 */
+    case 0x58465342:    /* xfs */
+    case 0x9123683E:    /* btrfs */
+    case 0x01021994:    /* tmpfs (memfd, /dev/shm) */
+    case 0x858458f6:    /* ramfs */
+    case 0x794c7630:    /* overlayfs */
+    case 0xF2F52010:    /* f2fs */
+    case 0xca451a4e:    /* bcachefs */
+    case 0x2fc12fc1:    /* zfs */
+    case 0x6969:        /* nfs */
+    case 0x4d44:        /* vfat, msdos */
+    case 0x2011BAB0:    /* exfat */
+    case 0x7366746e:    /* ntfs3 */
+    case 0x73717368:    /* squashfs */
+    case 0xE0F5E1E2:    /* erofs */
+    case 0x9660:        /* iso9660 */
+    case 0x15013346:    /* udf */
+    case 0xFF534D42: case 0xFE534D42: /* cifs, smb2 */
+    case 0x00c36400:    /* ceph */
+        return 1;
+    }
+    return 0;
+}
+
+/* The kind of an anonymous inode, by its name in /proc/self/fd. */
+static int anon_kind(int fd)
+{
+    static const char *const streams[] = {"anon_inode:[eventfd]", "anon_inode:[timerfd]",
+                                          "anon_inode:[signalfd]", "anon_inode:inotify",
+                                          "anon_inode:[fanotify]"};
+    char path[32] = "/proc/self/fd/", name[64];
+    char digits[12];
+    int n = 0, i = 14;
+    do
+        digits[n++] = (char)('0' + fd % 10);
+    while ((fd /= 10) > 0);
+    while (n)
+        path[i++] = digits[--n];
+    path[i] = 0;
+    long len = sys_quiet(SYS_readlink, (long)path, (long)name, sizeof name - 1, 0);
+    if (len <= 0)
+        return FDK_NATIVE;      /* no /proc: the pool is right for every kind */
+    name[len] = 0;
+    for (unsigned k = 0; k < sizeof streams / sizeof streams[0]; k++)
+        if (!strcmp(name, streams[k]))
+            return FDK_STREAM;
+    return FDK_NATIVE;
+}
+
+/* The kind of fd (FDK_*), asked from the kernel: an fstat, an fstatfs and
+ * an fcntl for a regular file, a readlink for an anonymous inode; errno
+ * untouched.  FDK_UNKNOWN when fd is not open (io_uring and the native
+ * call then agree: EBADF). */
+static __attribute__((noinline)) int fd_classify(int fd)
+{
+    struct stat st;
+    if (sys_quiet(SYS_fstat, fd, (long)&st, 0, 0) != 0)
+        return FDK_UNKNOWN;
+    switch (st.st_mode & S_IFMT) {
+    case S_IFREG: {
+        struct statfs sf;
+        if (sys_quiet(SYS_fstatfs, fd, (long)&sf, 0, 0) != 0 || !plain_fs((long)sf.f_type))
+            return FDK_NATIVE;
+    }
+        /* fall through */
+    case S_IFBLK: {
+        long fl = sys_quiet(SYS_fcntl, fd, F_GETFL, 0, 0);
+        return fl >= 0 && (fl & O_DIRECT) ? FDK_DIRECT : FDK_BUFFERED;
+    }
+    case S_IFIFO: case S_IFSOCK: case S_IFDIR:
+        return FDK_STREAM;
+    case S_IFCHR:
+        switch (major(st.st_rdev)) {
+        case 1:                 /* memory devices: null, zero, full, random, kmsg, ... */
+        case 4: case 5:         /* ttys, the console, /dev/tty, /dev/ptmx */
+        case 136: case 137: case 138: case 139: case 140: case 141: case 142: case 143: /* pts */
+            return FDK_STREAM;
+        }
+        return FDK_NATIVE;
+    case 0:                     /* an anonymous inode */
+        return anon_kind(fd);
+    }
+    return FDK_NATIVE;          /* a symlink (O_PATH | O_NOFOLLOW) */
+}
+
+/* Is fd open with O_DIRECT?  (The kind of a descriptor beyond the cache.) */
+static __attribute__((noinline)) int fd_direct(int fd)
+{
+    long fl = sys_quiet(SYS_fcntl, fd, F_GETFL, 0, 0);
     return fl >= 0 && (fl & O_DIRECT);
 }
 
-/* The O_DIRECT state of the descriptors the fast path reads, so that a
- * read costs no fcntl (D23).  "Not O_DIRECT" (FDK_BUFFERED) is trusted;
- * "O_DIRECT" (FDK_DIRECT) only errs towards sending a read off the
- * caller's thread, and is asked again every SL_FDK_RECHECK uses (a number
- * reused for a buffered file reads through io_uring or the pool, exactly,
- * until then).  An entry is forgotten when an
- * atom closes, duplicates onto, opens at or changes the flags of that
- * descriptor, and when a read through it took long (a descriptor number
- * reused for an O_DIRECT file behind the engine's back: that read waited
- * for the device once, the next is asked again). */
-enum { FDK_UNKNOWN = 0, FDK_BUFFERED = 1, FDK_DIRECT = 2, FDK_COLD = 3 };
-#define SL_FDK_RECHECK 256      /* an O_DIRECT entry is asked again this often */
-
+/* Entries are indexed by the descriptor the kernel sees: the low 32 bits
+ * of the argument (an unsigned int in the system calls, a __s32 in an SQE). */
 static inline void fdk_set(struct sl_ctx *c, int64_t fd, int k)
 {
-    if ((uint64_t)fd < SL_FDK_SLOTS)
-        __atomic_store_n(&c->fdk[fd], (uint8_t)k, __ATOMIC_RELAXED);
+    if ((uint32_t)fd < SL_FDK_SLOTS)
+        __atomic_store_n(&c->fdk[(uint32_t)fd], (uint8_t)k, __ATOMIC_RELAXED);
+}
+
+/* The kind of fd (FDK_*, never FDK_TRIED): cached, else asked once
+ * (FDK_UNKNOWN only for a descriptor that is not open). */
+static inline int fdk_get(struct sl_ctx *c, int64_t fd)
+{
+    uint32_t f = (uint32_t)fd;
+    if (f >= SL_FDK_SLOTS)
+        return f > INT32_MAX ? FDK_UNKNOWN : fd_classify((int)f);
+    int k = __atomic_load_n(&c->fdk[f], __ATOMIC_RELAXED);
+    if ((k == FDK_UNKNOWN || k >= FDK_TRIED) && (k = fd_classify((int)f)) != FDK_UNKNOWN)
+        fdk_set(c, f, k);
+    return k;
 }
 
 /* Where a lone read of fd goes first: FDK_BUFFERED, an RWF_NOWAIT try in
- * the caller; FDK_DIRECT, off the caller's thread (it would block);
- * FDK_COLD, straight to io_uring (the last try on fd missed the page cache:
- * io_uring's own non-blocking attempt in the submitter starts the same
- * readahead, so the try would be a second system call for nothing; a read
- * that then completes during the submit turns the fd back to BUFFERED).
- * COLD only where the caller submits to io_uring itself. */
+ * the caller (also for FDK_STREAM and FDK_NATIVE: what the try settles is
+ * the native answer); FDK_DIRECT, off the caller's thread (it would
+ * block); FDK_COLD, straight to io_uring (the last try on fd missed the
+ * page cache: io_uring's own non-blocking attempt in the submitter starts
+ * the same readahead, so the try would be a second system call for
+ * nothing; a read that then completes during the submit turns the fd back
+ * to BUFFERED).  COLD only where the caller submits to io_uring itself.
+ * Beyond the cache only O_DIRECT is asked (one fcntl), as the try decides
+ * the rest. */
 static inline int fd_kind(struct sl_ctx *c, int64_t fd)
 {
-    int k = (uint64_t)fd < SL_FDK_SLOTS ? __atomic_load_n(&c->fdk[fd], __ATOMIC_RELAXED)
-                                        : FDK_UNKNOWN;
+    uint32_t f = (uint32_t)fd;
+    if (f >= SL_FDK_SLOTS)
+        return fd_direct((int)f) ? FDK_DIRECT : FDK_BUFFERED;
+    int k = __atomic_load_n(&c->fdk[f], __ATOMIC_RELAXED);
     if (k == FDK_BUFFERED)
         return k;
     if (k == FDK_COLD)
         return c->uring_exec && !c->bounded ? k : FDK_BUFFERED;
+    if (k >= FDK_STREAM)        /* STREAM, NATIVE, TRIED, OPENED */
+        return FDK_BUFFERED;
     if (k == FDK_DIRECT &&
         __atomic_add_fetch(&c->fdk_direct_uses, 1, __ATOMIC_RELAXED) % SL_FDK_RECHECK)
         return k;
-    k = fd_direct((int)fd) ? FDK_DIRECT : FDK_BUFFERED;
-    fdk_set(c, fd, k);
-    return k;
+    /* Unknown (or an O_DIRECT entry due for a recheck): one fcntl, as
+     * before D35; only an O_DIRECT descriptor is classified right away
+     * (a pipe in packet mode is O_DIRECT too). */
+    if (!fd_direct((int)f)) {
+        fdk_set(c, f, FDK_TRIED);
+        return FDK_BUFFERED;    /* (not open: the try reports EBADF) */
+    }
+    k = fd_classify((int)f);
+    fdk_set(c, f, k);
+    return k == FDK_DIRECT ? k : FDK_BUFFERED;
 }
 
-/* The RWF_NOWAIT try of a read of fd answered r: an EAGAIN of a file the
- * engine knows as buffered marks it COLD. */
+/* The RWF_NOWAIT try of a read of fd answered r and did not settle it,
+ * for a descriptor the engine knows as a buffered file.  EAGAIN: the page
+ * was not cached, it is COLD now -- unless fd is O_NONBLOCK (one fcntl):
+ * then, as after EOPNOTSUPP or EINVAL, which a buffered file does not
+ * answer, the number may have been reused behind the engine's back (a
+ * non-blocking pipe or socket, an epoll or inotify fd, ...), and its kind
+ * is asked again.  (A blocking pipe or socket answers EAGAIN too; taken
+ * for a cold file, its reads go to io_uring, which is exact for them.) */
 static inline void fdk_tried(struct sl_ctx *c, int64_t fd, int64_t r)
 {
-    if (r == -EAGAIN && (uint64_t)fd < SL_FDK_SLOTS &&
-        __atomic_load_n(&c->fdk[fd], __ATOMIC_RELAXED) == FDK_BUFFERED)
-        fdk_set(c, fd, FDK_COLD);
+    uint32_t f = (uint32_t)fd;
+    if ((r != -EAGAIN && r != -EOPNOTSUPP && r != -EINVAL) || f >= SL_FDK_SLOTS)
+        return;
+    int k = __atomic_load_n(&c->fdk[f], __ATOMIC_RELAXED);
+    if (k >= FDK_TRIED) {
+        k = fd_classify((int)f);    /* it goes off the caller's thread: the kind decides how */
+    } else if (k == FDK_BUFFERED) {
+        long fl = r == -EAGAIN ? sys_quiet(SYS_fcntl, f, F_GETFL, 0, 0) : 0;
+        if (r != -EAGAIN || fl < 0 || (fl & O_NONBLOCK))
+            k = fd_classify((int)f);
+    } else {
+        return;
+    }
+    fdk_set(c, f, k == FDK_BUFFERED ? FDK_COLD : k);
 }
 
 static inline void fdk_forget(struct sl_ctx *c, int64_t fd)
@@ -159,6 +341,25 @@ static inline uint64_t sl_ticks(void)
 #define SL_SLOW_TICKS 10000     /* ns */
 #endif
 
+/* The kind of the descriptor an open (2), creat (85) or openat (257) atom
+ * returned: FDK_OPENED when it opened blocking (no O_NONBLOCK, O_DIRECT,
+ * O_PATH) a path that is not a magic link to a descriptor -- through
+ * /proc/<pid>/fd/N (and /dev/fd/N, /dev/stdin, ...) a pidfd can be opened
+ * again, and io_uring parks a read of it.  (A symlink of one's own to such
+ * a link, or openat relative to a /proc directory, is not caught: openat
+ * relative to any directory descriptor is left unknown.)  Else unknown. */
+static int opened_kind(const struct member *m)
+{
+    uint64_t fl = m->nr == 2 ? (uint64_t)m->args[1] : m->nr == 257 ? (uint64_t)m->args[2] : 0;
+    uint64_t path = (uint64_t)(m->nr == 257 ? m->args[1] : m->args[0]);
+    char head[8];
+    if ((fl & (O_NONBLOCK | O_DIRECT | O_PATH)) || (m->nr == 257 && (int)m->args[0] != AT_FDCWD) ||
+        g_copy_in(head, path, sizeof head) != 0 || !memcmp(head, "/proc/", 6) ||
+        !memcmp(head, "/dev/fd/", 8) || !memcmp(head, "/dev/std", 8))
+        return FDK_UNKNOWN;
+    return FDK_OPENED;
+}
+
 /* What an atom did to the descriptor table (result r): forget the entries
  * it may have given another file or other flags. */
 static inline void fdk_note(struct sl_ctx *c, const struct member *m, int64_t r)
@@ -167,10 +368,14 @@ static inline void fdk_note(struct sl_ctx *c, const struct member *m, int64_t r)
     case 3:                             /* close */
         fdk_forget(c, m->args[0]);
         break;
+    case 2: case 85: case 257:          /* open, creat, openat: the new descriptor */
+        if (r >= 0)
+            fdk_set(c, r, opened_kind(m));
+        break;
     case 33: case 292:                  /* dup2, dup3 */
         fdk_forget(c, m->args[1]);
         /* fall through: the result is that descriptor */
-    case 2: case 85: case 257: case 437: case 32:  /* open, creat, openat, openat2, dup */
+    case 437: case 32:                  /* openat2, dup */
         if (r >= 0)
             fdk_forget(c, r);
         break;
@@ -180,7 +385,7 @@ static inline void fdk_note(struct sl_ctx *c, const struct member *m, int64_t r)
             fdk_forget(c, r);
         break;
     case 436:                           /* close_range */
-        for (uint64_t fd = (uint64_t)m->args[0]; fd < SL_FDK_SLOTS && fd <= (uint64_t)m->args[1]; fd++)
+        for (uint32_t fd = (uint32_t)m->args[0]; fd < SL_FDK_SLOTS && fd <= (uint32_t)m->args[1]; fd++)
             fdk_forget(c, (int64_t)fd);
         break;
     }
@@ -259,11 +464,141 @@ static int try_nowait_read(struct sl_ctx *c, struct member *m, int64_t *res)
     return done;
 }
 
+/* ---- does io_uring give the native answer? (D35) ----------------------- */
+
+/* Would io_uring's OPENAT of the path (flags fl) answer differently?  It
+ * first tries the open in the submitter with O_NONBLOCK added (and a
+ * cached path walk), and keeps what that try gives unless it is EAGAIN.
+ * For a FIFO opened O_WRONLY without a reader that is ENXIO, where open(2)
+ * waits for one: only such opens (O_WRONLY without O_NONBLOCK, O_CREAT,
+ * O_TRUNC, O_TMPFILE, O_PATH -- the last ones go to an io-wq worker, which
+ * opens blocking) look at the path first, with an O_PATH open (which opens
+ * nothing: no partner is woken, no driver's open runs), fstat and close,
+ * errno untouched.  1: a FIFO, a block device, a character device other
+ * than a memory device, or a walk that is not cached (or no openat2):
+ * the open must not be tried non-blocking.  (An O_RDONLY or O_RDWR open is
+ * not looked at: the look is a second path walk, as dear as the open; what
+ * io_uring's try then does to a FIFO or a device is docs/translation.md,
+ * section 9.2.) */
+static int open_waits(int64_t dfd, uint64_t path, uint64_t fl)
+{
+    if ((fl & O_ACCMODE) != O_WRONLY || (fl & (O_NONBLOCK | O_PATH | O_CREAT | O_TRUNC | __O_TMPFILE)))
+        return 0;
+    struct {
+        uint64_t flags, mode, resolve;
+    } how = {O_PATH | O_CLOEXEC | (fl & (O_NOFOLLOW | O_DIRECTORY)), 0, 0x20 /* RESOLVE_CACHED */};
+    long fd = sys_quiet(437 /* openat2 */, (long)dfd, (long)path, (long)&how, sizeof how);
+    if (fd == -EAGAIN || fd == -ENOSYS || fd == -E2BIG || fd == -EINVAL)
+        return 1;   /* not cached, or no openat2 here: cannot tell */
+    if (fd < 0)
+        return 0;   /* the open fails the same way (ENOENT, ELOOP, ENOTDIR, ...) */
+    struct stat st;
+    long r = sys_quiet(SYS_fstat, fd, (long)&st, 0, 0);
+    sys_quiet(SYS_close, fd, 0, 0, 0);
+    if (r != 0)
+        return 1;
+    switch (st.st_mode & S_IFMT) {
+    case S_IFIFO: case S_IFBLK:
+        return 1;
+    case S_IFCHR:
+        return major(st.st_rdev) != 1;
+    }
+    return 0;
+}
+
+/* Where a call with an io_uring translation (uring_op) must run for the
+ * native answer: XR_URING, io_uring gives it; XR_INLINE, natively in
+ * place (it cannot block: an O_NONBLOCK descriptor that honours it);
+ * XR_POOL, natively off the caller's thread (it may block).  May set
+ * IOSQE_ASYNC on an open (the worker opens without O_NONBLOCK).  The
+ * table behind it: docs/translation.md, section 9. */
+enum { XR_URING = 0, XR_INLINE, XR_POOL };
+
+static int xlate_route(struct sl_ctx *c, struct member *m)
+{
+    const int64_t *a = m->args;
+    switch (m->op) {
+    case IORING_OP_FSYNC:
+        return XR_URING;
+    case IORING_OP_OPENAT:
+        if (m->nr == 2 ? open_waits(AT_FDCWD, (uint64_t)a[0], (uint64_t)a[1] & 0xffffffffULL)
+                       : open_waits(a[0], (uint64_t)a[1], (uint64_t)a[2] & 0xffffffffULL))
+            m->sqe_flags |= IOSQE_ASYNC;
+        return XR_URING;
+    case IORING_OP_CLOSE: {
+        /* io_uring refuses to close an io_uring fd (EBADF).  A known
+         * NATIVE descriptor (an io_uring fd among them) closes natively;
+         * one not yet known goes to io_uring, and an EBADF from there is
+         * checked (close_refused). */
+        uint32_t f = (uint32_t)a[0];
+        int k = f < SL_FDK_SLOTS ? __atomic_load_n(&c->fdk[f], __ATOMIC_RELAXED) : FDK_UNKNOWN;
+        return k == FDK_NATIVE ? XR_POOL : XR_URING;
+    }
+    }
+    /* READ / WRITE (also the rest of a short try: a regular file) */
+    if (m->nr == 0 && a[2] != 0 && (uint32_t)a[0] < SL_FDK_SLOTS &&
+        __atomic_load_n(&c->fdk[(uint32_t)a[0]], __ATOMIC_RELAXED) == FDK_OPENED)
+        return XR_URING;        /* a blocking read of a file opened by path */
+    int k = fdk_get(c, a[0]);
+    switch (k) {
+    case FDK_UNKNOWN: case FDK_BUFFERED: case FDK_COLD:
+        return XR_URING;        /* not open (EBADF either way), or a file */
+    case FDK_DIRECT:            /* io_uring leaves an O_DIRECT file's position alone */
+        return m->nr == 0 || m->nr == 1 ? XR_POOL : XR_URING;
+    case FDK_STREAM: {
+        /* io_uring waits for readiness even on an O_NONBLOCK descriptor,
+         * skips the call for a count of 0, ignores a stream's missing
+         * pread/pwrite (native: ESPIPE), and completes a write with what
+         * its non-blocking attempt wrote (native: waits for room for the
+         * rest; a tty write may even fail with EINTR). */
+        long fl = sys_quiet(SYS_fcntl, (uint32_t)a[0], F_GETFL, 0, 0);
+        if (fl < 0)
+            return XR_URING;
+        if (fl & O_NONBLOCK)
+            return XR_INLINE;
+        return m->nr == 0 && a[2] != 0 ? XR_URING : XR_POOL;
+    }
+    }
+    return XR_POOL;             /* FDK_NATIVE */
+}
+
+/* io_uring's CLOSE of fd answered EBADF: the native answer, unless fd is
+ * an io_uring fd, which io_uring refuses to close and close(2) closes.
+ * Checked (fstat, readlink) before closing it here: a number that was not
+ * open when io_uring looked may be another thread's new file by now. */
+static int64_t close_refused(int64_t fd)
+{
+    struct stat st;
+    uint32_t f = (uint32_t)fd;
+    if (f > INT32_MAX || sys_quiet(SYS_fstat, f, (long)&st, 0, 0) != 0 || (st.st_mode & S_IFMT))
+        return -EBADF;
+    char path[32], name[32];
+    snprintf(path, sizeof path, "/proc/self/fd/%u", f);
+    long len = sys_quiet(SYS_readlink, (long)path, (long)name, sizeof name - 1, 0);
+    if (len <= 0)
+        return -EBADF;
+    name[len] = 0;
+    if (strcmp(name, "anon_inode:[io_uring]"))
+        return -EBADF;
+    long r = sys_quiet(SYS_close, f, 0, 0, 0);
+    return r;
+}
+
+/* uring_op() and io_uring gives the native answer. */
+static inline int uring_exact(struct sl_ctx *c, struct member *m)
+{
+    return uring_op(m) && xlate_route(c, m) == XR_URING;
+}
+
 /* Pool-only backend: run in place what io_uring itself completes inline,
  * without risking a sleep.  close (io_uring runs CLOSE inline too) and an
- * open of an existing file whose path walk is fully cached: openat2 with
- * RESOLVE_CACHED fails with EAGAIN instead of doing I/O.  Returns 1 when it
- * settled the atom (result in *res). */
+ * open whose path walk is fully cached -- tried as io_uring's OPENAT tries
+ * it: openat2 with RESOLVE_CACHED (EAGAIN instead of doing I/O) and
+ * O_NONBLOCK added (a FIFO without a partner or a device does not wait),
+ * the flag then cleared again.  EAGAIN (not cached, a lease to break) and,
+ * when O_NONBLOCK was not asked for, ENXIO (a FIFO without a reader, where
+ * open(2) waits for one) are not the answer: the pool opens it.  Returns 1
+ * when it settled the atom (result in *res). */
 static int try_cached_native(const struct member *m, int64_t *res)
 {
     if (m->nr == 3) {
@@ -286,14 +621,20 @@ static int try_cached_native(const struct member *m, int64_t *res)
     flags &= valid & 0xffffffffULL;
     if (flags & (O_CREAT | O_TRUNC | __O_TMPFILE))
         return 0;
+    int added = !(flags & (O_NONBLOCK | O_PATH));
     if (!(flags & O_PATH))
         flags |= O_LARGEFILE;   /* as openat does on 64-bit */
     struct {
         uint64_t flags, mode, resolve;
-    } how = {flags, 0, 0x20 /* RESOLVE_CACHED */};
-    long r = syscall(437 /* openat2 */, (int)dfd, (const char *)(uintptr_t)path, &how, sizeof how);
-    if (r < 0 && (errno == EAGAIN || errno == ENOSYS || errno == E2BIG))
-        return 0;       /* not cached (or no openat2): the pool opens it */
-    *res = r < 0 ? -(int64_t)errno : (int64_t)r;
+    } how = {flags | (added ? O_NONBLOCK : 0), 0, 0x20 /* RESOLVE_CACHED */};
+    long r = sys_quiet(437 /* openat2 */, (int)dfd, (long)path, (long)&how, sizeof how);
+    if (r == -EAGAIN || r == -ENOSYS || r == -E2BIG || (added && r == -ENXIO))
+        return 0;       /* not cached (or no openat2, or it would wait): the pool opens it */
+    if (r >= 0 && added) {
+        long fl = sys_quiet(SYS_fcntl, r, F_GETFL, 0, 0);
+        if (fl >= 0)
+            sys_quiet(SYS_fcntl, r, F_SETFL, fl & ~O_NONBLOCK, 0);
+    }
+    *res = r;
     return 1;
 }

@@ -229,8 +229,9 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
         if (outs_hit(&outs, nx, atom_size(s->abi)))
             break;
         struct member *mp = &seg[n];   /* read in place: no copy */
-        if (n == 1 && second && second->atom == nx)
-            *mp = *second;
+        int peeked = n == 1 && second && second->atom == nx;
+        if (peeked)
+            *mp = *second;  /* (uring_exact() already said yes) */
         else if (read_atom(nx, mp, s->abi) != 0)
             break;          /* unreadable: the driver ends it exactly */
         int conflict = 0;
@@ -242,8 +243,9 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
             break;
         if (c->budget && s->natoms + n >= c->budget)
             break;
-        if (is_refused(mp->nr, mp->abi, c->env_abi) || is_umem(mp->nr, mp->abi) || !uring_op(mp))
-            break;
+        if (is_refused(mp->nr, mp->abi, c->env_abi) || is_umem(mp->nr, mp->abi) || !uring_op(mp) ||
+            (!peeked && xlate_route(c, mp) != XR_URING))
+            break;          /* (D35: io_uring would not give the native answer) */
         /* Results are stored only when the whole segment is back: a data
          * buffer covering an earlier member's ret cell would be written
          * from (write) or overwritten (read) in the wrong order. */

@@ -66,7 +66,16 @@ static void advance(struct sl_ctx *c, struct syslet *s)
                         (s->in_caller && ((m.flags & F_SYNC) || (c->bounded && s->sync_all)));
         int special = is_refused(m.nr, m.abi, c->env_abi) || out_of_range(m.nr) || is_umem(m.nr, m.abi);
         int has_op = !special && uring_op(&m);
-        if (special || never_blocks(m.nr, m.args) || sync_only || (must_sync && !(use_uring && has_op))) {
+        /* Where io_uring cannot give the native answer (D35): natively, in
+         * place when it cannot block, else as a call without translation.
+         * (A read is asked after its RWF_NOWAIT try: one that settles
+         * there never needs its descriptor's kind.) */
+        int try_read = has_op && m.op == IORING_OP_READ;
+        int xr = has_op && use_uring && !try_read ? xlate_route(c, &m) : XR_URING;
+        if (xr != XR_URING)
+            has_op = 0;
+        if (special || never_blocks(m.nr, m.args) || xr == XR_INLINE || sync_only ||
+            (must_sync && !(use_uring && has_op))) {
             trace_member(c, s, &m, "inline");
             if (s->in_caller && !special && !never_blocks(m.nr, m.args)) {
                 /* A call that may sleep, in the caller: not under the lock. */
@@ -84,19 +93,34 @@ static void advance(struct sl_ctx *c, struct syslet *s)
         }
         struct member peekm;    /* m's successor, when read to decide */
         int peeked = 0;
-        if (has_op && m.op == IORING_OP_READ && !s->force_async && m.partial < 0) {
+        if (try_read && !s->force_async && m.partial < 0) {
             /* The 2007 kernel ran the call in the caller until it would
              * block; RWF_NOWAIT says exactly that.  With io_uring, only for
              * a read that would be alone in its segment: a chain of reads
              * is cheaper as one submission. */
             int alone = !use_uring || !m.next || (m.flags & F_STOP_MASK) ||
-                        read_atom(m.next, &peekm, s->abi) != 0 || !uring_op(&peekm);
+                        read_atom(m.next, &peekm, s->abi) != 0 || !uring_exact(c, &peekm);
             peeked = !alone;
             if (alone && try_nowait_read(c, &m, &r)) {
                 trace_member(c, s, &m, "nowait");
                 c->cnt.atoms_inline++;
                 c->cnt.atoms_nowait++;
                 NRC(c, m.nr, SL_NRC_NOWAIT);
+                if (complete_atom(c, s, &m, r))
+                    s->cur = 0;
+                continue;
+            }
+        }
+        if (try_read && use_uring && (xr = xlate_route(c, &m)) != XR_URING) {
+            has_op = peeked = 0;
+            if (xr == XR_INLINE) {      /* an O_NONBLOCK stream: the call itself */
+                trace_member(c, s, &m, "inline");
+                if (s->in_caller)
+                    pthread_mutex_unlock(&c->mu);
+                r = run_native(c, &m);
+                if (s->in_caller)
+                    pthread_mutex_lock(&c->mu);
+                c->cnt.atoms_inline++;
                 if (complete_atom(c, s, &m, r))
                     s->cur = 0;
                 continue;
@@ -276,6 +300,8 @@ static void on_completion(struct sl_ctx *c, uint64_t ud, int32_t res)
         }
         if (m->partial >= 0)
             r = r < 0 ? m->partial : m->partial + r;
+        if (m->op == IORING_OP_CLOSE && r == -EBADF)
+            r = close_refused(m->args[0]);      /* an io_uring fd? (D35) */
         if (m->direct == FDK_COLD && s->in_caller && r >= 0)
             fdk_set(c, m->args[0], FDK_BUFFERED);   /* it was cached after all */
         c->cnt.atoms_uring++;
