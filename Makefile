@@ -11,7 +11,7 @@ VENV       := .venv
 VPY        := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 # Per-backend wall-clock cap for one pytest run (keeps `make test` well under 10 min).
-TEST_TIMEOUT ?= 240
+TEST_TIMEOUT ?= 420
 PYTEST_ARGS  ?= -q
 
 # Anything that changes what `pip install -e` builds: packaging metadata and
