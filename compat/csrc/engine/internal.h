@@ -75,6 +75,13 @@ struct syslet {
     struct member seg[SL_MAXSEG];
     struct us_job job;
     struct member pm;       /* the atom on the pool */
+    /* A FIFO that an open atom opened for reading before a writer came
+     * (io_uring's non-blocking first try, D26): fd + 1 while the pool
+     * waits for the writer by opening it again (fifo_path), valid for
+     * generation fifo_gen only. */
+    int fifo_fd;
+    uint32_t fifo_gen;
+    char fifo_path[32];
     struct syslet *qnext;
 };
 
