@@ -80,6 +80,13 @@ struct syslet {
     struct member seg[SL_MAXSEG];
     struct us_job job;
     struct member pm;       /* the atom on the pool */
+    /* A FIFO that an open atom opened for reading before a writer came
+     * (io_uring's non-blocking first try, D35): fd + 1 while the pool
+     * waits for the writer by opening it again (fifo_path), valid for
+     * generation fifo_gen only. */
+    int fifo_fd;
+    uint32_t fifo_gen;
+    char fifo_path[32];
     struct syslet *qnext;
     /* Where its completion goes (SL_ABI_*): v1 the registered ring; v5/v6
      * the ring of the async_head_user at head; v7 the syslet_ring at head,

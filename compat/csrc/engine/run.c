@@ -143,6 +143,8 @@ static void advance(struct sl_ctx *c, struct syslet *s)
         }
         if (!use_uring && !s->force_async && try_cached_native(&m, &r)) {
             /* Pool-only: what io_uring would have completed inline. */
+            if (fifo_wait(c, s, &m, r))
+                return;         /* a FIFO reader: the pool waits for the writer */
             trace_member(c, s, &m, "inline(cached)");
             c->cnt.atoms_inline++;
             NRC(c, m.nr, SL_NRC_INLINE);
@@ -258,6 +260,8 @@ static void on_completion(struct sl_ctx *c, uint64_t ud, int32_t res)
         NRC(c, s->pm.nr, SL_NRC_POOL);
         s->state = ST_READY;
         int64_t r = s->job.result;
+        if (s->fifo_fd && s->fifo_gen == s->gen)
+            r = fifo_waited(s, r);
         if (s->pm.partial > 0)
             r = r < 0 ? s->pm.partial : s->pm.partial + r;
         if (complete_atom(c, s, &s->pm, r))
@@ -302,6 +306,8 @@ static void on_completion(struct sl_ctx *c, uint64_t ud, int32_t res)
             r = r < 0 ? m->partial : m->partial + r;
         if (m->op == IORING_OP_CLOSE && r == -EBADF)
             r = close_refused(m->args[0]);      /* an io_uring fd? (D35) */
+        if (m->op == IORING_OP_OPENAT && fifo_wait(c, s, m, r))
+            return;     /* the last member (plan_segment): the pool waits for the writer */
         if (m->direct == FDK_COLD && s->in_caller && r >= 0)
             fdk_set(c, m->args[0], FDK_BUFFERED);   /* it was cached after all */
         c->cnt.atoms_uring++;
