@@ -25,7 +25,10 @@ reads):
   what a 32-atom chain becomes in io_uring -- against the plain one: the
   kernel's own price for running a chain in order;
 * ``v7-indirect``: one ``indirect`` pread64 per read, against the same
-  binary's plain ``pread()`` loop (``--plain``) [>= 0.9].
+  binary's plain ``pread()`` loop (``--plain``) [>= 0.9];
+  ``v7-floor-nowait`` (info): the same binary's ``preadv2(RWF_NOWAIT)`` loop
+  (``--plain-nowait``, no library at all) against the plain loop: the least
+  any in-place "would it block?" try costs on this kernel, in the same run.
 
 Blocking rows (the 1 GiB file of bench_blocking.py on the checkout's file
 system, O_DIRECT 4 KiB random reads, 32 in flight, flags 0), each against
@@ -172,6 +175,10 @@ def main():
         lambda: uring_loop(loop, "uring", cached, n), None)
     row("v7-indirect", lambda: example(v7, cached, n),
         lambda: example(v7, cached, n, "--plain", preload=False), 0.9)
+    # The floor of any in-place try: preadv2(RWF_NOWAIT) alone, no library
+    # code, against the same plain pread loop (docs/benchmarks.md).
+    row("v7-floor-nowait", lambda: example(v7, cached, n, "--plain-nowait", preload=False),
+        lambda: example(v7, cached, n, "--plain", preload=False), None)
 
     if not shutil.which("fio"):
         print("bench_personalities: fio is missing (make bench installs it): blocking rows "

@@ -28,6 +28,8 @@
  *   cc -O2 $(python -m compat config --cflags) indirect_v7.c -o indirect_v7
  *   LD_PRELOAD=$(python -m compat config --preload) ./indirect_v7 FILE
  *   ./indirect_v7 --plain FILE                          # plain pread() loop
+ *   ./indirect_v7 --plain-nowait FILE    # preadv2(RWF_NOWAIT) loop, pread on EAGAIN:
+ *                                        # the least any in-place try costs
  *
  * Options: --iodepth N (32: reads in flight; the ring has N rounded up to a
  *          power of two entries, or --ring N), --bs N (4096), --ios N
@@ -48,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -130,7 +133,15 @@ static void run_plain(int fd, char *buf)
 {
     for (unsigned long i = 0; i < opt_ios; i++) {
         unsigned long off = next_offset();
-        long r = pread(fd, buf, opt_bs, (off_t)off);
+        long r;
+        if (opt_plain == 2) {   /* --plain-nowait: the kernel's floor for a syslet */
+            struct iovec iov = {buf, opt_bs};
+            r = preadv2(fd, &iov, 1, (off_t)off, RWF_NOWAIT);
+            if (r < 0 && errno == EAGAIN)
+                r = pread(fd, buf, opt_bs, (off_t)off);
+        } else {
+            r = pread(fd, buf, opt_bs, (off_t)off);
+        }
         if (r < 0)
             die("pread");
         verify(buf, r, off);
@@ -249,6 +260,8 @@ int main(int argc, char **argv)
         const char *a = argv[i];
         if (!strcmp(a, "--plain"))
             opt_plain = 1;
+        else if (!strcmp(a, "--plain-nowait"))
+            opt_plain = 2;
         else if (!strcmp(a, "--direct"))
             opt_direct = 1;
         else if (!strcmp(a, "--light-verify"))
@@ -272,7 +285,7 @@ int main(int argc, char **argv)
         else if (a[0] != '-' && !path)
             path = a;
         else {
-            fprintf(stderr, "usage: %s [--plain] [--direct] [--light-verify] [--iodepth N] "
+            fprintf(stderr, "usage: %s [--plain | --plain-nowait] [--direct] [--light-verify] [--iodepth N] "
                             "[--ring N] [--bs N] [--ios N] [--seed N] [--no-rate] [--cpu-rate] "
                             "[--verbose] FILE\n", argv[0]);
             return 2;
