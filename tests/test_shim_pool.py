@@ -133,6 +133,69 @@ def test_close_releases_a_concurrent_waiter():
         os.close(wfd)
 
 
+def test_a_blocked_call_never_holds_back_calls_queued_with_it(pool_and_reap):
+    """Reads of empty pipes: two are running (blocked) when a batch of two
+    more comes, and only the last pipe is written.  The pool may run four:
+    the last read must get a worker of its own -- not wait in the queue
+    because blocked workers were counted as soon free (the pool started one
+    worker for the batch), nor in a worker's hands behind a read that
+    blocks, nor its result behind the others'."""
+    pool, reap = pool_and_reap
+    pipes = [os.pipe() for _ in range(4)]
+    bufs = [bytearray(8) for _ in pipes]
+    try:
+        uds = [pool.submit(NR_READ, pipes[i][0], bufs[i], 8) for i in range(2)]
+        deadline = time.monotonic() + 5
+        while pool.workers < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)                # both blocked in read
+        uds += pool.submit_many([(NR_READ, (pipes[i][0], bufs[i], 8)) for i in (2, 3)])
+        os.write(pipes[3][1], b"last one")
+        assert reap(1) == {uds[3]: 8}
+        assert bytes(bufs[3]) == b"last one"
+        assert bufs[:3] == [bytearray(8)] * 3
+        for _, w in pipes[:3]:
+            os.write(w, b"x")
+        assert reap(3) == {ud: 1 for ud in uds[:3]}
+    finally:
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)
+
+
+def test_a_call_queued_beyond_max_workers_goes_to_the_first_free_worker():
+    """At max_workers, a queued call waits for the first worker that is
+    free -- not in the hands of one whose call blocks (workers once took a
+    share of the queue at once).  Two workers: A blocks, then B, C, D come
+    (the second worker takes B); A's and C's pipes are written: C runs on
+    A's worker once A is done, while B blocks."""
+    with us.Pool(max_workers=2) as pool:
+        pipes = [os.pipe() for _ in range(4)]
+        bufs = [bytearray(8) for _ in pipes]
+        try:
+            uds = [pool.submit(NR_READ, pipes[0][0], bufs[0], 8)]
+            deadline = time.monotonic() + 5
+            while pool.workers < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.05)
+            uds += pool.submit_many([(NR_READ, (pipes[i][0], bufs[i], 8)) for i in (1, 2, 3)])
+            time.sleep(0.05)
+            os.write(pipes[2][1], b"third!!!")
+            os.write(pipes[0][1], b"first!!!")
+            got = {c.user_data: c.res for c in _wait(pool, 2)}
+            assert got == {uds[0]: 8, uds[2]: 8}
+            assert bytes(bufs[0]) == b"first!!!" and bytes(bufs[2]) == b"third!!!"
+            assert bufs[1] == bufs[3] == bytearray(8)
+            for i in (1, 3):
+                os.write(pipes[i][1], b"y")
+            got = {c.user_data: c.res for c in _wait(pool, 2)}
+            assert got == {uds[1]: 1, uds[3]: 1}
+        finally:
+            for r, w in pipes:
+                os.close(r)
+                os.close(w)
+
+
 def test_batch_of_64(pool_and_reap):
     pool, reap = pool_and_reap
     uds = pool.submit_many([(NR_GETPPID, ())] * 64)

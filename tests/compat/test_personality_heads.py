@@ -513,3 +513,41 @@ def test_v1_unregister_drains_only_the_v1_heads_syslets(engine_heads):
         assert heads.wait(h, 1, 0)
         assert wait_until(lambda: ring7.mem.kernel_head == 1, 10)
         p.close()
+
+
+def test_a_v1_heads_thread_limit_ends_with_its_unregistration(engine_heads):
+    """max_nr_threads is an argument of v1's async_register: once that head
+    is unregistered, syslets of the per-call heads run as in a context that
+    never registered (D36).  Eight syslets each block on a read of its own
+    empty pipe; only the last pipe is written: under a limit of one thread
+    the last read waits behind the first, which never ends."""
+    heads = engine_heads
+    ring = (ctypes.c_uint64 * 4)()
+    heads.engine.register(addr(ring), ctypes.sizeof(ring), 1)
+    heads.engine.unregister(addr(ring), ctypes.sizeof(ring), timeout=10)
+    h = heads.head(slots=16)
+    pipes = [Pipe() for _ in range(8)]
+    try:
+        bufs = [heads.keep(ctypes.create_string_buffer(8)) for _ in pipes]
+        rets = [heads.cell(SENTINEL) for _ in pipes]
+        atoms = []
+        for p, b, r in zip(pipes, bufs, rets):
+            a = heads.atoms(1)
+            set_atom(a[0], NR["read"], [heads.cell(p.r), heads.cell(addr(b)), heads.cell(8)],
+                     ret=r, flags=SYSLET_ASYNC)
+            assert heads.exec(a, h) == 0
+            atoms.append(a)
+        os.write(pipes[-1].w, b"last one")
+        assert heads.wait(h, 1, 0, timeout=10), "the last read waited behind the others"
+        assert h.reap() == [addr(atoms[-1])]
+        assert rets[-1].value == 8 and bufs[-1].raw == b"last one"
+        assert [r.value for r in rets[:-1]] == [SENTINEL] * 7
+        for p in pipes[:-1]:
+            os.write(p.w, b"x")
+        assert wait_until(lambda: len(h.entries()) == 7, 10)
+        assert sorted(h.reap()) == sorted(addr(a) for a in atoms[:-1])
+        assert [r.value for r in rets[:-1]] == [1] * 7
+        assert heads.settle()
+    finally:
+        for p in pipes:
+            p.close()

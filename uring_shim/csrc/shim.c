@@ -1097,10 +1097,14 @@ static void *worker_main(void *arg)
         }
         if (!p->head)
             break;
-        /* Take a fair share of what is queued, so one wake-up serves many. */
-        unsigned share = (p->npending + p->nworkers - 1) / (p->nworkers ? p->nworkers : 1);
-        if (share < 1) share = 1;
-        if (share > US_POST_BATCH) share = US_POST_BATCH;
+        /* One job at a time, its result posted before the next is taken:
+         * any job may block for ever (a read of a pipe nobody writes yet),
+         * and a job queued behind it in this worker's hands, or a result
+         * held back until it returns, would wait with it while other
+         * workers are free -- independent calls must never wait for each
+         * other (docs/decisions.md D36).  A worker that finds more queued
+         * takes the next without sleeping. */
+        unsigned share = 1;
         unsigned k = 0;
         while (k < share && p->head) {
             struct us_job *j = p->head;
@@ -1296,15 +1300,18 @@ int us_pool_submit(struct us_pool *p, struct us_job **jobs, unsigned n)
     }
     p->npending += n;
     int err = 0;
-    /* Grow only when the idle workers cannot cover the queue. */
-    while (p->nidle < p->npending && p->nworkers < p->max) {
-        unsigned busy_capacity = p->nworkers - p->nidle;
-        (void)busy_capacity;
+    /* Grow only when the idle workers cannot cover the queue.  A busy
+     * worker is no capacity: its call may block for ever (a read of a pipe
+     * nobody writes yet), and a call queued behind it would wait with it
+     * while the pool may still grow (D36).  Workers started by an earlier
+     * submit and not idle yet are not counted either: at worst one more
+     * starts, which leaves again when idle. */
+    unsigned fresh = 0;
+    while (p->nidle + fresh < p->npending && p->nworkers < p->max) {
         err = spawn_locked(p);
         if (err)
             break;
-        if (p->npending <= p->nworkers)
-            break;
+        fresh++;
     }
     if (p->nworkers == 0 && err) {
         /* Could not start a single worker: take the jobs back. */

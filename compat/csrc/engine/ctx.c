@@ -30,6 +30,7 @@ static int nop_round_trip(struct io_uring *ring)
 }
 
 static unsigned pool_unbounded(void);
+static void ctx_unbounded(struct sl_ctx *c);
 
 struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
 {
@@ -86,18 +87,32 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
         *err = -e;
         return NULL;
     }
-    /* The later personalities (v5-v7) never register: until a v1 head is
-     * registered, the context runs as under an unbounded one (io_uring runs
-     * atoms, the pool-only backend gets its unbounded pool, the per-call
-     * heads' fast path is open). */
-    c->uring_exec = c->backend;
-    if (!c->backend) {
-        c->pool_max = pool_unbounded();
-        us_pool_set_max(c->pool, c->pool_max);
-    }
-    fast_update(c);
+    ctx_unbounded(c);
     *err = 0;
     return c;
+}
+
+/* The configuration of a context without a registered v1 head: fresh, or
+ * after async_unregister.  The later personalities (v5-v7) never register,
+ * and a v1 head's max_nr_threads is its own (history: an argument of
+ * async_register): the context runs as under an unbounded head -- io_uring
+ * runs atoms, io-wq has its own limits again, the pool-only backend gets its
+ * unbounded pool, the per-call heads' fast path is open (D36).  Called
+ * before the context is shared, or with c->mu held. */
+static void ctx_unbounded(struct sl_ctx *c)
+{
+    c->max_threads = (uint64_t)-1;
+    c->sync_only = 0;
+    c->bounded = 0;
+    c->uring_exec = c->backend;
+    if (c->iowq_changed) {
+        unsigned vals[2] = {c->iowq_saved[0], c->iowq_saved[1]};
+        io_uring_register_iowq_max_workers(&c->ring, vals);
+        c->iowq_changed = 0;
+    }
+    c->pool_max = c->backend ? 4 : pool_unbounded();
+    us_pool_set_max(c->pool, c->pool_max);
+    fast_update(c);
 }
 
 int sl_ctx_backend(struct sl_ctx *c) { return c->backend; }
@@ -311,7 +326,7 @@ int sl_unregister(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, int64_t 
         }
     }
     __atomic_store_n(&c->registered, 0, __ATOMIC_RELAXED);
-    fast_update(c);
+    ctx_unbounded(c);       /* its max_nr_threads ends with it */
     c->ring_addr = c->ring_bytes = c->nslots = 0;
     pthread_mutex_unlock(&c->mu);
     return 0;
