@@ -283,12 +283,7 @@ int sl_register(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, uint64_t m
  * and rings are not its). */
 static int v1_pending(const struct sl_ctx *c)
 {
-    if (c->inflight_v1)
-        return 1;
-    for (unsigned i = 0; i < c->pubq_n; i++)
-        if (c->pubq[(c->pubq_head + i) % c->pubq_cap].abi == SL_ABI_V1)
-            return 1;
-    return 0;
+    return c->inflight_v1 || pub_waiting(c, 0);
 }
 
 int sl_unregister(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, int64_t timeout_ns)
@@ -473,7 +468,9 @@ int sl_ctx_free(struct sl_ctx *c, int cancel)
         free(c->tab[i]);
     free(c->tab);
     free(c->free_ids);
-    free(c->pubq);
+    for (unsigned i = 0; i < c->npubr; i++)
+        free(c->pubr[i].e);
+    free(c->pubr);
     free(c->jobs);
     if (efd_ours(c))
         close(c->efd);

@@ -120,6 +120,15 @@ struct pubent {
     uint8_t waited;         /* found its slot taken once (ring_full_waits) */
 };
 
+/* The entries waiting for a slot of one ring, oldest first: v1's
+ * registered ring (key 0), or the ring named by a v5/v6 head or a v7
+ * syslet_ring (key: that address). */
+struct pubring {
+    uint64_t key;
+    struct pubent *e;
+    unsigned cap, head, n;
+};
+
 struct sl_ctx {
     pthread_mutex_t mu;
     pthread_cond_t cv;          /* progress: publishes, syslets done */
@@ -143,10 +152,9 @@ struct sl_ctx {
     unsigned inflight;          /* async syslets not yet finished */
     unsigned inflight_v1;       /* of those, the registered head's (what unregister drains) */
     struct syslet *ready_head, *ready_tail;
-    struct pubent *pubq;        /* finished syslets waiting for a ring slot */
-    uint64_t pub_key0;          /* the ring of the queue's entries ... */
-    int pub_mixed;              /* ... unless entries of several rings were queued since it was empty */
-    unsigned pubq_cap, pubq_head, pubq_n;
+    struct pubring *pubr;       /* finished syslets waiting for a ring slot, per ring */
+    unsigned npubr, pubr_cap;   /* rings with waiting entries; room */
+    unsigned pubq_n;            /* waiting entries in all */
     unsigned sqes_pending;
     struct us_job **jobs;
     unsigned njobs, jobs_cap;

@@ -146,86 +146,136 @@ static int publish_v7(struct sl_ctx *c, const struct pubent *e)
     return 1;
 }
 
-/* Publishes what the queue holds, in order per ring: an entry whose slot is
- * taken keeps its place and holds back the later ones of the same ring
- * only (several v5-v7 heads may be in use at once).  While the queue holds
- * entries of one ring only (the usual case), a full ring ends the pass at
- * once: a backlog of thousands costs nothing per try. */
-static void try_publish(struct sl_ctx *c)
+/* One entry into its ring: 1 published (or lost with the ring memory,
+ * counted in faults), 0 its slot is taken. */
+static int publish_one(struct sl_ctx *c, const struct pubent *e)
 {
-    uint64_t published = c->cnt.published;
-    uint64_t blocked[8];
-    unsigned nb = 0, n = c->pubq_n, kept = 0;
-    int all_blocked = 0;
-    for (unsigned i = 0; i < n; i++) {
-        struct pubent *e = &c->pubq[(c->pubq_head + i) % c->pubq_cap];
-        uint64_t key = e->abi == SL_ABI_V1 ? 0 : e->head;
-        if (!c->pub_mixed && i > 0 && nb) {
-            /* One ring only, and it is full: the rest waits where it is
-             * (the published ones were the front: no entry moves). */
-            c->pubq_head = (c->pubq_head + (i - kept)) % c->pubq_cap;
-            kept = n - (i - kept);
-            break;
-        }
-        int held = all_blocked;
-        for (unsigned j = 0; j < nb && !held; j++)
-            held = blocked[j] == key;
-        if (!held) {
-            int done = e->abi == SL_ABI_V1 ? publish_v1(c, e) :
-                       e->abi == SL_ABI_V7 ? publish_v7(c, e) : publish_head(c, e);
-            if (done)
-                continue;
+    return e->abi == SL_ABI_V1 ? publish_v1(c, e) :
+           e->abi == SL_ABI_V7 ? publish_v7(c, e) : publish_head(c, e);
+}
+
+static inline uint64_t pub_key(uint8_t abi, uint64_t head)
+{
+    return abi == SL_ABI_V1 ? 0 : head;
+}
+
+/* Publishes the front of ring r's queue while slots are free; an entry
+ * whose slot is taken holds back the later ones of its ring only.
+ * Returns how many went out. */
+static unsigned publish_ring(struct sl_ctx *c, struct pubring *r)
+{
+    unsigned k = 0;
+    while (r->n) {
+        struct pubent *e = &r->e[r->head];
+        if (!publish_one(c, e)) {
             if (!e->waited) {
                 e->waited = 1;
                 c->cnt.ring_full_waits++;
             }
-            if (nb < 8)
-                blocked[nb++] = key;
-            else
-                all_blocked = 1;
+            break;
         }
-        if (kept != i)
-            c->pubq[(c->pubq_head + kept) % c->pubq_cap] = *e;
-        kept++;
+        r->head = (r->head + 1) % r->cap;
+        r->n--;
+        k++;
     }
-    c->pubq_n = kept;
-    if (c->cnt.published != published) {
-        pthread_cond_broadcast(&c->cv);
-        kick_waiters(c);
-        event_fd_signal(c);     /* event loops watching sl_event_fd */
+    c->pubq_n -= k;
+    return k;
+}
+
+/* A ring's queue emptied: its slot in c->pubr goes (swapped with the last). */
+static void pubr_drop(struct sl_ctx *c, unsigned i)
+{
+    free(c->pubr[i].e);
+    c->pubr[i] = c->pubr[--c->npubr];
+}
+
+static void published_some(struct sl_ctx *c)
+{
+    pthread_cond_broadcast(&c->cv);
+    kick_waiters(c);
+    event_fd_signal(c);         /* event loops watching sl_event_fd */
+}
+
+/* Publishes what waits, in order per ring.  A pass costs one look at the
+ * front of each ring's queue: a backlog held back by a full ring costs
+ * nothing per try, whatever else is published meanwhile. */
+static void try_publish(struct sl_ctx *c)
+{
+    unsigned k = 0;
+    for (unsigned i = 0; i < c->npubr;) {
+        k += publish_ring(c, &c->pubr[i]);
+        if (c->pubr[i].n == 0)
+            pubr_drop(c, i);
+        else
+            i++;
     }
+    if (k)
+        published_some(c);
+}
+
+/* Are entries of ring key waiting? */
+static int pub_waiting(const struct sl_ctx *c, uint64_t key)
+{
+    for (unsigned i = 0; i < c->npubr; i++)
+        if (c->pubr[i].key == key)
+            return 1;
+    return 0;
 }
 
 static void enqueue_publish(struct sl_ctx *c, uint8_t abi, uint64_t val, uint64_t head,
                             uint64_t cdata)
 {
-    if (c->pubq_n == c->pubq_cap) {
-        unsigned cap = c->pubq_cap ? c->pubq_cap * 2 : 64;
-        struct pubent *q = malloc(cap * sizeof *q);
+    struct pubent ent = {val, head, cdata, abi, 0};
+    uint64_t key = pub_key(abi, head);
+    unsigned i = 0;
+    while (i < c->npubr && c->pubr[i].key != key)
+        i++;
+    if (i == c->npubr) {
+        /* Nothing of this ring waits: straight into it when a slot is free. */
+        if (publish_one(c, &ent)) {
+            published_some(c);
+            return;
+        }
+        ent.waited = 1;
+        c->cnt.ring_full_waits++;
+        if (c->npubr == c->pubr_cap) {
+            unsigned cap = c->pubr_cap ? 2 * c->pubr_cap : 4;
+            struct pubring *q = realloc(c->pubr, cap * sizeof *q);
+            if (!q)
+                return;     /* out of memory: cannot happen in practice */
+            c->pubr = q;
+            c->pubr_cap = cap;
+        }
+        struct pubring *r = &c->pubr[c->npubr];
+        memset(r, 0, sizeof *r);
+        r->key = key;
+        if (!(r->e = malloc(16 * sizeof *r->e)))
+            return;
+        r->cap = 16;
+        c->npubr++;
+    }
+    struct pubring *r = &c->pubr[i];
+    if (r->n == r->cap) {
+        struct pubent *q = malloc(2 * r->cap * sizeof *q);
         if (!q)
-            return;     /* out of memory: cannot happen in practice */
-        for (unsigned i = 0; i < c->pubq_n; i++)
-            q[i] = c->pubq[(c->pubq_head + i) % c->pubq_cap];
-        free(c->pubq);
-        c->pubq = q;
-        c->pubq_cap = cap;
-        c->pubq_head = 0;
+            return;
+        for (unsigned j = 0; j < r->n; j++)
+            q[j] = r->e[(r->head + j) % r->cap];
+        free(r->e);
+        r->e = q;
+        r->cap *= 2;
+        r->head = 0;
     }
-    uint64_t key = abi == SL_ABI_V1 ? 0 : head;
-    if (c->pubq_n == 0) {
-        c->pub_key0 = key;
-        c->pub_mixed = 0;
-    } else if (key != c->pub_key0) {
-        c->pub_mixed = 1;
-    }
-    struct pubent *e = &c->pubq[(c->pubq_head + c->pubq_n) % c->pubq_cap];
-    e->val = val;
-    e->head = head;
-    e->cdata = cdata;
-    e->abi = abi;
-    e->waited = 0;
+    r->e[(r->head + r->n) % r->cap] = ent;
+    r->n++;
     c->pubq_n++;
-    try_publish(c);
+    /* Its ring's front may have a slot now (the program consumed): keep
+     * the order, the front goes first. */
+    if (publish_ring(c, r)) {
+        if (r->n == 0)
+            pubr_drop(c, i);
+        published_some(c);
+    }
 }
 
 /* The syslet has ended with s->final as its final atom. */
