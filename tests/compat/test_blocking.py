@@ -238,7 +238,14 @@ def test_an_uncached_buffered_read_goes_off_the_callers_thread(ectx, engine_exec
         assert (final.addr, a.result) == (a.addr, BS)
         assert buf.read() == data[200 * BS:201 * BS]
         c = path_counts(ectx)
-        assert (c["atoms_nowait"], c["direct_reads"], c[off_thread(engine_executor)]) == (0, 0, 1), c
+        got = (c["atoms_nowait"], c["direct_reads"], c[off_thread(engine_executor)])
+        if engine_executor == "io_uring":
+            assert got == (0, 0, 1), c
+        else:
+            # The pool-only backend tries once more before the pool hop: the
+            # readahead the first try started may have brought the page in
+            # by then (a loaded machine), and that try cannot block either.
+            assert got in ((0, 0, 1), (1, 0, 0)), c
     finally:
         os.close(fd)
 
@@ -575,3 +582,43 @@ def test_a_cold_descriptor_skips_the_try_until_a_read_hits_the_cache(ectx, engin
         assert c["atoms_nowait"] == 1 + (engine_executor != "io_uring"), c
     finally:
         os.close(fd)
+
+
+# ---- more blocked syslets than pool workers ------------------------------------------------
+
+def test_blocked_syslets_get_threads_past_the_pool_size(engine_executor, tmp_path):
+    """Without a thread limit a syslet that blocks gets a thread of its own,
+    as under the 2007 kernel: more syslets blocked in a call io_uring has no
+    opcode for (flock) than the pool has workers (4 on the io_uring backend,
+    8 per CPU on the pool-only one), and only the last one's lock released:
+    the last completes, then the others (D36)."""
+    n = min(8 * (os.cpu_count() or 1), 256) + 4
+    with compat.Context(backend=engine_executor, ring_slots=512) as ctx:
+        holders, fds, rets = [], [], []
+        try:
+            for i in range(n):
+                path = tmp_path / f"lock{i}"
+                path.write_bytes(b"")
+                holders.append(os.open(path, os.O_RDONLY))
+                fcntl.flock(holders[-1], fcntl.LOCK_EX)
+                fds.append(os.open(path, os.O_RDONLY))
+            atoms = []
+            for fd in fds:
+                ch = ctx.chain()
+                atoms.append(ch.flock(fd, fcntl.LOCK_EX, ret=True, flags=compat.SYSLET_ASYNC))
+                assert ctx.exec(ch) is None
+            fcntl.flock(holders[-1], fcntl.LOCK_UN)
+            got = ctx.wait(1, timeout=20)
+            assert [a.addr for a in got] == [atoms[-1].addr]
+            assert atoms[-1].result == 0
+            assert ctx.counters()["published"] == 1
+            for h in holders[:-1]:
+                fcntl.flock(h, fcntl.LOCK_UN)
+            left, deadline = n - 1, time.monotonic() + 20
+            while left and time.monotonic() < deadline:
+                left -= len(ctx.wait(left, timeout=max(0.0, deadline - time.monotonic())))
+            assert left == 0
+            assert [a.result for a in atoms] == [0] * n
+        finally:
+            for fd in holders + fds:
+                os.close(fd)

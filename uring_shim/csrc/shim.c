@@ -763,6 +763,9 @@ struct us_pool {
     uint64_t posted, post_retries, post_fallbacks;     /* us_pool_stats (atomic adds) */
     pthread_t *threads;
     unsigned threads_cap;
+    uint64_t finished;          /* jobs run to their end (atomic adds): progress */
+    uint64_t unstall_seen;      /* us_pool_unstall: finished at its last look ... */
+    int64_t unstall_at;         /* ... and when (CLOCK_MONOTONIC ns; 0: none yet) */
 };
 
 static int32_t clamp32(int64_t v)
@@ -1127,6 +1130,7 @@ static void *worker_main(void *arg)
             /* libc's -1 is the kernel's -4095..-1; other negative
              * results are values (fcntl F_GETOWN of a process group) */
             j->result = r == -1 ? -(int64_t)errno : (int64_t)r;
+            __atomic_add_fetch(&p->finished, 1, __ATOMIC_RELAXED);
         }
 
         /* Into the target ring, or (what could not be posted there, or
@@ -1460,6 +1464,26 @@ unsigned us_pool_pending(struct us_pool *p)
 {
     pthread_mutex_lock(&p->mu);
     unsigned n = p->npending;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+unsigned us_pool_unstall(struct us_pool *p, int64_t stall_ns, unsigned hard_max)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    int64_t now = (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+    uint64_t fin = __atomic_load_n(&p->finished, __ATOMIC_RELAXED);
+    unsigned n = 0;
+    pthread_mutex_lock(&p->mu);
+    if (!p->npending || p->nidle || p->stop || fin != p->unstall_seen || !p->unstall_at) {
+        p->unstall_seen = fin;      /* progress (or nothing waits): look again later */
+        p->unstall_at = now;
+    } else if (now - p->unstall_at >= stall_ns) {
+        while (n < p->npending && p->nworkers < hard_max && spawn_locked(p) == 0)
+            n++;
+        p->unstall_at = now;
+    }
     pthread_mutex_unlock(&p->mu);
     return n;
 }

@@ -166,6 +166,14 @@ void us_pool_stats(struct us_pool *p, struct us_pool_stats *out);
 unsigned us_pool_workers(struct us_pool *p);
 unsigned us_pool_pending(struct us_pool *p);
 int us_pool_set_max(struct us_pool *p, unsigned max_workers);
+/* Grows a stalled pool past its max: when jobs wait, no worker is idle and
+ * no job has finished since the last call at least stall_ns ago, starts a
+ * worker for every waiting job, up to hard_max workers in all (a call may
+ * block for as long as the program likes: independent calls must not wait
+ * for each other while threads can be had).  The extra workers leave when
+ * idle.  Returns how many were started.  Call it now and then (the compat
+ * engine's driver does, for contexts without a thread limit). */
+unsigned us_pool_unstall(struct us_pool *p, int64_t stall_ns, unsigned hard_max);
 /* Sends US_INTR_SIG (SIGRTMAX-3, a no-op handler without SA_RESTART) to every
  * worker: a call blocked in the kernel returns -EINTR as its result. */
 void us_pool_interrupt(struct us_pool *p);

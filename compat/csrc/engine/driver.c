@@ -95,6 +95,11 @@ static void interrupt_cancelled(struct sl_ctx *c)
     c->cancel_pending = left;
 }
 
+/* A pool whose jobs wait while every worker is busy and none has finished
+ * for POOL_STALL_NS grows past its size, up to POOL_HARD_MAX workers. */
+#define POOL_STALL_NS 20000000
+#define POOL_HARD_MAX 1024
+
 static void *driver_main(void *arg)
 {
     struct sl_ctx *c = arg;
@@ -107,6 +112,11 @@ static void *driver_main(void *arg)
         run_ready(c);
         flush(c);
         try_publish(c);
+        if (!c->bounded && c->inflight)
+            /* Without a thread limit a blocked syslet gets a thread of its
+             * own, as in 2007: pool jobs that wait while every worker
+             * blocks get workers past the pool's size (D36). */
+            us_pool_unstall(c->pool, POOL_STALL_NS, POOL_HARD_MAX);
         if (c->stop) {
             /* Closing: entries nobody will consume are dropped; with
              * cancellation, in-flight requests are cancelled and loops stop
