@@ -448,3 +448,31 @@ def test_a_loop_closed_under_a_call(engine_executor, pipes):
             return await ctx.exec_async(other)
         assert run(main()) is other.tail
         assert obuf.read(6) == b"second" and buf.read(5) == b"first"
+
+
+def test_the_eventfd_is_written_once_per_reap(engine_executor, pipes):
+    """Completions published between two reaps write the eventfd once (its
+    count is 1, not one per entry); the reap re-arms it."""
+    ps = pipes(3)
+    with compat.Context(backend=engine_executor) as ctx:
+        fd = ctx.fileno()
+        assert ctx.reap() == []
+        cells = [read_chain(ctx, r) for r, _ in ps]
+        for ch, _, _ in cells:
+            assert ctx.exec(ch) is None
+        for i, (_, w) in enumerate(ps):
+            os.write(w, b"one")
+            for _ in range(int(T / 0.001)):     # published one by one
+                if ctx.engine.ring_count() == i + 1:
+                    break
+                select.select([], [], [], 0.001)
+        assert ctx.engine.ring_count() == 3
+        assert select.select([fd], [], [], T)[0] == [fd]
+        assert int.from_bytes(os.read(fd, 8), "little") == 1
+        assert select.select([fd], [], [], 0.05)[0] == []
+        assert sorted(a.addr for a in ctx.reap()) == sorted(ch.tail.addr for ch, _, _ in cells)
+        ch, _, _ = cells[0]
+        assert ctx.exec(ch) is None
+        os.write(ps[0][1], b"two")               # after the reap: written again
+        assert select.select([fd], [], [], T)[0] == [fd]
+        assert ctx.wait(1, timeout=T) == [ch.tail]

@@ -125,13 +125,19 @@ static int efd_ours(struct sl_ctx *c)
     return 0;
 }
 
-/* try_publish wrote ring entries (mutex held): make the eventfd readable. */
+/* try_publish wrote ring entries (mutex held): make the eventfd readable --
+ * once per consumer round.  After a write, later publishes leave it (and
+ * pay no fstat, fcntl and write each) until sl_event_fd_clear, which the
+ * consumer calls before it takes the ring's entries: an entry published
+ * after that clear writes again, one published before it is taken by that
+ * round.  Thousands of completions between two reaps cost one write. */
 static void event_fd_signal(struct sl_ctx *c)
 {
-    if (c->efd >= 0 && efd_ours(c)) {
+    if (c->efd >= 0 && !c->efd_signalled && efd_ours(c)) {
         int saved = errno;
         eventfd_write(c->efd, 1);   /* EAGAIN: saturated, readable anyway */
         errno = saved;
+        c->efd_signalled = 1;
     }
 }
 
@@ -165,6 +171,7 @@ int sl_event_fd(struct sl_ctx *c)
         c->efd = fd;
         c->efd_dev = st.st_dev;
         c->efd_ino = st.st_ino;
+        c->efd_signalled = 1;   /* made readable */
     }
     int fd = c->efd;
     pthread_mutex_unlock(&c->mu);
@@ -182,6 +189,7 @@ int sl_event_fd_clear(struct sl_ctx *c)
     if (efd_ours(c)) {
         eventfd_t v;
         eventfd_read(c->efd, &v);   /* EAGAIN: it was empty */
+        c->efd_signalled = 0;       /* the next publish writes it */
         r = 0;
     }
     pthread_mutex_unlock(&c->mu);

@@ -177,7 +177,9 @@ struct sl_ctx {
     uint8_t fdk[SL_FDK_SLOTS];
     unsigned fdk_direct_uses;   /* FDK_DIRECT lookups (SL_FDK_RECHECK) */
     const char *broken;         /* the ring is unusable (ring_broken): why; every call gives -EIO */
-    int efd;                    /* sl_event_fd's eventfd, added to per publish; -1: none */
+    int efd;                    /* sl_event_fd's eventfd; -1: none */
+    int efd_signalled;          /* written since the consumer's last sl_event_fd_clear:
+                                 * publishing does not write it again (mutex) */
     dev_t efd_dev;              /* ... and its identity (efd_ours) */
     ino_t efd_ino;
 };
