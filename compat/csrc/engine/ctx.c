@@ -41,6 +41,15 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
         *err = -ENOMEM;
         return NULL;
     }
+    /* the fd-kind cache: zero pages until used (SL_FDK_SLOTS) */
+    void *fdk = mmap(NULL, SL_FDK_SLOTS, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (fdk == MAP_FAILED) {
+        free(c);
+        *err = -ENOMEM;
+        return NULL;
+    }
+    c->fdk = fdk;
     c->efd = -1;
     pthread_mutex_init(&c->mu, NULL);
     pthread_condattr_t ca;
@@ -82,6 +91,7 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
     }
     if (!c->pool) {
         int e = errno ? errno : ENOMEM;
+        munmap(c->fdk, SL_FDK_SLOTS);
         free(c);
         *err = -e;
         return NULL;
@@ -473,6 +483,7 @@ int sl_ctx_free(struct sl_ctx *c, int cancel)
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
     pthread_cond_destroy(&c->dcv);
+    munmap(c->fdk, SL_FDK_SLOTS);
     free(c);
     return abandoned;
 }
