@@ -7,7 +7,11 @@
 Every row runs the same workload twice in one event loop, ours and the
 baseline, in alternating order, ``--pairs`` times (default 5); it reports
 the medians of both rates and the median of the per-pair ratios with its
-range.  Nothing is compared with a number from another run.
+range, and the median of the per-pair ratios of CPU time (this process's,
+all its threads: the loop's, the engine's driver and pool, the executor's;
+``time.process_time()`` over the timed part; the writer process does the
+same work for both sides and is not counted).  Nothing is compared with a
+number from another run.
 
 Ours: ``--chains`` (default 10000) one-atom chains of a ``compat.Context``
 (with ``--ring-slots`` ring slots, default one per chain), all started at once with ``asyncio.gather(*(ctx.exec_async(ch) ...))``.
@@ -35,8 +39,13 @@ Rows (target in brackets):
   ``to_thread`` keeps ~10 GC-tracked objects alive per call (a
   ``concurrent.futures.Future`` with its ``Condition``, the work item, the
   asyncio future, ...), so full collections come often and walk them all;
-  ``exec_async`` keeps 3 (its task's coroutine, the task, one future).
-  This row shows what the two cost without that effect.
+  ``exec_async`` keeps its call's future (and its callback list).  This row shows what the
+  two cost without that effect.
+* ``pipes-io_uring-tasks`` (info): ``pipes-io_uring`` with every call made
+  in a coroutine of its own on both sides (``async def one(ch): return
+  await ctx.exec_async(ch)`` against ``async def one(fd): return await
+  asyncio.to_thread(os.read, fd, 8)``), as a server's per-request
+  handler would: ``gather`` then makes a task per call for ours too.
 * ``pipes-io_uring-ring256`` (info): ``pipes-io_uring`` with the
   ``Context``'s default ring of 256 slots instead of one slot per call in
   flight: finished syslets wait in the engine for a slot, and the loop
@@ -174,17 +183,30 @@ def gc_end():
 
 
 async def _after_start(fn):
-    # Two turns of the loop: the first runs every call's first step (ours:
-    # queued; to_thread: submitted), the second exec_async's batch start.
+    # Runs in the third turn of the loop after the calls were made: the
+    # first runs every task's first step (to_thread: submitted; ours: the
+    # calls were queued when made, their batch start is scheduled), the
+    # second exec_async's batch start (every syslet checked to go async).
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     return fn()
 
 
+def _timed():
+    return time.perf_counter(), time.process_time()
+
+
+def _rates(n, t):
+    """(calls per second, CPU seconds per call) since t = _timed()."""
+    w, c = _timed()
+    return n / (w - t[0]), (c - t[1]) / n
+
+
 class PipeRow:
-    def __init__(self, pipes, backend, ring_slots, nogc=False):
+    def __init__(self, pipes, backend, ring_slots, nogc=False, tasks=False):
         self.p = pipes
         self.nogc = nogc
+        self.tasks = tasks
         self.ctx = compat.Context(backend=backend, ring_slots=ring_slots,
                                   arena_size=1 << 20)
         self.backend = self.ctx.backend
@@ -202,11 +224,17 @@ class PipeRow:
         self.rnd += 1
         rnd, ctx, chains = self.rnd, self.ctx, self.chains
         gone = ctx.counters()["syslets_async"]
+        if self.tasks:
+            async def one(ch):
+                return await ctx.exec_async(ch)
+            call = one
+        else:
+            call = ctx.exec_async
         gc_start(self.nogc)
-        t0 = time.perf_counter()
-        res = await asyncio.gather(*(ctx.exec_async(ch) for ch in chains),
+        t0 = _timed()
+        res = await asyncio.gather(*(call(ch) for ch in chains),
                                    _after_start(lambda: self.p.write(rnd)))
-        dt = time.perf_counter() - t0
+        rates = _rates(len(chains), t0)
         gc_end()
         res.pop()
         self.p.written()
@@ -218,23 +246,29 @@ class PipeRow:
         if gone != len(chains):
             raise SystemExit(f"pipes: only {gone} of {len(chains)} syslets went async "
                              "(the writer started too early?)")
-        return len(chains) / dt
+        return rates
 
     async def base(self):
         self.rnd += 1
         rnd, rd = self.rnd, self.p.rd
+        if self.tasks:
+            async def one(fd):
+                return await asyncio.to_thread(os.read, fd, 8)
+        else:
+            def one(fd):
+                return asyncio.to_thread(os.read, fd, 8)
         gc_start(self.nogc)
-        t0 = time.perf_counter()
-        res = await asyncio.gather(*(asyncio.to_thread(os.read, fd, 8) for fd in rd),
+        t0 = _timed()
+        res = await asyncio.gather(*(one(fd) for fd in rd),
                                    _after_start(lambda: self.p.write(rnd)))
-        dt = time.perf_counter() - t0
+        rates = _rates(len(rd), t0)
         gc_end()
         res.pop()
         self.p.written()
         for i, got in enumerate(res):
             if got != self.p.msg(i, rnd):
                 raise SystemExit(f"pipes: to_thread read {i} got {got!r}")
-        return len(rd) / dt
+        return rates
 
     def close(self):
         self.ctx.close()
@@ -284,26 +318,26 @@ class DirectRow:
             off.value = b * BS
         ctx = self.ctx
         gc_start(False)
-        t0 = time.perf_counter()
+        t0 = _timed()
         res = await asyncio.gather(*(ctx.exec_async(ch) for ch in self.chains))
-        dt = time.perf_counter() - t0
+        rates = _rates(self.n, t0)
         for a, buf, b in zip(res, self.bufs, blocks):
             if a.result != BS or struct.unpack_from("<Q", buf.read(8))[0] != b:
                 raise SystemExit(f"direct: block {b} read wrong ({a.result})")
-        return self.n / dt
+        return rates
 
     async def base(self):
         blocks = self.blocks()
         fd, views = self.fd, self.views
         gc_start(False)
-        t0 = time.perf_counter()
+        t0 = _timed()
         res = await asyncio.gather(*(asyncio.to_thread(os.preadv, fd, [v], b * BS)
                                      for v, b in zip(views, blocks)))
-        dt = time.perf_counter() - t0
+        rates = _rates(self.n, t0)
         for r, v, b in zip(res, views, blocks):
             if r != BS or struct.unpack_from("<Q", v)[0] != b:
                 raise SystemExit(f"direct: to_thread block {b} read wrong ({r})")
-        return self.n / dt
+        return rates
 
     def close(self):
         self.ctx.close()
@@ -321,7 +355,7 @@ async def compare(name, row, target, pairs):
     # collections walk the other side's objects.
     gc.collect()
     gc.freeze()
-    o, b, ratios = [], [], []
+    o, b, ratios, cpu = [], [], [], []
     for i in range(pairs):
         if i % 2 == 0:
             x = await row.ours()
@@ -329,17 +363,20 @@ async def compare(name, row, target, pairs):
         else:
             y = await row.base()
             x = await row.ours()
-        o.append(x)
-        b.append(y)
-        ratios.append(x / y)
+        o.append(x[0])
+        b.append(y[0])
+        ratios.append(x[0] / y[0])
+        cpu.append(y[1] / x[1])
     res = {"name": name, "ours": statistics.median(o), "base": statistics.median(b),
            "ratio": statistics.median(ratios), "lo": min(ratios), "hi": max(ratios),
-           "ratios": ratios, "target": target}
+           "ratios": ratios, "cpu_ratio": statistics.median(cpu), "cpu_ratios": cpu,
+           "target": target}
     res["ok"] = target is None or res["ratio"] >= target
     verdict = "(info)" if target is None else \
         f"target >= {target:<4}  {'PASS' if res['ok'] else 'FAIL'}"
-    print(f"{name:<18} {res['ours']:>9.0f} {res['base']:>9.0f}  {res['ratio']:5.2f}x "
-          f"[{res['lo']:.2f}-{res['hi']:.2f}]  {verdict}", flush=True)
+    print(f"{name:<22} {res['ours']:>9.0f} {res['base']:>9.0f}  {res['ratio']:5.2f}x "
+          f"[{res['lo']:.2f}-{res['hi']:.2f}]  cpu {res['cpu_ratio']:5.2f}x  {verdict}",
+          flush=True)
     return res
 
 
@@ -352,7 +389,7 @@ async def run(a):
     only = set(filter(None, a.only.split(",")))
     rows = []
     names = ["pipes-io_uring", "pipes-threadpool", "pipes-io_uring-nogc", "pipes-io_uring-ring256",
-             "direct-io_uring"]
+             "pipes-io_uring-tasks", "direct-io_uring"]
     for nm in only - set(names):
         raise SystemExit(f"bench_asyncio: unknown row {nm!r} (rows: {', '.join(names)})")
     want = [nm for nm in names if not only or nm in only]
@@ -361,16 +398,17 @@ async def run(a):
           f"pair); ring of {a.ring_slots} slots; to_thread: the default executor "
           f"({loop._default_executor or 'min(32, CPUs + 4)'} threads); "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
-    print(f"{'row':<18} {'ours/s':>9} {'base/s':>9}  ratio [range]")
+    print(f"{'row':<22} {'ours/s':>9} {'base/s':>9}  ratio [range]  cpu ratio (base/ours)")
     pipes = None
     for nm in want:
         if nm.startswith("pipes-"):
             pipes = pipes or Pipes(a.chains)
             backend = nm.split("-")[1]
             slots = 256 if nm.endswith("-ring256") else a.ring_slots
-            row = PipeRow(pipes, backend, slots, nogc=nm.endswith("-nogc"))
+            row = PipeRow(pipes, backend, slots, nogc=nm.endswith("-nogc"),
+                          tasks=nm.endswith("-tasks"))
             if row.backend != backend:
-                print(f"{nm:<18} skipped: the engine runs on {row.backend}")
+                print(f"{nm:<22} skipped: the engine runs on {row.backend}")
                 row.close()
                 continue
             target = 5.0 if nm == "pipes-io_uring" else None
@@ -378,7 +416,7 @@ async def run(a):
             os.makedirs(a.dir, exist_ok=True)
             fst = fs_type(a.dir)
             if fst in ("tmpfs", "ramfs"):
-                print(f"{nm:<18} skipped: {a.dir} is on {fst} (reads never block); use --dir")
+                print(f"{nm:<22} skipped: {a.dir} is on {fst} (reads never block); use --dir")
                 continue
             path = os.path.join(a.dir, "asyncio-direct.dat")
             ensure_direct_file(path)

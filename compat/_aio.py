@@ -13,9 +13,14 @@ How it works (docs/asyncio.md has the user's view):
   atoms its syslet can end on (those reachable from its head by ``next``
   and by ``SYSLET_SKIP_TO_NEXT_ON_STOP``) until its final atom is reaped;
   a chain cannot run twice at once.
+* ``exec_async`` with a loop running returns a ``Call``: the call's future,
+  which is also a coroutine object, so that ``gather`` and ``ensure_future``
+  take it without a task (asyncio's per-coroutine task, coroutine frame and
+  two of its three ``call_soon`` hand-offs were most of a call's cost).
 * The chains of all ``exec_async`` calls made in one turn of the loop are
   started together, by one ``Engine.exec_batch`` (one ``io_uring_enter`` for
-  all of them) scheduled with ``call_soon``.  ``exec_batch`` returns at once
+  all of them) two turns later (``flush_soon``, then ``flush``: the turn in
+  which a coroutine's task would have queued it, then the start).  ``exec_batch`` returns at once
   for chains without ``SYSLET_SYNC``: what would block goes to io_uring or
   the pool and the syslet goes async.  Chains that make their caller wait
   (``SYSLET_SYNC`` on any atom, ``max_threads=0``, the ``reference``
@@ -23,11 +28,12 @@ How it works (docs/asyncio.md has the user's view):
   blocks.
 """
 import asyncio
+import collections.abc
 import errno
 import os
 import struct
 import threading
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple, Union
 
 from . import _core
 from ._abi import ATOM_SIZE, SYSLET_NO_COMPLETE, SYSLET_SKIP_TO_NEXT_ON_STOP, SYSLET_SYNC
@@ -39,10 +45,46 @@ WALK_LIMIT = 1 << 16
 _peek = _core.peek
 _words4: Callable[..., Tuple[int, int, int, int]] = struct.Struct("<QQQQ").unpack_from
 _flags_next: Callable[..., Tuple[int, int]] = struct.Struct("<Q16xQ").unpack_from
-_running_loop = asyncio.get_running_loop
-_Future = asyncio.Future
 _cancelled = asyncio.Future.cancelled
 _SLOW_FLAGS = SYSLET_SKIP_TO_NEXT_ON_STOP | SYSLET_SYNC | SYSLET_NO_COMPLETE
+
+
+class Call(asyncio.Future):  # type: ignore[type-arg]
+    """What ``Context.exec_async`` returns when called with an event loop
+    running: the future of the call's final atom, which is also a
+    coroutine object (``send``/``throw``/``close``, registered as
+    ``collections.abc.Coroutine``), so that ``await``, ``asyncio.gather``,
+    ``asyncio.wait_for``, ``ensure_future``, ``create_task`` and
+    ``TaskGroup.create_task`` all take it.  ``gather`` and ``ensure_future``
+    use the future as it is: no task and no coroutine frame per call (the
+    largest part of what a call cost asyncio before, docs/asyncio.md).
+
+    As a coroutine it is an awaitable that yields itself until done: a
+    task made from it waits on it, and cancelling that task cancels it."""
+
+    __slots__ = ()
+
+    def send(self, value: Any) -> "Call":
+        if self.done():
+            raise StopIteration(self.result())      # result() raises what the call raised
+        self._asyncio_future_blocking = True
+        return self
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> NoReturn:
+        """A task that runs the call throws CancelledError into it when the
+        task is cancelled: the call is cancelled too (before its turn: it
+        never runs), as a coroutine would have been."""
+        if val is None:
+            val = typ() if isinstance(typ, type) else typ
+        self.cancel()
+        raise val
+
+    def close(self) -> None:
+        """Nothing to close: the call runs whether or not it is awaited
+        (as a task does); cancel() it to keep it from starting."""
+
+
+collections.abc.Coroutine.register(Call)
 
 
 def walk(ctx: Context, head: int) -> Tuple[Tuple[int, ...], bool]:
@@ -182,11 +224,10 @@ class Completions:
             self.detach()
 
     # -- starting syslets ----------------------------------------------------------
-    def start(self, chain: Union[Chain, Atom]) -> "asyncio.Future[Atom]":
-        """Context.exec_async without the coroutine: starts ``chain`` (at the
-        next flush, or in an executor thread) and returns the future of its
-        final atom.  Must be called with the loop running in this thread."""
-        loop = _running_loop()
+    def start(self, chain: Union[Chain, Atom], loop: asyncio.AbstractEventLoop) -> Call:
+        """Context.exec_async: starts ``chain`` (at the next flush, or in an
+        executor thread) and returns the future of its final atom.  ``loop``
+        is the loop running in this thread."""
         if self.loop is not loop:
             self.use_loop(loop)
         ctx = self.ctx
@@ -202,24 +243,24 @@ class Completions:
                 by = self.by_atom
                 if head in by:
                     self.check_free((head,))       # raises
-                fut: "asyncio.Future[Atom]" = _Future(loop=loop)
+                fut = Call(loop=loop)
                 by[head] = fut
                 self.pending += 1
                 if not self.qheads:
-                    loop.call_soon(self.flush)
+                    loop.call_soon(self.flush_soon)
                 self.qheads.append(head)
                 self.qfuts.append(fut)
                 return fut
         atoms, sync = walk(ctx, head)
         if not atoms:
             atoms = (head,)     # unreadable: exec says EFAULT
-        fut = _Future(loop=loop)
+        fut = Call(loop=loop)
         self.claim(fut, atoms)
         if sync or self.in_thread:
             self._in_thread(loop, head, fut)
         else:
             if not self.qheads:
-                loop.call_soon(self.flush)
+                loop.call_soon(self.flush_soon)
             self.qheads.append(head)
             self.qfuts.append(fut)
         return fut
@@ -242,8 +283,14 @@ class Completions:
         loop.run_in_executor(None, run, head).add_done_callback(done)
 
     def check_free(self, atoms: Tuple[int, ...]) -> None:
-        """RuntimeError when one of ``atoms`` is claimed by a call in flight."""
+        """RuntimeError when one of ``atoms`` is claimed by a call in flight.
+        A call cancelled before it started (still queued: flush() would
+        only drop it) frees its atoms here."""
         for a in atoms:
+            f = self.by_atom.get(a)
+            if f is not None and f.cancelled() and any(q is f for q in self.qfuts):
+                self.unclaim(f, a)      # flush() skips it
+                continue
             if a in self.by_atom:
                 raise RuntimeError(f"the atom at 0x{a:x} belongs to a syslet still in flight "
                                    "(a chain cannot run twice at once)")
@@ -273,6 +320,16 @@ class Completions:
                 del by[a]
         self.pending -= 1
         return True
+
+    def flush_soon(self) -> None:
+        """A turn after the first call of a batch was queued: the flush is
+        the turn after this one.  (A call is started in the turn after the
+        one in which its caller's task next runs, as when exec_async was a
+        coroutine that its task ran first: a call cancelled before that
+        never runs.)  One callback per batch, not per call."""
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Starts every queued syslet with one exec_batch."""

@@ -7,8 +7,8 @@ import numbers
 import operator
 import os
 import sys
-from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple,
-                    Union)
+from typing import (TYPE_CHECKING, Any, Callable, Coroutine, Dict, Iterable, List, Optional,
+                    Sequence, Tuple, Union, cast)
 
 from . import _core
 from ._abi import (ATOM_SIZE, SYSLET_FLAGS_ALL)
@@ -26,6 +26,9 @@ _ffi = _core.ffi
 _M64 = 0xFFFFFFFFFFFFFFFF
 _MIN64 = -(1 << 63)
 _MEMORY = ("mem", "bytes")      # argument kinds whose size the builder knows
+#: asyncio.get_running_loop, once exec_async was called (asyncio is not
+#: imported before)
+_running_loop: Optional[Callable[[], Any]] = None
 
 
 def _int(v: Any, what: str) -> int:
@@ -731,26 +734,51 @@ class Context:
         self._efd = self.engine.fileno()
         return self._efd
 
-    async def exec_async(self, chain: Union[Chain, Atom]) -> Atom:
+    def exec_async(self, chain: Union[Chain, Atom]) -> "Coroutine[Any, Any, Atom]":
         """Runs a chain (or an :class:`Atom`) built by this Context like
-        :meth:`exec` and returns its final :class:`Atom`, whether the syslet
-        completed at once or went async (then the event loop watches
-        :meth:`fileno` and this call resumes when the final atom is reaped
-        from the ring).  The loop never blocks: the calls made in one turn
-        of the loop start together, with one :meth:`Engine.exec_batch`, and
-        chains that make their caller wait (``SYSLET_SYNC`` on any atom,
+        :meth:`exec`; awaiting the call returns its final :class:`Atom`,
+        whether the syslet completed at once or went async (then the event
+        loop watches :meth:`fileno` and the call ends when the final atom is
+        reaped from the ring).  The loop never blocks: the calls made in one
+        turn of the loop start together, with one :meth:`Engine.exec_batch`,
+        and chains that make their caller wait (``SYSLET_SYNC`` on any atom,
         ``max_threads=0``, the ``reference`` executor) run in the loop's
         default executor.  Cancelling the call before its turn started it
         means it never runs; after, the syslet runs on, its entry is dropped
         when reaped, and until then its atoms stay claimed (running one of
-        them again raises RuntimeError).  Raises what :meth:`exec` raises,
-        and ValueError for a chain with ``SYSLET_NO_COMPLETE`` (no entry
-        would end the call).  See :doc:`asyncio`."""
+        them again raises RuntimeError).  Awaiting it raises what
+        :meth:`exec` raises, and ValueError for a chain with
+        ``SYSLET_NO_COMPLETE`` (no entry would end the call).
+
+        Called with an event loop running, it returns a future that is also
+        a coroutine object (no task per call: ``asyncio.gather`` and
+        ``ensure_future`` take it as it is, ``create_task`` wraps it);
+        without one, a coroutine that starts the chain once awaited in a
+        loop.  See :doc:`asyncio`."""
+        global _running_loop
+        running = _running_loop
+        if running is None:     # asyncio is imported on first use only
+            from asyncio import get_running_loop
+            running = _running_loop = get_running_loop
+        try:
+            loop = running()
+        except RuntimeError:
+            return self._exec_async_later(chain)
         st = self._aio
         if st is None:
             from ._aio import Completions
             st = self._aio = Completions(self)
-        return await st.start(chain)
+        try:
+            fut = st.start(chain, loop)
+        except Exception as e:      # raised by the await, as by a coroutine
+            from ._aio import Call
+            fut = Call(loop=loop)
+            fut.set_exception(e)
+        return cast("Coroutine[Any, Any, Atom]", fut)     # it is one (Call)
+
+    async def _exec_async_later(self, chain: Union[Chain, Atom]) -> Atom:
+        """exec_async called with no loop running: a coroutine."""
+        return await self.exec_async(chain)
 
     def wait(self, min_events: int = 1, timeout: Optional[float] = None) -> List[Atom]:
         """Waits for ``min_events`` ring entries, then reaps them all.

@@ -310,8 +310,11 @@ class Engine:
 
     def fileno(self) -> int:
         """An eventfd (nonblocking, close-on-exec) that the engine adds 1 to
-        whenever it has written ring entries: readable while entries may be
-        waiting, for event loops to watch.  Made on the first call, readable
+        when it has written ring entries: readable while entries may be
+        waiting, for event loops to watch.  Written once per consumer round:
+        the first publish after :meth:`event_clear` writes it, the ones
+        after leave it readable as it is until the next clear (reading the
+        eventfd yourself does not re-arm it).  Made on the first call, readable
         (so that entries published before are not missed); the same fd
         afterwards, or a new one if the program closed it.  It belongs to
         the engine (closed with it).  Empty it with :meth:`event_clear`

@@ -3,7 +3,8 @@ from that sdist (``python -m build``, isolated, once per session), then the
 wheel installed with ``pip install --target`` outside any venv and used from
 another directory -- from Python and as the C drop-in.
 
-The wheel must carry no path of the building machine: no RUNPATH/RPATH, no
+The wheel is tagged manylinux (checked with auditwheel) and installs into a
+fresh venv.  It must carry no path of the building machine: no RUNPATH/RPATH, no
 libpython, and no string naming the source tree, the build directories or the
 build interpreter's prefix in any file.
 """
@@ -165,6 +166,67 @@ def test_no_build_machine_path_in_the_wheel(dist, unpacked_wheel):
         assert "RPATH" not in dyn and "RUNPATH" not in dyn, f"{so}:\n{dyn}"
         needed = set(re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dyn))
         assert needed <= _LIBC, f"{os.path.basename(so)} needs {needed - _LIBC}"
+
+
+def _wheel_tag(wheel):
+    """(python, abi, platform) tags of a wheel, from its file name."""
+    return tuple(os.path.basename(wheel)[:-len(".whl")].split("-")[-3:])
+
+
+def test_wheel_is_tagged_manylinux_as_auditwheel_finds(dist, unpacked_wheel):
+    """The wheel is tagged manylinux_2_Y_<arch> (setup.py's bdist_wheel),
+    and auditwheel, reading the .so files' needs on its own, finds it
+    consistent with exactly that tag: only glibc's libraries, no symbol
+    version newer than 2.Y."""
+    wheel = dist[2]
+    py, abi, plat = _wheel_tag(wheel)
+    arch = sysconfig.get_platform().split("-", 1)[1]
+    assert re.fullmatch(r"manylinux_2_(\d+)_" + re.escape(arch), plat), plat
+    assert py == abi == f"cp{sys.version_info[0]}{sys.version_info[1]}"
+    info = [d for d in os.listdir(unpacked_wheel) if d.endswith(".dist-info")][0]
+    with open(os.path.join(unpacked_wheel, info, "WHEEL"), encoding="utf-8") as f:
+        assert email.message_from_file(f).get_all("Tag") == [f"{py}-{abi}-{plat}"]
+    # (auditwheel needs no network and no patchelf to show)
+    r = _run([sys.executable, "-m", "auditwheel", "show", wheel])
+    out = " ".join(r.stdout.split())
+    assert f'consistent with the following platform tag: "{plat}"' in out, r.stdout
+    assert f'constrains the platform tag to "{plat}"' in out, r.stdout
+    # the newest GLIBC_ version readelf lists is the tag's
+    newest = (2, 17)
+    for d, _, files in os.walk(unpacked_wheel):
+        for f in files:
+            if f.endswith(".so"):
+                vs = _run(["readelf", "-V", "--wide", os.path.join(d, f)]).stdout
+                for major, minor in re.findall(r"Name: GLIBC_(\d+)\.(\d+)", vs):
+                    newest = max(newest, (int(major), int(minor)))
+    assert plat.startswith("manylinux_%d_%d_" % newest), (plat, newest)
+
+
+@pytest.fixture(scope="session")
+def fresh_venv(dist, tmp_path_factory):
+    """A new venv (no system site-packages) with the wheel installed by pip
+    as a user would; its one dependency, cffi, comes from the package index
+    as for the isolated build above."""
+    d = str(tmp_path_factory.mktemp("fresh") / "venv")
+    _run([sys.executable, "-m", "venv", d])
+    py = os.path.join(d, "bin", "python")
+    _run([py, "-m", "pip", "install", "-q", dist[2]])
+    return py
+
+
+def test_wheel_installs_and_runs_in_a_fresh_venv(fresh_venv, tmp_path, backend):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "SYSLET_"))}
+    env.update(URING_SHIM_BACKEND=backend)
+    site = _run([fresh_venv, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                env=env, cwd=str(tmp_path)).stdout.strip()
+    assert not site.startswith(ROOT)
+    r = _run([fresh_venv, "-c", _PROGRAM, site], cwd=str(tmp_path), env=env)
+    n, head, closed, ran_on = r.stdout.split()
+    assert (n, head, closed) == ("100", "234567890123", "True")
+    assert ran_on == backend
+    script = os.path.join(os.path.dirname(fresh_venv), "syslet-compat")
+    r = _run([script, "--version"], cwd=str(tmp_path), env=env)
+    assert r.stdout.split()[-1] == "0.1.0", r.stdout
 
 
 _PROGRAM = r"""

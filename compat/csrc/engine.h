@@ -52,8 +52,10 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err);
  * joins every thread, frees.  Returns the number of syslets abandoned. */
 int sl_ctx_free(struct sl_ctx *c, int cancel);
 int sl_ctx_backend(struct sl_ctx *c);
-/* An eventfd (EFD_NONBLOCK | EFD_CLOEXEC) the engine adds 1 to whenever it
- * has written ring entries, for event loops to watch.  Made on the first
+/* An eventfd (EFD_NONBLOCK | EFD_CLOEXEC) the engine adds 1 to when it has
+ * written ring entries, for event loops to watch: once per consumer round
+ * (the first publish after sl_event_fd_clear; the ones after it until the
+ * next clear leave it readable as it is).  Made on the first
  * call with the count 1 (so entries published before are reaped too), the
  * same fd after -- or a new one if the program closed or replaced it (the
  * engine never touches a number that is not its eventfd any more).
@@ -61,7 +63,9 @@ int sl_ctx_backend(struct sl_ctx *c);
  * -ECHILD (the parent's context after fork). */
 int sl_event_fd(struct sl_ctx *c);
 /* Reads sl_event_fd's eventfd empty, as a consumer does before it reaps the
- * ring (an entry published after that makes it readable again).  0, or
+ * ring (an entry published after that makes it readable again: the only
+ * way to re-arm it; a consumer that reads the eventfd itself gets no more
+ * writes until it calls this).  0, or
  * -EBADF when there is none (not made, or lost), -ECHILD. */
 int sl_event_fd_clear(struct sl_ctx *c);
 

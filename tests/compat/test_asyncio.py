@@ -448,3 +448,112 @@ def test_a_loop_closed_under_a_call(engine_executor, pipes):
             return await ctx.exec_async(other)
         assert run(main()) is other.tail
         assert obuf.read(6) == b"second" and buf.read(5) == b"first"
+
+
+# ---- the call object: a future that is also a coroutine --------------------------
+
+def test_a_call_in_a_loop_is_a_future_gather_takes_as_it_is(engine_executor, pipes):
+    """Called with a loop running, exec_async gives a future (no task and
+    no coroutine frame per call: gather uses it as it is) that asyncio also
+    takes as a coroutine."""
+    ps = pipes(3)
+    with compat.Context(backend=engine_executor) as ctx:
+        cells = [read_chain(ctx, r) for r, _ in ps]
+
+        async def main():
+            calls = [ctx.exec_async(ch) for ch, _, _ in cells]
+            assert all(asyncio.isfuture(c) and asyncio.iscoroutine(c) for c in calls)
+            tasks = len(asyncio.all_tasks())
+            both = asyncio.gather(*calls)
+            assert len(asyncio.all_tasks()) == tasks       # gather made no task
+            await asyncio.sleep(0.01)
+            for i, (_, w) in enumerate(ps):
+                os.write(w, b"call%d" % i)
+            return await both
+        finals = run(main())
+        for i, ((ch, buf, n), final) in enumerate(zip(cells, finals)):
+            assert final is ch.tail and buf.read(n.value) == b"call%d" % i
+        assert ctx.counters()["syslets_async"] == 3
+
+
+def test_a_call_runs_as_a_task(engine_executor, pipes):
+    """create_task and TaskGroup take the call as a coroutine; cancelling
+    such a task before the call's turn keeps the chain from running."""
+    (r, w), (r2, w2) = pipes(2)
+    os.write(w2, b"untouched")
+    with compat.Context(backend=engine_executor) as ctx:
+        ch, buf, n = read_chain(ctx, r)
+        other, obuf, on = read_chain(ctx, r2)
+
+        async def main():
+            task = asyncio.get_running_loop().create_task(ctx.exec_async(ch))
+            never = asyncio.get_running_loop().create_task(ctx.exec_async(other))
+            never.cancel()
+            await asyncio.sleep(0.01)
+            assert not task.done()
+            os.write(w, b"task")
+            final = await task
+            with pytest.raises(asyncio.CancelledError):
+                await never
+            if hasattr(asyncio, "TaskGroup"):       # 3.11
+                async with asyncio.TaskGroup() as tg:
+                    t = tg.create_task(ctx.exec_async(ch))
+                    asyncio.get_running_loop().call_later(0.01, os.write, w, b"group")
+                assert t.result() is ch.tail and buf.read(5) == b"group"
+            return final
+        before = ctx.counters()["syslets_sync"] + ctx.counters()["syslets_async"]
+        assert run(main()) is ch.tail
+        assert n.value == 5
+        ran = ctx.counters()["syslets_sync"] + ctx.counters()["syslets_async"] - before
+        assert ran == (2 if hasattr(asyncio, "TaskGroup") else 1)   # never `other`
+        assert on.value == -1 and obuf.read(9) == bytes(9)
+
+
+def test_errors_are_raised_by_the_await_in_a_loop(engine_executor):
+    """In a running loop too, what exec refuses is raised by the await,
+    not by the call."""
+    with compat.Context(backend=engine_executor) as ctx:
+        ch = ctx.chain()
+        ch.getpid(ret=True)
+        flags = ctypes.c_uint64.from_address(ch.head.addr)
+        flags.value = 0x100                      # an unknown flag bit
+
+        async def main():
+            bad_type = ctx.exec_async(12345)    # raises nothing yet
+            with pytest.raises(TypeError):
+                await bad_type
+            call = ctx.exec_async(ch)
+            with pytest.raises(OSError) as e:
+                await call
+            assert e.value.errno == errno.EINVAL
+            flags.value = 0
+            return await ctx.exec_async(ch)     # its claim was released
+        assert run(main()) is ch.head and ch.head.result == os.getpid()
+
+
+def test_the_eventfd_is_written_once_per_reap(engine_executor, pipes):
+    """Completions published between two reaps write the eventfd once (its
+    count is 1, not one per entry); the reap re-arms it."""
+    ps = pipes(3)
+    with compat.Context(backend=engine_executor) as ctx:
+        fd = ctx.fileno()
+        assert ctx.reap() == []
+        cells = [read_chain(ctx, r) for r, _ in ps]
+        for ch, _, _ in cells:
+            assert ctx.exec(ch) is None
+        for i, (_, w) in enumerate(ps):
+            os.write(w, b"one")
+            for _ in range(int(T / 0.001)):     # published one by one
+                if ctx.engine.ring_count() == i + 1:
+                    break
+                select.select([], [], [], 0.001)
+        assert ctx.engine.ring_count() == 3
+        assert select.select([fd], [], [], T)[0] == [fd]
+        assert int.from_bytes(os.read(fd, 8), "little") == 1
+        assert select.select([fd], [], [], 0.05)[0] == []
+        assert sorted(a.addr for a in ctx.reap()) == sorted(ch.tail.addr for ch, _, _ in cells)
+        ch, _, _ = cells[0]
+        assert ctx.exec(ch) is None
+        os.write(ps[0][1], b"two")               # after the reap: written again
+        assert select.select([fd], [], [], T)[0] == [fd]
+        assert ctx.wait(1, timeout=T) == [ch.tail]

@@ -18,6 +18,8 @@ import shutil
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -484,18 +486,34 @@ def _remembered_buffered_fd(ctx, path):
     return fd
 
 
-@pytest.mark.parametrize("how", ["close atom", "dup2 atom", "fcntl atom"])
+@pytest.mark.parametrize("how", ["close atom", "close_range atom", "dup2 atom", "fcntl atom"])
 def test_a_descriptor_changed_by_an_atom_is_asked_again(ectx, diskfile, how):
     """The engine remembers which descriptors are not O_DIRECT (so a cached
     read costs no fcntl); an atom that closes, duplicates onto or changes
     the flags of a descriptor makes it forget that one: the next read of an
     O_DIRECT file there is not tried in the caller."""
     path, data = diskfile
-    fd = _remembered_buffered_fd(ectx, path)
+    _changed_by_an_atom(ectx, path, data, how)
+
+
+def _changed_by_an_atom(ectx, path, data, how, at=None):
+    if at is None:
+        fd = _remembered_buffered_fd(ectx, path)
+    else:       # already open at that number
+        fd = at
+        os.pread(fd, BS, 0)
+        ch, _, _ = _read_chain(ectx, fd, 0)
+        run(ectx, ch)
+        assert path_counts(ectx)["atoms_nowait"] == 1
     try:
         if how == "close atom":
             ch = ectx.chain()
             ch.close(fd, ret=True)
+            run(ectx, ch)
+            _reuse_as_direct(path, fd)
+        elif how == "close_range atom":
+            ch = ectx.chain()
+            ch.close_range(fd, fd + 10, 0, ret=True)
             run(ectx, ch)
             _reuse_as_direct(path, fd)
         elif how == "dup2 atom":
@@ -516,6 +534,41 @@ def test_a_descriptor_changed_by_an_atom_is_asked_again(ectx, diskfile, how):
         assert (c["atoms_nowait"], c["direct_reads"]) == (1, 1), c
     finally:
         os.close(fd)
+
+
+#: A descriptor number far above the first 4096 (the engine's fd-kind cache
+#: covered only those before; every number below 1 << 20 now).
+HIGH_FD = 5000
+
+_HIGH_PROGRAM = r"""
+import os, resource, sys
+sys.path[:0] = sys.argv[3:]
+import compat, test_blocking as tb
+path, backend = sys.argv[1], sys.argv[2]
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if soft <= tb.HIGH_FD:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (tb.HIGH_FD + 1, max(hard, tb.HIGH_FD + 1)))
+with open(path, "rb") as f:
+    data = f.read()
+for how in ("close atom", "close_range atom", "dup2 atom", "fcntl atom"):
+    with compat.Context(backend=backend, ring_slots=16) as ctx:
+        fd = os.open(path, os.O_RDONLY)
+        os.dup2(fd, tb.HIGH_FD)
+        os.close(fd)
+        tb._changed_by_an_atom(ctx, path, data, how, at=tb.HIGH_FD)
+print("ok")
+"""
+
+
+def test_a_high_descriptor_is_remembered_and_forgotten_as_a_low_one(engine_executor, diskfile):
+    """The same at descriptor 5000, in a child process (a process whose
+    descriptor table grew that far reads differently in the cold-descriptor
+    test below)."""
+    path, _ = diskfile
+    here = os.path.dirname(os.path.abspath(__file__))
+    r = subprocess.run([sys.executable, "-c", _HIGH_PROGRAM, path, engine_executor, here,
+                        os.path.dirname(here)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stdout + r.stderr
 
 
 def test_a_descriptor_reused_behind_the_engines_back_costs_one_read(ectx, diskfile):

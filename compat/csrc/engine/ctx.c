@@ -42,6 +42,15 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
         *err = -ENOMEM;
         return NULL;
     }
+    /* the fd-kind cache: zero pages until used (SL_FDK_SLOTS) */
+    void *fdk = mmap(NULL, SL_FDK_SLOTS, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (fdk == MAP_FAILED) {
+        free(c);
+        *err = -ENOMEM;
+        return NULL;
+    }
+    c->fdk = fdk;
     c->efd = -1;
     pthread_mutex_init(&c->mu, NULL);
     pthread_condattr_t ca;
@@ -83,6 +92,7 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
     }
     if (!c->pool) {
         int e = errno ? errno : ENOMEM;
+        munmap(c->fdk, SL_FDK_SLOTS);
         free(c);
         *err = -e;
         return NULL;
@@ -140,13 +150,19 @@ static int efd_ours(struct sl_ctx *c)
     return 0;
 }
 
-/* try_publish wrote ring entries (mutex held): make the eventfd readable. */
+/* try_publish wrote ring entries (mutex held): make the eventfd readable --
+ * once per consumer round.  After a write, later publishes leave it (and
+ * pay no fstat, fcntl and write each) until sl_event_fd_clear, which the
+ * consumer calls before it takes the ring's entries: an entry published
+ * after that clear writes again, one published before it is taken by that
+ * round.  Thousands of completions between two reaps cost one write. */
 static void event_fd_signal(struct sl_ctx *c)
 {
-    if (c->efd >= 0 && efd_ours(c)) {
+    if (c->efd >= 0 && !c->efd_signalled && efd_ours(c)) {
         int saved = errno;
         eventfd_write(c->efd, 1);   /* EAGAIN: saturated, readable anyway */
         errno = saved;
+        c->efd_signalled = 1;
     }
 }
 
@@ -180,6 +196,7 @@ int sl_event_fd(struct sl_ctx *c)
         c->efd = fd;
         c->efd_dev = st.st_dev;
         c->efd_ino = st.st_ino;
+        c->efd_signalled = 1;   /* made readable */
     }
     int fd = c->efd;
     pthread_mutex_unlock(&c->mu);
@@ -197,6 +214,7 @@ int sl_event_fd_clear(struct sl_ctx *c)
     if (efd_ours(c)) {
         eventfd_t v;
         eventfd_read(c->efd, &v);   /* EAGAIN: it was empty */
+        c->efd_signalled = 0;       /* the next publish writes it */
         r = 0;
     }
     pthread_mutex_unlock(&c->mu);
@@ -477,6 +495,7 @@ int sl_ctx_free(struct sl_ctx *c, int cancel)
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
     pthread_cond_destroy(&c->dcv);
+    munmap(c->fdk, SL_FDK_SLOTS);
     free(c);
     return abandoned;
 }

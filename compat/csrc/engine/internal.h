@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -46,7 +47,11 @@
 #define SL_PARALLEL_READS 1
 #endif
 #define SL_YIELD_ATOMS 1024     /* inline atoms an async syslet runs per turn */
-#define SL_FDK_SLOTS 4096       /* descriptors whose O_DIRECT state is cached */
+/* Descriptors whose kind is cached: every number below the kernel's default
+ * nr_open (1 << 20).  One byte each, in a mapping made with MAP_NORESERVE:
+ * a page of it (4096 numbers) costs memory only once a number in it was
+ * used (a program with 10 000 sockets: 3 pages). */
+#define SL_FDK_SLOTS (1u << 20)
 #define UD_POOL 0xff
 
 enum { K_URING = 1, K_INLINE, K_POOL, K_REFUSED, K_UMEM };
@@ -181,11 +186,15 @@ struct sl_ctx {
     uint64_t fast_hits[2], fast_faults;     /* hits: [0] read, [1] pread64 */
     unsigned gen;               /* fork generation it was made in */
     /* FDK_* of fds < SL_FDK_SLOTS: where a lone read goes first (D23);
-     * single bytes, read and written without the mutex */
-    uint8_t fdk[SL_FDK_SLOTS];
+     * single bytes, read and written without the mutex (SL_FDK_SLOTS bytes,
+     * mapped by sl_ctx_new) */
+    uint8_t *fdk;
+    uint32_t fdk_hi;            /* above every fd whose entry was set (close_range) */
     unsigned fdk_direct_uses;   /* FDK_DIRECT lookups (SL_FDK_RECHECK) */
     const char *broken;         /* the ring is unusable (ring_broken): why; every call gives -EIO */
-    int efd;                    /* sl_event_fd's eventfd, added to per publish; -1: none */
+    int efd;                    /* sl_event_fd's eventfd; -1: none */
+    int efd_signalled;          /* written since the consumer's last sl_event_fd_clear:
+                                 * publishing does not write it again (mutex) */
     dev_t efd_dev;              /* ... and its identity (efd_ours) */
     ino_t efd_ino;
 };

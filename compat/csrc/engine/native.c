@@ -237,8 +237,16 @@ static __attribute__((noinline)) int fd_direct(int fd)
  * of the argument (an unsigned int in the system calls, a __s32 in an SQE). */
 static inline void fdk_set(struct sl_ctx *c, int64_t fd, int k)
 {
-    if ((uint32_t)fd < SL_FDK_SLOTS)
-        __atomic_store_n(&c->fdk[(uint32_t)fd], (uint8_t)k, __ATOMIC_RELAXED);
+    uint32_t f = (uint32_t)fd;
+    if (f >= SL_FDK_SLOTS)
+        return;
+    if (k != FDK_UNKNOWN) {
+        uint32_t hi = __atomic_load_n(&c->fdk_hi, __ATOMIC_RELAXED);
+        while (hi <= f && !__atomic_compare_exchange_n(&c->fdk_hi, &hi, f + 1, 1,
+                                                       __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            ;
+    }
+    __atomic_store_n(&c->fdk[f], (uint8_t)k, __ATOMIC_RELAXED);
 }
 
 /* The kind of fd (FDK_*, never FDK_TRIED): cached, else asked once
@@ -385,8 +393,13 @@ static inline void fdk_note(struct sl_ctx *c, const struct member *m, int64_t r)
             fdk_forget(c, r);
         break;
     case 436:                           /* close_range */
-        for (uint32_t fd = (uint32_t)m->args[0]; fd < SL_FDK_SLOTS && fd <= (uint32_t)m->args[1]; fd++)
+    {
+        /* (only up to the highest number ever set: close_range(3, ~0U)
+         * walks the numbers in use, not the table) */
+        uint32_t hi = __atomic_load_n(&c->fdk_hi, __ATOMIC_RELAXED);
+        for (uint32_t fd = (uint32_t)m->args[0]; fd < hi && fd <= (uint32_t)m->args[1]; fd++)
             fdk_forget(c, (int64_t)fd);
+    }
         break;
     }
 }
