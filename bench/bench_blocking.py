@@ -119,9 +119,9 @@ def fio(path, engine, depth, ios, rw="randread", direct=1, jobs=1):
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stdout}{r.stderr}")
     job = json.loads(r.stdout[r.stdout.index("{"):])["jobs"][0]
     side = job["write"] if rw.endswith("write") else job["read"]
-    # usr_cpu/sys_cpu: percent of the job's runtime (all its threads with
-    # group_reporting)
-    cpu_s = (job["usr_cpu"] + job["sys_cpu"]) / 100 * side["runtime"] / 1000
+    # usr_cpu/sys_cpu: percent of job_runtime, which group_reporting sums
+    # over the jobs (numjobs threads: N times the wall-clock runtime)
+    cpu_s = (job["usr_cpu"] + job["sys_cpu"]) / 100 * job.get("job_runtime", side["runtime"]) / 1000
     return float(side["iops"]), 1e6 * cpu_s / max(1, side["total_ios"])
 
 
