@@ -6,8 +6,10 @@
 
 Every row runs the same workload twice, ours and a baseline, in alternating
 order, ``--pairs`` times (default 5); it reports the medians of both rates and
-the median of the per-pair ratios with its range.  Nothing is compared with a
-number from another run or another machine.
+the median of the per-pair ratios with its range, and the median CPU time per
+I/O of each side (ours: the whole process, every thread, over the timed span;
+fio: its job threads' user + system time over the job's runtime).  Nothing is
+compared with a number from another run or another machine.
 
 The data file (1 GiB of a known pattern, ``examples/randread.c --make``; the
 write rows use a second one, since fio writes bytes of its own) lives
@@ -89,18 +91,23 @@ def rate_of(stdout, what="reads/s"):
     raise RuntimeError(f"no '{what}' line in:\n{stdout}")
 
 
+def rate_cpu_of(stdout):
+    """(I/Os per second, CPU microseconds per I/O) from a --cpu-rate output."""
+    return rate_of(stdout), 1e6 / rate_of(stdout, "cpu reads/s")
+
+
 def ours(exe, path, depth, ios, *flags, backend=None):
-    """libsyslet under LD_PRELOAD: reads (or writes) per second."""
-    cmd = [exe, "--iodepth", str(depth), "--ios", str(ios), "--light-verify",
+    """libsyslet under LD_PRELOAD: (reads (or writes) per second, CPU us per I/O)."""
+    cmd = [exe, "--iodepth", str(depth), "--ios", str(ios), "--light-verify", "--cpu-rate",
            "--seed", str(random.randrange(1, 1 << 30)), *flags, path]
     r = subprocess.run(cmd, env=env_for(True, backend), capture_output=True, text=True)
     if r.returncode != 0 or "errors=0" not in r.stdout:
         raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
-    return rate_of(r.stdout)
+    return rate_cpu_of(r.stdout)
 
 
 def fio(path, engine, depth, ios, rw="randread", direct=1, jobs=1):
-    """fio's IOPS for the same work (ios I/Os in total)."""
+    """fio's (IOPS, CPU us per I/O) for the same work (ios I/Os in total)."""
     cmd = ["fio", "--name=bench", f"--filename={path}", f"--rw={rw}", f"--bs={BS}",
            f"--direct={direct}", f"--ioengine={engine}", f"--iodepth={depth}",
            f"--number_ios={max(1, ios // jobs)}", "--norandommap", "--randrepeat=0",
@@ -112,14 +119,17 @@ def fio(path, engine, depth, ios, rw="randread", direct=1, jobs=1):
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stdout}{r.stderr}")
     job = json.loads(r.stdout[r.stdout.index("{"):])["jobs"][0]
     side = job["write"] if rw.endswith("write") else job["read"]
-    return float(side["iops"])
+    # usr_cpu/sys_cpu: percent of job_runtime, which group_reporting sums
+    # over the jobs (numjobs threads: N times the wall-clock runtime)
+    cpu_s = (job["usr_cpu"] + job["sys_cpu"]) / 100 * job.get("job_runtime", side["runtime"]) / 1000
+    return float(side["iops"]), 1e6 * cpu_s / max(1, side["total_ios"])
 
 
 def python_worker(path, depth, ios):
     """The Python row's workload, in a process of its own: `depth` one-atom
     pread64 chains of an O_DIRECT fd in flight through compat.Context,
     each resubmitted with Context.exec as soon as Context.wait reaped it.
-    Prints reads/s."""
+    Prints reads/s and cpu reads/s (per second of the process's CPU time)."""
     import time
     sys.path.insert(0, ROOT)
     import compat
@@ -138,6 +148,7 @@ def python_worker(path, depth, ios):
         done = issued = bad = 0
         todo = list(range(depth))
         t0 = time.monotonic()
+        c0 = time.process_time()
         while done < ios:
             # Each free chain is resubmitted as soon as it is reaped (one
             # Context.exec each): the device gets work back at once rather
@@ -158,10 +169,12 @@ def python_worker(path, depth, ios):
                     done += 1
                     todo.append(index[a.addr])
         t1 = time.monotonic()
+        c1 = time.process_time()
     os.close(fd)
     if bad:
         raise SystemExit(f"python worker: {bad} reads failed")
     print(f"reads/s: {ios / (t1 - t0):.0f}")
+    print(f"cpu reads/s: {ios / max(c1 - c0, 1e-9):.0f}")
 
 
 def python_rate(path, depth, ios):
@@ -170,11 +183,12 @@ def python_rate(path, depth, ios):
                        env=env_for(False))
     if r.returncode != 0:
         raise RuntimeError(f"python worker failed:\n{r.stdout}{r.stderr}")
-    return rate_of(r.stdout)
+    return rate_cpu_of(r.stdout)
 
 
 def compare(name, ours_fn, base_fn, target, pairs):
-    o, b, ratios = [], [], []
+    """ours_fn, base_fn: () -> (I/Os per second, CPU us per I/O)."""
+    o, b, oc, bc, ratios = [], [], [], [], []
     for i in range(pairs):
         if i % 2 == 0:
             x = ours_fn()
@@ -182,17 +196,21 @@ def compare(name, ours_fn, base_fn, target, pairs):
         else:
             y = base_fn()
             x = ours_fn()
-        o.append(x)
-        b.append(y)
-        ratios.append(x / y)
+        o.append(x[0])
+        b.append(y[0])
+        oc.append(x[1])
+        bc.append(y[1])
+        ratios.append(x[0] / y[0])
     row = {"name": name, "ours": statistics.median(o), "base": statistics.median(b),
            "ratio": statistics.median(ratios), "lo": min(ratios), "hi": max(ratios),
+           "ours_cpu_us": statistics.median(oc), "base_cpu_us": statistics.median(bc),
            "target": target}
     row["ok"] = target is None or row["ratio"] >= target
     verdict = "(info)" if target is None else \
         f"target >= {target:<4}  {'PASS' if row['ok'] else 'FAIL'}"
     print(f"{name:<20} {row['ours']:>9.0f} {row['base']:>9.0f}  {row['ratio']:5.2f}x "
-          f"[{row['lo']:.2f}-{row['hi']:.2f}]  {verdict}", flush=True)
+          f"[{row['lo']:.2f}-{row['hi']:.2f}]  {row['ours_cpu_us']:5.2f} {row['base_cpu_us']:5.2f}  "
+          f"{verdict}", flush=True)
     return row
 
 
@@ -260,7 +278,7 @@ def main():
     only = set(filter(None, a.only.split(",")))
     print(f"data: {path} ({fst}); {a.pairs} alternating pairs per row; "
           f"{n} I/Os per run ({n1} at depth 1)")
-    print(f"{'row':<20} {'ours/s':>9} {'base/s':>9}  ratio [range]")
+    print(f"{'row':<20} {'ours/s':>9} {'base/s':>9}  ratio [range]      CPU us/IO: ours base")
     rows = []
     points = {"syslet drop-in": {}, "fio io_uring": {}, "fio libaio": {},
               "fio psync (N threads)": {}}
@@ -306,9 +324,9 @@ def main():
     if not a.no_plot and not only:
         # the plot's remaining points: one run each
         for d in (1, 8, 128):
-            points["fio libaio"][d] = fio(path, "libaio", d, n1 if d == 1 else n)
+            points["fio libaio"][d] = fio(path, "libaio", d, n1 if d == 1 else n)[0]
         for d in (8, 128):
-            points["fio psync (N threads)"][d] = fio(path, "psync", 1, n, jobs=d)
+            points["fio psync (N threads)"][d] = fio(path, "psync", 1, n, jobs=d)[0]
         plot(points, PLOT)
     if a.json:
         with open(a.json, "w") as f:

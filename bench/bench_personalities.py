@@ -6,9 +6,10 @@
 
 Every row runs ours and a baseline in alternating order, ``--pairs`` times
 (default 5), and reports the medians of both rates and the median of the
-per-pair ratios with its range (judged: wall clock), and for the C-only
-rows the median ratio of reads per second of process CPU time (info: less
-sensitive to other load on a shared machine).  Ours are the C examples, run under
+per-pair ratios with its range (judged: wall clock), and the median ratio of
+reads per second of CPU time (info: less sensitive to other load on a shared
+machine; ours and the C loop: the whole process; fio: its job's user +
+system time).  Ours are the C examples, run under
 ``LD_PRELOAD`` of libsyslet with the project's numbers, every block checked
 (``--light-verify``: three words of each, enough for a wrong or torn block):
 ``examples/randread_v5.c`` (v5; ``-DV6`` for v6), ``examples/indirect_v7.c``
@@ -98,6 +99,12 @@ def uring_loop(exe, mode, path, ios, seed=1):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
     kv = dict(w.split("=") for w in r.stdout.split())
     return float(kv["reads_per_sec"]), float(kv["reads"]) / float(kv["cpu_s"])
+
+
+def fio_rate(*args, **kw):
+    """bench_blocking.fio's (IOPS, reads per CPU second of fio's job)."""
+    iops, cpu_us = fio(*args, **kw)
+    return iops, 1e6 / cpu_us if cpu_us > 0 else float("inf")
 
 
 def compare(name, ours_fn, base_fn, target, pairs):
@@ -194,14 +201,14 @@ def main():
         d = a.direct_ios
         print(f"blocking: {path} ({fst}, {FILE_MIB} MiB), O_DIRECT, 32 in flight; {d} reads "
               "per run; baseline fio io_uring iodepth 32")
-        base = lambda: fio(path, "io_uring", 32, d)     # noqa: E731
+        base = lambda: fio_rate(path, "io_uring", 32, d)     # noqa: E731
         row("direct-d32-v1", lambda: example(v1, path, d, "--direct", "--iodepth", "32"),
             base, 0.9)
         row("direct-d32-v5", lambda: example(v5, path, d, "--direct", "--batch", "1"), base, 0.9)
         row("direct-d32-v6", lambda: example(v6, path, d, "--direct", "--batch", "1"), base, 0.9)
         row("direct-d32-v7", lambda: example(v7, path, d, "--direct"), base, 0.9)
         row("direct-v5-batch32", lambda: example(v5, path, d // 10, "--direct", "--batch", "32"),
-            lambda: fio(path, "io_uring", 32, d // 10), None)
+            lambda: fio_rate(path, "io_uring", 32, d // 10), None)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
