@@ -146,8 +146,12 @@ static void v7_give_back(struct v7call *v)
  * RWF_NOWAIT right here, as the exec fast path does for an atom (D23: never
  * an O_DIRECT or cold fd); anything else becomes a struct v7call run as a
  * syslet of personality v7 (D29). */
-static int64_t indirect_syslet(struct sl_ctx *c, const uint64_t *r, uint64_t ring,
-                               uint64_t cdata, const struct sl_unlock *u)
+static int64_t indirect_general(struct sl_ctx *c, const uint64_t *r, uint64_t ring,
+                                uint64_t cdata, const struct sl_unlock *u, int64_t partial,
+                                int kind);
+
+static inline int64_t indirect_syslet(struct sl_ctx *c, const uint64_t *r, uint64_t ring,
+                                      uint64_t cdata, const struct sl_unlock *u)
 {
     const int64_t *a = (const int64_t *)(r + 1);
     int64_t partial = -1;
@@ -174,6 +178,17 @@ static int64_t indirect_syslet(struct sl_ctx *c, const uint64_t *r, uint64_t rin
             }
         }
     }
+    return indirect_general(c, r, ring, cdata, u, partial, kind);
+}
+
+/* The rest of indirect_syslet (out of line: the in-place read stays a few
+ * instructions): r[] as a syslet of personality v7 with one atom. */
+static __attribute__((noinline)) int64_t indirect_general(struct sl_ctx *c, const uint64_t *r,
+                                                          uint64_t ring, uint64_t cdata,
+                                                          const struct sl_unlock *u,
+                                                          int64_t partial, int kind)
+{
+    const int64_t *a = (const int64_t *)(r + 1);
     struct v7call *v = v7_take();
     if (!v)
         return -ENOMEM;
