@@ -73,6 +73,7 @@ struct syslet {
     uint8_t sync_all;       /* SYSLET_SYNC on the first atom (or max_nr_threads 0) */
     uint8_t handoff;        /* left READY for the driver to submit */
     unsigned epoch;         /* c->cancel when it started */
+    uint32_t fdk_round;     /* its round of descriptor checks (D36), never 0 */
     uint8_t resubmits;      /* segments resubmitted after a kernel-side cancel */
     uint8_t have_pre;       /* pre holds the first atom, read at exec time */
     struct member pre;
@@ -175,6 +176,14 @@ struct sl_ctx {
     /* FDK_* of fds < SL_FDK_SLOTS: where a lone read goes first (D23);
      * single bytes, read and written without the mutex */
     uint8_t fdk[SL_FDK_SLOTS];
+    /* The syslet (its fdk_round) for which fdk[fd] was last checked against
+     * the kernel or set by an atom (D36: a number reused behind the
+     * engine's back); read and written without the mutex */
+    uint32_t fdk_round[SL_FDK_SLOTS];
+    uint32_t fdk_rounds;        /* the last round handed to a syslet */
+    /* What fdk[fd] was classified from (fd_ident), 0 unknown: an fstat that
+     * finds the same file confirms the kind (D36) */
+    uint64_t fdk_id[SL_FDK_SLOTS];
     unsigned fdk_direct_uses;   /* FDK_DIRECT lookups (SL_FDK_RECHECK) */
     const char *broken;         /* the ring is unusable (ring_broken): why; every call gives -EIO */
     int efd;                    /* sl_event_fd's eventfd, added to per publish; -1: none */
