@@ -10,12 +10,10 @@ messages).
   an epoll fd or of an empty O_NONBLOCK pipe, pty or inotify fd, and a write
   into a full O_NONBLOCK pipe, for ever (a SYSLET_SYNC caller hung).  The
   engine now checks a cached kind once per syslet (docs/decisions.md D36).
-
-(The fuzz's third finding -- SQEs left in the submission queue when an
-enter met the ring's descriptor closed by an atom while another thread had
-just taken it back, so that their syslets never completed -- depends on a
-race between engine threads and is held by the fuzz only:
-test_rel_fuzz.py.)
+* A read of /dev/zero (or /dev/full) longer than a page came back short
+  (4096, 8192, ...) when the task was due to reschedule: the kernel ends
+  such a read early when it is non-blocking (io_uring's first attempt, the
+  RWF_NOWAIT try), read(2) goes on.  They run natively now.
 """
 import pytest
 
@@ -85,3 +83,52 @@ def test_a_reused_number_gets_the_native_answer(backend, kind, tmp_path):
     assert out["learned"] == [[16, 64], [16, 64]], out
     assert out["got"] == out["want"], out
     assert out["want"][1] in (-11, -22), out      # EAGAIN / EINVAL: the call does not wait
+
+
+ZERO = r"""
+import json, os, signal, sys, time
+import compat
+from rel_lib import Mem, RawRing, SYNC, addr
+backend, how = sys.argv[1], sys.argv[2]
+cpu = min(os.sched_getaffinity(0))
+os.sched_setaffinity(0, {cpu})
+spinner = os.fork()             # a busy process on the same CPU: reads get told to reschedule
+if spinner == 0:
+    while True:
+        pass
+e = compat.Engine(backend)
+ring = RawRing(e, 64)
+m = Mem()
+n = 8 << 20
+buf = m.buf(n)
+zero = os.open("/dev/zero", os.O_RDONLY)
+full = os.open("/dev/full", os.O_RDONLY)
+got = []
+try:
+    for i in range(24):
+        fd = zero if i % 2 else full
+        a = m.atoms(2); r0 = m.cell(-999); r1 = m.cell(-999)
+        if how == "lone":       # one read: tried in place first
+            m.set(a[0], 0, (fd, addr(buf), n), ret=r1, flags=SYNC)
+        else:                   # chained after a pread64: one io_uring segment
+            m.set(a[0], 17, (zero, addr(buf), 16, 0), ret=r0, flags=SYNC, next=a[1])
+            m.set(a[1], 0, (fd, addr(buf), n), ret=r1)
+        assert e.exec(addr(a[0])) > 0
+        got.append(r1.value)
+finally:
+    os.kill(spinner, signal.SIGKILL)
+    os.waitpid(spinner, 0)
+print(json.dumps({"got": got, "n": n}))
+e.close()
+"""
+
+
+@pytest.mark.parametrize("how", ["lone", "chained"])
+def test_dev_zero_reads_are_whole(backend, how):
+    """Old code: io_uring, both kinds came back short (e.g. 888832 or
+    2932736 of 8 MiB); pool-only, the chained ones (the lone ones mostly
+    not: the race is the scheduler's)."""
+    p = run_py(ZERO, backend, how, backend=backend, timeout=120)
+    assert p.returncode == 0, describe(p)
+    out = last_json(p.stdout)
+    assert out["got"] == [out["n"]] * len(out["got"]), out

@@ -191,6 +191,19 @@ static int anon_kind(int fd)
     return FDK_NATIVE;
 }
 
+/* /dev/zero and /dev/full (char 1:5, 1:7): their read stops after a page
+ * when the task should reschedule and the read is non-blocking
+ * (IOCB_NOWAIT), which io_uring's first attempt and an RWF_NOWAIT try
+ * are; read(2) goes on.  io_uring completes with the short count (it only
+ * retries short reads of regular files): so a read of them runs natively,
+ * and a short try is not the answer (short_read_final).  Found by the
+ * hostile fuzz (issue 13 item 6): read(/dev/zero, 18338) gave 4096 on a
+ * busy machine. */
+static inline int zero_dev(dev_t rdev)
+{
+    return major(rdev) == 1 && (minor(rdev) == 5 || minor(rdev) == 7);
+}
+
 /* Which file fd (st: its fstat) is, as one word: device, inode, type and,
  * for a regular file or a block device, O_DIRECT (one fcntl: the same file
  * opened again with O_DIRECT has another kind).  0: cannot tell -- an
@@ -249,8 +262,10 @@ static int fd_classify_stat(int fd, const struct stat *stp)
     case S_IFIFO: case S_IFSOCK: case S_IFDIR:
         return FDK_STREAM;
     case S_IFCHR:
+        if (zero_dev(st.st_rdev))
+            return FDK_NATIVE;  /* io_uring may end a read of it early (zero_dev) */
         switch (major(st.st_rdev)) {
-        case 1:                 /* memory devices: null, zero, full, random, kmsg, ... */
+        case 1:                 /* memory devices: null, random, kmsg, ... */
         case 4: case 5:         /* ttys, the console, /dev/tty, /dev/ptmx */
         case 136: case 137: case 138: case 139: case 140: case 141: case 142: case 143: /* pts */
             return FDK_STREAM;
@@ -476,7 +491,9 @@ static int short_read_final(int fd, off_t off, int64_t r)
 {
     struct stat st;
     int saved = errno;
-    int fin = fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) ||
+    int fin = fstat(fd, &st) != 0 ||
+              !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) ||
+                (S_ISCHR(st.st_mode) && zero_dev(st.st_rdev))) ||
               (S_ISREG(st.st_mode) && off >= 0 && off + r >= st.st_size);
     errno = saved;
     return fin;
