@@ -210,7 +210,13 @@ static void flush(struct sl_ctx *c)
         do {
             r = us_submit(&c->ring);
         } while (r == -EINTR);
-        c->sqes_pending = 0;
+        /* What the kernel did not take stays in the SQ: the next flush
+         * (the driver's next round at the latest) submits it again.  An
+         * enter that failed because the program closed the ring's
+         * descriptor again while the engine was taking it back (D33) left
+         * its SQEs there for good, and their syslets never completed
+         * (issue 13 item 6: close atoms on the engine's descriptors). */
+        c->sqes_pending = io_uring_sq_ready(&c->ring) > 0;
     }
     if (c->njobs) {
         c->cnt.pool_batches++;
