@@ -736,8 +736,11 @@ class Hostile:
             del self.pool[n]        # a hole a new descriptor took since (a peer we keep)
         self.engine = self.scan_engine()
         self.diff = True
-        self.ours = {n: fd_ident(n) for n in self.mine() - self.foreign}
-        self.ours.update((n, fd_ident(n)) for n in self.w.own_fds())
+        self.ours = {}
+        for n in (self.mine() - self.foreign) | set(self.w.own_fds()):
+            ident = fd_ident(n)
+            if ident is not None:               # (open ones: a closed number is no one's)
+                self.ours[n] = ident
         snap = {}
         for n, k in list(self.pool.items()) + list(self.w.own_fds().items()):
             snap[n] = (k or "hole", fd_ident(n))
@@ -791,6 +794,13 @@ class Hostile:
         kind, ident = got
         if kind == "hole" or (a.nr != 5 and kind not in STATELESS):
             return None                         # (a hole: see STATELESS)
+        if kind == "zero" and a.nr in (0, 17) and vals[2] > PAGE:
+            # read(2) of /dev/zero returns what it has written when a signal
+            # is pending -- io_uring's task work in a thread that uses it
+            # counts -- so beyond a page the native answer itself varies
+            # (make fuzz-long: 4096 of 16352 once in 800k chains);
+            # test_rel_hostile.py holds whole reads where it does not
+            return None
         if kind != "bad" and fd_ident(fd) != ident:
             return None                         # an atom opened it since (a hole) or it moved
         self.stats["diff"] += 1
