@@ -333,7 +333,10 @@ static inline int fdk_get(struct sl_ctx *c, uint32_t rd, int64_t fd)
         }
         k = fd_classify_stat((int)f, &st);
     } else {
+        int old = k;
         k = fd_classify_id((int)f, &now);
+        if (old == FDK_COLD && k == FDK_BUFFERED)
+            k = FDK_COLD;       /* a file still: keep what its last try said (D23) */
     }
     fdk_set(c, f, k);
     __atomic_store_n(&c->fdk_id[f], now, __ATOMIC_RELAXED);
