@@ -30,7 +30,7 @@ help:
 	@echo "make venv   - (re)build .venv and the cffi modules when sources change"
 	@echo "make bench  - run the benchmarks (installs fio and matplotlib if missing)"
 	@echo "make docs   - Sphinx HTML into docs/_build/html (warnings are errors)"
-	@echo "make fuzz-long - 1M random chains per backend (docs/reliability.md)"
+	@echo "make fuzz-long - 1.6M random hostile chains per backend (docs/reliability.md)"
 	@echo "make leak-long - 1M mixed syslets per backend, fds/threads/RSS flat"
 	@echo "make clean  - remove .venv, build products and caches"
 

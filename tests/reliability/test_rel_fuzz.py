@@ -9,8 +9,20 @@ Per backend (the run's URING_SHIM_BACKEND, passed explicitly to the
 engine): 40k chains through ``compat.Engine``, 20k through the raw API,
 40k through libsyslet's C functions; and per later personality (v5 and v6
 chains with their heads, v7 random indirect calls) 10k through
-``compat.Engine`` and 10k through libsyslet; ``make fuzz-long``
-(SYSLET_LONG=1) runs ten times that.
+``compat.Engine`` and 10k through libsyslet: 160k per backend; ``make
+fuzz-long`` (SYSLET_LONG=1) runs ten times that (1.6M).
+
+Every run is hostile (issue 13 item 6, ``--hostile``): the chains also use
+descriptors of odd kinds (epoll, io_uring, inotify, eventfd, timerfd,
+signalfd, pipes, sockets, ptys, /dev/zero, /dev/null, procfs, sysfs,
+directories, O_DIRECT files) and the engine's own; between batches the
+driver dup2s new kinds over those numbers behind the engine's back, closes
+some, dup2s over and closes the engine's descriptors, runs
+``close_range(3, ~0U)`` (also while syslets run) and unmaps and maps again
+pages that chains point into; the model asks the native call for every
+call whose answer depends only on its arguments (a differential check).
+Every batch runs under a watchdog: one that does not finish in 20 s ends
+the child with its chains, the seed and the last hostile steps printed.
 """
 import os
 
@@ -27,15 +39,22 @@ CHAINS = {"engine": 40_000, "raw": 20_000, "c": 40_000}
 #: chains (v7: indirect calls) per later personality, entry point and backend
 PERSONALITY_CHAINS = 10_000
 SECONDS = 600 if LONG else 90
+#: a batch that takes longer is a hang (the driver's watchdog)
+WATCHDOG = 20
 
 
 def run_driver(mode, backend, chains, *extra, env=None, seconds=SECONDS):
     cmd = [PY, DRIVER, "--mode", mode, "--backend", backend, "--chains", str(chains),
-           "--seconds", str(seconds), *extra]
+           "--seconds", str(seconds), "--hostile", "--watchdog", str(WATCHDOG), *extra]
     if mode == "c":
         cmd += ["--lib", libsyslet_path()]
     p = subprocess.run(cmd, env=child_env(backend, **(env or {})), capture_output=True,
                        text=True, timeout=seconds + 120)
+    if p.returncode == 3:
+        hang = last_json(p.stdout)
+        raise AssertionError(f"HANG: batch {hang['batch']} of seed {hang['seed']} did not finish in "
+                             f"{hang['seconds']} s ({' '.join(cmd)} --seed {hang['seed']}):\n"
+                             + "\n".join(hang["chains"])[:8000] + "\n" + p.stderr[-3000:])
     assert p.returncode == 0, describe(p)
     return last_json(p.stdout), p
 
@@ -51,9 +70,20 @@ def check(out, chains):
     assert st["verified"] >= 0.9 * st["chains"], st
     for k in ("err_EFAULT", "err_EINVAL", "efault", "enosys", "refused", "async", "sync", "heads"):
         assert st.get(k, 0) > 0, f"{k} never happened: {st}"
+    # and the hostile steps all happened (close_range while chains run: v1's loop only)
+    hostile = ["reused", "closed", "close_range", "dup2_engine", "close_engine", "wild_rw", "wild_ro",
+               "wild_none"]
+    if out.get("abi", "v1") == "v1":
+        hostile.append("close_range_mid")
+    if out.get("abi", "v1") != "v7":
+        hostile.append("diff")
+    for k in hostile:
+        assert st.get(k, 0) > 0, f"{k} never happened: {st}"
     print(f"\nFUZZ {out['mode']} {out.get('abi', 'v1')} {out['backend']}: {st['chains']} chains, "
           f"{st.get('atoms', 0)} atoms, "
-          f"{st['seconds']} s, verified {st['verified']}, seed {out['seed']}")
+          f"{st['seconds']} s, verified {st['verified']}, native-checked {st.get('diff', 0)}, "
+          f"hostile: {', '.join(f'{k} {st.get(k, 0)}' for k in hostile if k != 'diff')}, "
+          f"seed {out['seed']}")
 
 
 @pytest.mark.parametrize("mode", ["engine", "raw"])
@@ -99,3 +129,20 @@ def test_fuzz_checker_can_fail(backend, abi):
     p = subprocess.run(cmd, env=child_env(backend), capture_output=True, text=True, timeout=120)
     out = last_json(p.stdout)
     assert out["nfails"] > 0 and "expected -38" in " ".join(out["fails"]), out
+
+
+@pytest.mark.parametrize("mode", ["engine", "c"])
+def test_fuzz_watchdog_reports_a_hang(backend, mode):
+    """The watchdog is not vacuous: a chain that waits for ever (a
+    SYSLET_SYNC read of an empty pipe whose writer stays open: read(2)
+    waits too) ends the child with status 3, the seed and that chain."""
+    cmd = [PY, DRIVER, "--mode", mode, "--backend", backend, "--chains", "5000",
+           "--seconds", "60", "--hostile", "--watchdog", "2", "--inject-hang", "3", "--seed", "7"]
+    if mode == "c":
+        cmd += ["--lib", libsyslet_path()]
+    p = subprocess.run(cmd, env=child_env(backend), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 3, describe(p)
+    out = last_json(p.stdout)
+    assert out["hang"] is True and out["seed"] == 7 and out["batch"] == 3, out
+    assert any(c.startswith("chain 0 ") and ":nr=0 fl=0x2 " in c for c in out["chains"]), out
+    assert "fuzz_driver: seed 7" in p.stderr

@@ -42,15 +42,17 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
         *err = -ENOMEM;
         return NULL;
     }
-    /* the fd-kind cache: zero pages until used (SL_FDK_SLOTS) */
-    void *fdk = mmap(NULL, SL_FDK_SLOTS, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    /* the fd-kind cache: zero pages until used (SL_FDK_MAP) */
+    uint8_t *fdk = mmap(NULL, SL_FDK_MAP, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (fdk == MAP_FAILED) {
         free(c);
         *err = -ENOMEM;
         return NULL;
     }
     c->fdk = fdk;
+    c->fdk_round = (uint32_t *)(fdk + SL_FDK_SLOTS);
+    c->fdk_id = (uint64_t *)(fdk + 5 * (size_t)SL_FDK_SLOTS);
     c->efd = -1;
     pthread_mutex_init(&c->mu, NULL);
     pthread_condattr_t ca;
@@ -92,7 +94,7 @@ struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err)
     }
     if (!c->pool) {
         int e = errno ? errno : ENOMEM;
-        munmap(c->fdk, SL_FDK_SLOTS);
+        munmap(c->fdk, SL_FDK_MAP);
         free(c);
         *err = -e;
         return NULL;
@@ -495,7 +497,7 @@ int sl_ctx_free(struct sl_ctx *c, int cancel)
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
     pthread_cond_destroy(&c->dcv);
-    munmap(c->fdk, SL_FDK_SLOTS);
+    munmap(c->fdk, SL_FDK_MAP);
     free(c);
     return abandoned;
 }

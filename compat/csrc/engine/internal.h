@@ -52,6 +52,8 @@
  * a page of it (4096 numbers) costs memory only once a number in it was
  * used (a program with 10 000 sockets: 3 pages). */
 #define SL_FDK_SLOTS (1u << 20)
+/* fdk (1 byte), fdk_round (4) and fdk_id (8) per number, in one mapping */
+#define SL_FDK_MAP ((size_t)SL_FDK_SLOTS * 13)
 #define UD_POOL 0xff
 
 enum { K_URING = 1, K_INLINE, K_POOL, K_REFUSED, K_UMEM };
@@ -78,6 +80,7 @@ struct syslet {
     uint8_t sync_all;       /* SYSLET_SYNC on the first atom (or max_nr_threads 0) */
     uint8_t handoff;        /* left READY for the driver to submit */
     unsigned epoch;         /* c->cancel when it started */
+    uint32_t fdk_round;     /* its round of descriptor checks (D39), never 0 */
     uint8_t resubmits;      /* segments resubmitted after a kernel-side cancel */
     uint8_t have_pre;       /* pre holds the first atom, read at exec time */
     struct member pre;
@@ -186,10 +189,19 @@ struct sl_ctx {
     uint64_t fast_hits[2], fast_faults;     /* hits: [0] read, [1] pread64 */
     unsigned gen;               /* fork generation it was made in */
     /* FDK_* of fds < SL_FDK_SLOTS: where a lone read goes first (D23);
-     * single bytes, read and written without the mutex (SL_FDK_SLOTS bytes,
-     * mapped by sl_ctx_new) */
+     * single bytes, read and written without the mutex.  fdk, fdk_round and
+     * fdk_id are one mapping made by sl_ctx_new (SL_FDK_MAP bytes,
+     * MAP_NORESERVE: a page per 4096 numbers in use) */
     uint8_t *fdk;
     uint32_t fdk_hi;            /* above every fd whose entry was set (close_range) */
+    /* The syslet (its fdk_round) for which fdk[fd] was last checked against
+     * the kernel or set by an atom (D39: a number reused behind the
+     * engine's back); read and written without the mutex */
+    uint32_t *fdk_round;
+    uint32_t fdk_rounds;        /* the last round handed to a syslet */
+    /* What fdk[fd] was classified from (fd_ident), 0 unknown: an fstat that
+     * finds the same file confirms the kind (D39) */
+    uint64_t *fdk_id;
     unsigned fdk_direct_uses;   /* FDK_DIRECT lookups (SL_FDK_RECHECK) */
     const char *broken;         /* the ring is unusable (ring_broken): why; every call gives -EIO */
     int efd;                    /* sl_event_fd's eventfd; -1: none */

@@ -8,13 +8,14 @@
 #include <sys/sysmacros.h>
 #include <sys/vfs.h>
 
-static inline void fdk_note(struct sl_ctx *c, const struct member *m, int64_t r);
+static inline void fdk_note(struct sl_ctx *c, const struct syslet *s, const struct member *m,
+                            int64_t r);
 
 /* Stores r through m's ret_ptr and picks the successor.  Returns 0 to go on,
  * 1 when the syslet ended. */
 static int complete_atom(struct sl_ctx *c, struct syslet *s, const struct member *m, int64_t r)
 {
-    fdk_note(c, m, r);
+    fdk_note(c, s, m, r);
     s->natoms++;
     s->final = m->atom;
     s->final_flags = m->flags;
@@ -190,15 +191,63 @@ static int anon_kind(int fd)
     return FDK_NATIVE;
 }
 
+/* /dev/zero and /dev/full (char 1:5, 1:7): their read stops after a page
+ * when the task should reschedule and the read is non-blocking
+ * (IOCB_NOWAIT), which io_uring's first attempt and an RWF_NOWAIT try
+ * are; read(2) goes on.  io_uring completes with the short count (it only
+ * retries short reads of regular files): so a read of them runs natively,
+ * and a short try is not the answer (short_read_final).  Found by the
+ * hostile fuzz (issue 13 item 6): read(/dev/zero, 18338) gave 4096 on a
+ * busy machine. */
+static inline int zero_dev(dev_t rdev)
+{
+    return major(rdev) == 1 && (minor(rdev) == 5 || minor(rdev) == 7);
+}
+
+/* Which file fd (st: its fstat) is, as one word: device, inode, type and,
+ * for a regular file or a block device, O_DIRECT (one fcntl: the same file
+ * opened again with O_DIRECT has another kind).  0: cannot tell -- an
+ * anonymous inode, which epoll, eventfd, timerfd, signalfd, inotify, ...
+ * all share. */
+static inline uint64_t fd_ident(int fd, const struct stat *st)
+{
+    if (!(st->st_mode & S_IFMT))
+        return 0;
+    uint64_t id = ((uint64_t)st->st_dev * 0x9E3779B97F4A7C15ull) ^ (uint64_t)st->st_ino ^
+                  ((uint64_t)(st->st_mode & S_IFMT) << 48);
+    if (S_ISREG(st->st_mode) || S_ISBLK(st->st_mode)) {
+        long fl = sys_quiet(SYS_fcntl, fd, F_GETFL, 0, 0);
+        id ^= fl < 0 ? 1 : (fl & O_DIRECT) ? 2 : 0;
+    }
+    return id ? id : 1;
+}
+
+static int fd_classify_stat(int fd, const struct stat *st);
+
 /* The kind of fd (FDK_*), asked from the kernel: an fstat, an fstatfs and
  * an fcntl for a regular file, a readlink for an anonymous inode; errno
  * untouched.  FDK_UNKNOWN when fd is not open (io_uring and the native
- * call then agree: EBADF). */
-static __attribute__((noinline)) int fd_classify(int fd)
+ * call then agree: EBADF).  *id (if id): the file's fd_ident. */
+static __attribute__((noinline)) int fd_classify_id(int fd, uint64_t *id)
 {
     struct stat st;
+    if (id)
+        *id = 0;
     if (sys_quiet(SYS_fstat, fd, (long)&st, 0, 0) != 0)
         return FDK_UNKNOWN;
+    if (id)
+        *id = fd_ident(fd, &st);
+    return fd_classify_stat(fd, &st);
+}
+
+static inline int fd_classify(int fd)
+{
+    return fd_classify_id(fd, NULL);
+}
+
+static int fd_classify_stat(int fd, const struct stat *stp)
+{
+    const struct stat st = *stp;
     switch (st.st_mode & S_IFMT) {
     case S_IFREG: {
         struct statfs sf;
@@ -213,8 +262,10 @@ static __attribute__((noinline)) int fd_classify(int fd)
     case S_IFIFO: case S_IFSOCK: case S_IFDIR:
         return FDK_STREAM;
     case S_IFCHR:
+        if (zero_dev(st.st_rdev))
+            return FDK_NATIVE;  /* io_uring may end a read of it early (zero_dev) */
         switch (major(st.st_rdev)) {
-        case 1:                 /* memory devices: null, zero, full, random, kmsg, ... */
+        case 1:                 /* memory devices: null, random, kmsg, ... */
         case 4: case 5:         /* ttys, the console, /dev/tty, /dev/ptmx */
         case 136: case 137: case 138: case 139: case 140: case 141: case 142: case 143: /* pts */
             return FDK_STREAM;
@@ -246,19 +297,57 @@ static inline void fdk_set(struct sl_ctx *c, int64_t fd, int k)
                                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
             ;
     }
+    __atomic_store_n(&c->fdk_id[f], 0, __ATOMIC_RELAXED);
     __atomic_store_n(&c->fdk[f], (uint8_t)k, __ATOMIC_RELAXED);
 }
 
-/* The kind of fd (FDK_*, never FDK_TRIED): cached, else asked once
- * (FDK_UNKNOWN only for a descriptor that is not open). */
-static inline int fdk_get(struct sl_ctx *c, int64_t fd)
+/* The entry of fd (< SL_FDK_SLOTS) was checked, or set by an atom, for
+ * the syslet of round rd. */
+static inline void fdk_checked(struct sl_ctx *c, uint32_t f, uint32_t rd)
+{
+    __atomic_store_n(&c->fdk_round[f], rd, __ATOMIC_RELAXED);
+}
+
+/* The kind of fd (FDK_*, never FDK_TRIED) for a call of the syslet of
+ * round rd that would go to io_uring: cached if the entry was checked for
+ * this syslet already, else checked (FDK_UNKNOWN only for a descriptor that
+ * is not open).  A cached kind is checked once per syslet because a
+ * program may close a number and reuse it for another kind of file behind
+ * the engine's back (os.close, dup2, close_range, ...): trusted, the old
+ * kind could send a read of what is now an epoll fd or an O_NONBLOCK pipe
+ * to io_uring, which parks it for ever (D39).  The check is one fstat when
+ * the entry knows its file (fdk_id: the same file, the same kind), else
+ * the whole classification. */
+static inline int fdk_get(struct sl_ctx *c, uint32_t rd, int64_t fd)
 {
     uint32_t f = (uint32_t)fd;
     if (f >= SL_FDK_SLOTS)
         return f > INT32_MAX ? FDK_UNKNOWN : fd_classify((int)f);
     int k = __atomic_load_n(&c->fdk[f], __ATOMIC_RELAXED);
-    if ((k == FDK_UNKNOWN || k >= FDK_TRIED) && (k = fd_classify((int)f)) != FDK_UNKNOWN)
-        fdk_set(c, f, k);
+    if (k != FDK_UNKNOWN && k < FDK_TRIED && __atomic_load_n(&c->fdk_round[f], __ATOMIC_RELAXED) == rd)
+        return k;
+    uint64_t id = __atomic_load_n(&c->fdk_id[f], __ATOMIC_RELAXED), now = 0;
+    struct stat st;
+    if (k != FDK_UNKNOWN && k < FDK_TRIED && id) {
+        if (sys_quiet(SYS_fstat, f, (long)&st, 0, 0) != 0) {
+            fdk_set(c, f, FDK_UNKNOWN);
+            return FDK_UNKNOWN;
+        }
+        now = fd_ident((int)f, &st);
+        if (now == id) {
+            fdk_checked(c, f, rd);
+            return k;
+        }
+        k = fd_classify_stat((int)f, &st);
+    } else {
+        int old = k;
+        k = fd_classify_id((int)f, &now);
+        if (old == FDK_COLD && k == FDK_BUFFERED)
+            k = FDK_COLD;       /* a file still: keep what its last try said (D23) */
+    }
+    fdk_set(c, f, k);
+    __atomic_store_n(&c->fdk_id[f], now, __ATOMIC_RELAXED);
+    fdk_checked(c, f, rd);
     return k;
 }
 
@@ -370,15 +459,19 @@ static int opened_kind(const struct member *m)
 
 /* What an atom did to the descriptor table (result r): forget the entries
  * it may have given another file or other flags. */
-static inline void fdk_note(struct sl_ctx *c, const struct member *m, int64_t r)
+static inline void fdk_note(struct sl_ctx *c, const struct syslet *s, const struct member *m,
+                            int64_t r)
 {
     switch (m->nr) {
     case 3:                             /* close */
         fdk_forget(c, m->args[0]);
         break;
     case 2: case 85: case 257:          /* open, creat, openat: the new descriptor */
-        if (r >= 0)
+        if (r >= 0) {
             fdk_set(c, r, opened_kind(m));
+            if ((uint64_t)r < SL_FDK_SLOTS)
+                fdk_checked(c, (uint32_t)r, s->fdk_round);  /* this syslet knows it */
+        }
         break;
     case 33: case 292:                  /* dup2, dup3 */
         fdk_forget(c, m->args[1]);
@@ -413,7 +506,9 @@ static int short_read_final(int fd, off_t off, int64_t r)
 {
     struct stat st;
     int saved = errno;
-    int fin = fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) ||
+    int fin = fstat(fd, &st) != 0 ||
+              !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) ||
+                (S_ISCHR(st.st_mode) && zero_dev(st.st_rdev))) ||
               (S_ISREG(st.st_mode) && off >= 0 && off + r >= st.st_size);
     errno = saved;
     return fin;
@@ -527,7 +622,7 @@ static int open_waits(int64_t dfd, uint64_t path, uint64_t fl)
  * table behind it: docs/translation.md, section 9. */
 enum { XR_URING = 0, XR_INLINE, XR_POOL };
 
-static int xlate_route(struct sl_ctx *c, struct member *m)
+static int xlate_route(struct sl_ctx *c, const struct syslet *s, struct member *m)
 {
     const int64_t *a = m->args;
     switch (m->op) {
@@ -550,12 +645,20 @@ static int xlate_route(struct sl_ctx *c, struct member *m)
     }
     /* READ / WRITE (also the rest of a short try: a regular file) */
     if (m->nr == 0 && a[2] != 0 && (uint32_t)a[0] < SL_FDK_SLOTS &&
-        __atomic_load_n(&c->fdk[(uint32_t)a[0]], __ATOMIC_RELAXED) == FDK_OPENED)
-        return XR_URING;        /* a blocking read of a file opened by path */
-    int k = fdk_get(c, a[0]);
+        __atomic_load_n(&c->fdk[(uint32_t)a[0]], __ATOMIC_RELAXED) == FDK_OPENED &&
+        __atomic_load_n(&c->fdk_round[(uint32_t)a[0]], __ATOMIC_RELAXED) == s->fdk_round)
+        return XR_URING;        /* a blocking read of a file this syslet opened by path */
+    int k = fdk_get(c, s->fdk_round, a[0]);
     switch (k) {
-    case FDK_UNKNOWN: case FDK_BUFFERED: case FDK_COLD:
-        return XR_URING;        /* not open (EBADF either way), or a file */
+    case FDK_UNKNOWN:
+        /* Not open when asked: EBADF natively.  Not to io_uring: the
+         * number may be taken a moment later -- by the program, or by the
+         * engine's own short-lived pidfd_open/pidfd_getfd descriptors while
+         * it takes back a ring descriptor the program closed (D33) -- and
+         * io_uring parks a read of a pidfd or an io_uring fd for ever. */
+        return XR_POOL;
+    case FDK_BUFFERED: case FDK_COLD:
+        return XR_URING;        /* a file */
     case FDK_DIRECT:            /* io_uring leaves an O_DIRECT file's position alone */
         return m->nr == 0 || m->nr == 1 ? XR_POOL : XR_URING;
     case FDK_STREAM: {
@@ -598,9 +701,9 @@ static int64_t close_refused(int64_t fd)
 }
 
 /* uring_op() and io_uring gives the native answer. */
-static inline int uring_exact(struct sl_ctx *c, struct member *m)
+static inline int uring_exact(struct sl_ctx *c, const struct syslet *s, struct member *m)
 {
-    return uring_op(m) && xlate_route(c, m) == XR_URING;
+    return uring_op(m) && xlate_route(c, s, m) == XR_URING;
 }
 
 /* Pool-only backend: run in place what io_uring itself completes inline,

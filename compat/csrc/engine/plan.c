@@ -296,7 +296,7 @@ static unsigned plan_segment(struct sl_ctx *c, struct syslet *s, struct member *
         if (c->budget && s->natoms + n >= c->budget)
             break;
         if (is_refused(mp->nr, mp->abi, c->env_abi) || is_umem(mp->nr, mp->abi) || !uring_op(mp) ||
-            (!peeked && xlate_route(c, mp) != XR_URING))
+            (!peeked && xlate_route(c, s, mp) != XR_URING))
             break;          /* (D35: io_uring would not give the native answer) */
         /* Results are stored only when the whole segment is back: a data
          * buffer covering an earlier member's ret cell would be written

@@ -71,7 +71,7 @@ static void advance(struct sl_ctx *c, struct syslet *s)
          * (A read is asked after its RWF_NOWAIT try: one that settles
          * there never needs its descriptor's kind.) */
         int try_read = has_op && m.op == IORING_OP_READ;
-        int xr = has_op && use_uring && !try_read ? xlate_route(c, &m) : XR_URING;
+        int xr = has_op && use_uring && !try_read ? xlate_route(c, s, &m) : XR_URING;
         if (xr != XR_URING)
             has_op = 0;
         if (special || never_blocks(m.nr, m.args) || xr == XR_INLINE || sync_only ||
@@ -99,7 +99,7 @@ static void advance(struct sl_ctx *c, struct syslet *s)
              * a read that would be alone in its segment: a chain of reads
              * is cheaper as one submission. */
             int alone = !use_uring || !m.next || (m.flags & F_STOP_MASK) ||
-                        read_atom(m.next, &peekm, s->abi) != 0 || !uring_exact(c, &peekm);
+                        read_atom(m.next, &peekm, s->abi) != 0 || !uring_exact(c, s, &peekm);
             peeked = !alone;
             if (alone && try_nowait_read(c, &m, &r)) {
                 trace_member(c, s, &m, "nowait");
@@ -111,7 +111,7 @@ static void advance(struct sl_ctx *c, struct syslet *s)
                 continue;
             }
         }
-        if (try_read && use_uring && (xr = xlate_route(c, &m)) != XR_URING) {
+        if (try_read && use_uring && (xr = xlate_route(c, s, &m)) != XR_URING) {
             has_op = peeked = 0;
             if (xr == XR_INLINE) {      /* an O_NONBLOCK stream: the call itself */
                 trace_member(c, s, &m, "inline");
@@ -210,7 +210,13 @@ static void flush(struct sl_ctx *c)
         do {
             r = us_submit(&c->ring);
         } while (r == -EINTR);
-        c->sqes_pending = 0;
+        /* What the kernel did not take stays in the SQ: the next flush
+         * (the driver's next round at the latest) submits it again.  An
+         * enter that failed because the program closed the ring's
+         * descriptor again while the engine was taking it back (D33) left
+         * its SQEs there for good, and their syslets never completed
+         * (issue 13 item 6: close atoms on the engine's descriptors). */
+        c->sqes_pending = io_uring_sq_ready(&c->ring) > 0;
     }
     if (c->njobs) {
         c->cnt.pool_batches++;

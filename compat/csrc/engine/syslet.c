@@ -47,6 +47,9 @@ static struct syslet *syslet_new(struct sl_ctx *c)
     s->state = ST_READY;
     s->qnext = NULL;
     s->epoch = __atomic_load_n(&c->cancel, __ATOMIC_RELAXED);
+    s->fdk_round = __atomic_add_fetch(&c->fdk_rounds, 1, __ATOMIC_RELAXED);
+    if (!s->fdk_round)
+        s->fdk_round = __atomic_add_fetch(&c->fdk_rounds, 1, __ATOMIC_RELAXED);
     s->resubmits = 0;
     s->have_pre = 0;
     s->sync_all = s->handoff = 0;
