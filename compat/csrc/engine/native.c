@@ -204,21 +204,26 @@ static inline int zero_dev(dev_t rdev)
     return major(rdev) == 1 && (minor(rdev) == 5 || minor(rdev) == 7);
 }
 
-/* Which file fd (st: its fstat) is, as one word: device, inode, type and,
- * for a regular file or a block device, O_DIRECT (one fcntl: the same file
- * opened again with O_DIRECT has another kind).  0: cannot tell -- an
- * anonymous inode, which epoll, eventfd, timerfd, signalfd, inotify, ...
- * all share. */
+/* Which file fd (st: its fstat) is, as one word: device, inode and type.
+ * 0: cannot tell -- an anonymous inode, which epoll, eventfd, timerfd,
+ * signalfd, inotify, ... all share.  The flags are not part of it: an
+ * fcntl more per syslet cost O_DIRECT reads ~20 % more CPU (one syscall
+ * per read on top of an fstat), and what they change is where a read of
+ * the same file runs, never whether it can park (the same file opened
+ * again with or without O_DIRECT on the same number behind the engine's
+ * back keeps its kind here: D23's slow-read check and recheck see a file
+ * that became O_DIRECT, D39). */
+/* fdk_id of a file kind (BUFFERED, COLD, DIRECT): this bit and its open
+ * flags (F_GETFL); fd_ident never sets it (device numbers stay below). */
+#define FDK_ID_FLAGS (1ull << 63)
+
 static inline uint64_t fd_ident(int fd, const struct stat *st)
 {
+    (void)fd;
     if (!(st->st_mode & S_IFMT))
         return 0;
-    uint64_t id = ((uint64_t)st->st_dev * 0x9E3779B97F4A7C15ull) ^ (uint64_t)st->st_ino ^
-                  ((uint64_t)(st->st_mode & S_IFMT) << 48);
-    if (S_ISREG(st->st_mode) || S_ISBLK(st->st_mode)) {
-        long fl = sys_quiet(SYS_fcntl, fd, F_GETFL, 0, 0);
-        id ^= fl < 0 ? 1 : (fl & O_DIRECT) ? 2 : 0;
-    }
+    uint64_t id = (((uint64_t)st->st_dev * 0x9E3779B97F4A7C15ull) ^ (uint64_t)st->st_ino ^
+                   ((uint64_t)(st->st_mode & S_IFMT) << 48)) & ~FDK_ID_FLAGS;
     return id ? id : 1;
 }
 
@@ -328,7 +333,22 @@ static inline int fdk_get(struct sl_ctx *c, uint32_t rd, int64_t fd)
         return k;
     uint64_t id = __atomic_load_n(&c->fdk_id[f], __ATOMIC_RELAXED), now = 0;
     struct stat st;
-    if (k != FDK_UNKNOWN && k < FDK_TRIED && id) {
+    int old = k;
+    if (k != FDK_UNKNOWN && k < FDK_TRIED && (id & FDK_ID_FLAGS)) {
+        /* A file: its open flags, as found when it was classified, are
+         * still there (one fcntl, half an fstat).  A regular file or block
+         * device opened by path always has O_LARGEFILE, which no pipe,
+         * socket or anonymous inode (epoll, eventfd, inotify, io_uring,
+         * pidfd, ...) has; a FIFO, tty or device opened by path with the
+         * same flags reads as a file would -- blocking -- unless both have
+         * O_NONBLOCK (D39's limits). */
+        long fl = sys_quiet(SYS_fcntl, f, F_GETFL, 0, 0);
+        if (fl >= 0 && (FDK_ID_FLAGS | (uint64_t)fl) == id) {
+            fdk_checked(c, f, rd);
+            return k;
+        }
+        k = fl < 0 ? FDK_UNKNOWN : fd_classify_id((int)f, &now);
+    } else if (k != FDK_UNKNOWN && k < FDK_TRIED && id) {
         if (sys_quiet(SYS_fstat, f, (long)&st, 0, 0) != 0) {
             fdk_set(c, f, FDK_UNKNOWN);
             return FDK_UNKNOWN;
@@ -340,10 +360,17 @@ static inline int fdk_get(struct sl_ctx *c, uint32_t rd, int64_t fd)
         }
         k = fd_classify_stat((int)f, &st);
     } else {
-        int old = k;
         k = fd_classify_id((int)f, &now);
-        if (old == FDK_COLD && k == FDK_BUFFERED)
-            k = FDK_COLD;       /* a file still: keep what its last try said (D23) */
+    }
+    if (k == FDK_UNKNOWN) {
+        fdk_set(c, f, FDK_UNKNOWN);
+        return k;
+    }
+    if (old == FDK_COLD && k == FDK_BUFFERED)
+        k = FDK_COLD;       /* a file still: keep what its last try said (D23) */
+    if (k == FDK_BUFFERED || k == FDK_COLD || k == FDK_DIRECT) {
+        long fl = sys_quiet(SYS_fcntl, f, F_GETFL, 0, 0);
+        now = fl >= 0 ? FDK_ID_FLAGS | (uint64_t)fl : 0;
     }
     fdk_set(c, f, k);
     __atomic_store_n(&c->fdk_id[f], now, __ATOMIC_RELAXED);
