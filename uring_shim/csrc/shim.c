@@ -764,8 +764,8 @@ struct us_pool {
     pthread_t *threads;
     unsigned threads_cap;
     uint64_t finished;          /* jobs run to their end (atomic adds): progress */
-    uint64_t unstall_seen;      /* us_pool_unstall: finished at its last look ... */
-    int64_t unstall_at;         /* ... and when (CLOCK_MONOTONIC ns; 0: none yet) */
+    uint64_t unstall_seen;      /* us_pool_unstall: finished when the stall it times began ... */
+    int64_t unstall_at;         /* ... and when (CLOCK_MONOTONIC ns; 0: no stall timed) */
 };
 
 static int32_t clamp32(int64_t v)
@@ -1470,14 +1470,21 @@ unsigned us_pool_pending(struct us_pool *p)
 
 unsigned us_pool_unstall(struct us_pool *p, int64_t stall_ns, unsigned hard_max)
 {
+    /* Nothing waits and no stall is being timed: the usual case, no lock
+     * and no clock (a hint: a job queued just now is seen next time). */
+    if (!__atomic_load_n(&p->npending, __ATOMIC_RELAXED) &&
+        !__atomic_load_n(&p->unstall_at, __ATOMIC_RELAXED))
+        return 0;
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     int64_t now = (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
     uint64_t fin = __atomic_load_n(&p->finished, __ATOMIC_RELAXED);
     unsigned n = 0;
     pthread_mutex_lock(&p->mu);
-    if (!p->npending || p->nidle || p->stop || fin != p->unstall_seen || !p->unstall_at) {
-        p->unstall_seen = fin;      /* progress (or nothing waits): look again later */
+    if (!p->npending || p->nidle || p->stop) {
+        p->unstall_at = 0;          /* no stall */
+    } else if (!p->unstall_at || fin != p->unstall_seen) {
+        p->unstall_seen = fin;      /* a stall may start now: time it from here */
         p->unstall_at = now;
     } else if (now - p->unstall_at >= stall_ns) {
         while (n < p->npending && p->nworkers < hard_max && spawn_locked(p) == 0)

@@ -233,7 +233,8 @@ static void enqueue_publish(struct sl_ctx *c, uint8_t abi, uint64_t val, uint64_
     unsigned i = 0;
     while (i < c->npubr && c->pubr[i].key != key)
         i++;
-    if (i == c->npubr) {
+    int fresh = i == c->npubr;
+    if (fresh) {
         /* Nothing of this ring waits: straight into it when a slot is free. */
         if (publish_one(c, &ent)) {
             published_some(c);
@@ -273,8 +274,9 @@ static void enqueue_publish(struct sl_ctx *c, uint8_t abi, uint64_t val, uint64_
     r->n++;
     c->pubq_n++;
     /* Its ring's front may have a slot now (the program consumed): keep
-     * the order, the front goes first. */
-    if (publish_ring(c, r)) {
+     * the order, the front goes first.  (A queue made just now holds only
+     * this entry, whose slot was found taken above.) */
+    if (!fresh && publish_ring(c, r)) {
         if (r->n == 0)
             pubr_drop(c, i);
         published_some(c);
