@@ -474,7 +474,7 @@ int sl_ctx_free(struct sl_ctx *c, int cancel)
             if (sqe) {
                 io_uring_prep_nop(sqe);
                 sqe->user_data = (uint64_t)-1;
-                us_submit(&c->ring);
+                submit_sq(c);
             }
             pthread_mutex_unlock(&c->mu);
         }

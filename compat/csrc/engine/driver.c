@@ -28,12 +28,8 @@ static void kick_waiters(struct sl_ctx *c)
     if (!c->kwaiters)
         return;
     if (c->backend) {
-        if (queue_wake_nop(c)) {    /* submitted now (the SQEs only: no pool hand-off) */
-            c->cnt.enters++;
-            while (us_submit(&c->ring) == -EINTR)
-                ;
-            c->sqes_pending = 0;
-        }
+        if (queue_wake_nop(c))      /* submitted now (the SQEs only: no pool hand-off) */
+            submit_sq(c);
     } else {
         us_pool_kick(c->pool);
     }
@@ -131,7 +127,7 @@ static void *driver_main(void *arg)
                 if (sqe) {
                     io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
                     sqe->user_data = (uint64_t)-2;
-                    us_submit(&c->ring);
+                    submit_sq(c);
                     cancel_sent = 1;
                 }
             }

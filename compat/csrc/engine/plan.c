@@ -130,6 +130,22 @@ static int queue_wake_nop(struct sl_ctx *c)
     return 1;
 }
 
+/* Submits what the SQ holds, now (mutex held).  What the kernel does not
+ * take stays pending for the next flush: it stops at the first SQE whose
+ * preparation fails (a path or buffer the program changed or unmapped
+ * after the engine checked it: the open of an empty path fails with
+ * ENOENT at submission), and an enter can fail (the ring's descriptor
+ * closed under it, D33).  Clearing sqes_pending instead left the SQEs
+ * after such an SQE in the SQ for good, their syslets never completed
+ * (a hang in make fuzz-long; tests/reliability/test_rel_hostile.py). */
+static void submit_sq(struct sl_ctx *c)
+{
+    c->cnt.enters++;
+    while (us_submit(&c->ring) == -EINTR)
+        ;
+    c->sqes_pending = io_uring_sq_ready(&c->ring) > 0;
+}
+
 /* The driver may be blocked in the kernel: make it look at the context. */
 static void wake_driver(struct sl_ctx *c)
 {

@@ -128,9 +128,7 @@ static void advance(struct sl_ctx *c, struct syslet *s)
         }
         if (use_uring && has_op) {
             if (io_uring_sq_space_left(&c->ring) == 0) {
-                c->cnt.enters++;
-                us_submit(&c->ring);
-                c->sqes_pending = 0;
+                submit_sq(c);
                 peeked = 0;     /* what ran may have written the successor */
             }
             if (ring_broken(c)) {   /* nothing goes into that ring: the syslet ends */
@@ -204,20 +202,10 @@ static void on_completion(struct sl_ctx *c, uint64_t ud, int32_t res);
 
 static void flush(struct sl_ctx *c)
 {
-    if (c->sqes_pending) {
-        c->cnt.enters++;
-        int r;
-        do {
-            r = us_submit(&c->ring);
-        } while (r == -EINTR);
+    if (c->sqes_pending)
         /* What the kernel did not take stays in the SQ: the next flush
-         * (the driver's next round at the latest) submits it again.  An
-         * enter that failed because the program closed the ring's
-         * descriptor again while the engine was taking it back (D33) left
-         * its SQEs there for good, and their syslets never completed
-         * (issue 13 item 6: close atoms on the engine's descriptors). */
-        c->sqes_pending = io_uring_sq_ready(&c->ring) > 0;
-    }
+         * (the driver's next round at the latest) submits it again. */
+        submit_sq(c);
     if (c->njobs) {
         c->cnt.pool_batches++;
         unsigned n = c->njobs;
