@@ -5,6 +5,7 @@ struct sl_counters {
     uint64_t overstops; uint64_t ring_full_waits; uint64_t published; uint64_t pool_batches;
     uint64_t faults; uint64_t direct_reads; uint64_t caller_waits; uint64_t driver_waits;
     uint64_t cold_reads; uint64_t post_retries; uint64_t post_fallbacks; uint64_t fd_recoveries;
+    uint64_t fd_classified;
 };
 struct sl_ctx;
 struct sl_ctx *sl_ctx_new(int backend, unsigned sq_entries, int *err);

@@ -285,7 +285,7 @@ static void print_counters(void)
             "pool=%llu nowait=%llu segments=%llu enters=%llu published=%llu "
             "ring_full_waits=%llu faults=%llu direct_reads=%llu caller_waits=%llu "
             "driver_waits=%llu cold_reads=%llu post_retries=%llu post_fallbacks=%llu "
-            "fd_recoveries=%llu\n", (int)getpid(),
+            "fd_recoveries=%llu fd_classified=%llu\n", (int)getpid(),
             (unsigned long long)k.syslets_sync, (unsigned long long)k.syslets_async,
             (unsigned long long)k.atoms_uring, (unsigned long long)k.atoms_inline,
             (unsigned long long)k.atoms_pool, (unsigned long long)k.atoms_nowait,
@@ -294,7 +294,8 @@ static void print_counters(void)
             (unsigned long long)k.faults, (unsigned long long)k.direct_reads,
             (unsigned long long)k.caller_waits, (unsigned long long)k.driver_waits,
             (unsigned long long)k.cold_reads, (unsigned long long)k.post_retries,
-            (unsigned long long)k.post_fallbacks, (unsigned long long)k.fd_recoveries);
+            (unsigned long long)k.post_fallbacks, (unsigned long long)k.fd_recoveries,
+            (unsigned long long)k.fd_classified);
 }
 
 /* ---- SYSLET_COMPAT_REPORT: the counters, for `syslet-compat run` ------------
@@ -338,7 +339,8 @@ static void report_write(void)
     RC(enters, ", "); RC(overstops, ", "); RC(ring_full_waits, ", "); RC(published, ", ");
     RC(pool_batches, ", "); RC(faults, ", "); RC(direct_reads, ", "); RC(caller_waits, ", ");
     RC(driver_waits, ", "); RC(cold_reads, ", "); RC(post_retries, ", ");
-    RC(post_fallbacks, ", "); RC(fd_recoveries, "");
+    RC(post_fallbacks, ", "); RC(fd_recoveries, ", ");
+    RC(fd_classified, "");
 #undef RC
     fprintf(f, "}, \"calls\": {");
     const char *sep = "";

@@ -32,6 +32,7 @@ struct sl_counters {
     uint64_t post_retries;      /* pool completions posted again into the ring after a sleep */
     uint64_t post_fallbacks;    /* pool completions queued in the pool: they could not be posted */
     uint64_t fd_recoveries;     /* own descriptors the program closed or replaced, taken back */
+    uint64_t fd_classified;     /* descriptors whose kind was asked from the kernel in full */
 };
 
 struct sl_ctx;

@@ -614,8 +614,8 @@ def test_a_cold_descriptor_skips_the_try_until_a_read_hits_the_cache(ectx, engin
                 break
         else:
             pytest.fail("every miss completed during its submission")
-        # (whether the miss itself counts as a cold read depends on how long
-        # its try took: a slow one makes the engine ask the fd's kind again)
+        # (a try that missed is no reason to ask the fd's kind again, however
+        # long its readahead took: only a slow read that returned data is)
         nxt = page + 1
         os.pread(fd, BS, nxt * BS)                  # this page is cached now
         c0, cold0 = path_counts(ectx), ectx.counters()["cold_reads"]
@@ -633,6 +633,41 @@ def test_a_cold_descriptor_skips_the_try_until_a_read_hits_the_cache(ectx, engin
         run(ectx, ch)
         c = {k: v - c0[k] for k, v in path_counts(ectx).items()}
         assert c["atoms_nowait"] == 1 + (engine_executor != "io_uring"), c
+    finally:
+        os.close(fd)
+
+
+def test_turning_cold_and_cached_again_does_not_ask_the_kind_again(ectx, engine_executor,
+                                                                    diskfile):
+    """A file whose reads alternate between misses (the fd turns cold) and
+    hits (cached again) is the same file all along: its kind is asked from
+    the kernel in full (``fd_classified``: fstat, fstatfs, fcntl) when it
+    is first met, not again at every change.  Before, each change forgot which file
+    the entry was, and the next syslet classified it anew: a fifth of the
+    reads of a cold random-read run paid four extra system calls."""
+    path, data = diskfile
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for page in (0, 1):                         # the fd becomes known: a hit, a miss
+            if page:
+                drop_cache(path, page, page + 1)
+            ch, a, buf = _read_chain(ectx, fd, page * BS)
+            run(ectx, ch)
+        k0 = ectx.counters()["fd_classified"]
+        c0 = path_counts(ectx)
+        for page in range(150, 190):
+            drop_cache(path, page, page + 1)
+            ch, a, buf = _read_chain(ectx, fd, page * BS)       # a miss: cold
+            run(ectx, ch)
+            assert a.result == BS and buf.read() == data[page * BS:(page + 1) * BS]
+            os.pread(fd, BS, (page + 50) * BS)
+            ch, a, buf = _read_chain(ectx, fd, (page + 50) * BS)   # a hit: cached again
+            run(ectx, ch)
+            assert a.result == BS and buf.read() == data[(page + 50) * BS:(page + 51) * BS]
+        c = {k: v - c0[k] for k, v in path_counts(ectx).items()}
+        assert c[off_thread(engine_executor)] >= 1, c     # misses went off the caller's thread
+        # (a try the scheduler preempted looks slow: D23 then asks again, rarely)
+        assert ectx.counters()["fd_classified"] - k0 <= 4, (ectx.counters(), c)
     finally:
         os.close(fd)
 

@@ -135,8 +135,8 @@ static inline __attribute__((always_inline)) int64_t fast_end(const struct sl_fa
                                                               const struct sl_unlock *u,
                                                               const struct sl_tgt *t)
 {
-    if (__builtin_expect(sl_ticks() - f->t0 > SL_SLOW_TICKS, 0))
-        fdk_forget(f->ctx, f->fd);      /* slow: ask about O_DIRECT again next time */
+    if (__builtin_expect(sl_ticks() - f->t0 > SL_SLOW_TICKS, 0) && r >= 0)
+        fdk_forget(f->ctx, f->fd);      /* slow with data: ask about O_DIRECT again next time */
     if (__builtin_expect(r != (int64_t)f->iov.iov_len || f->direct, 0))
         return exec_fast_rest(f->ctx, f->atom, u, f->o, r, (int)f->direct, t);
     return fast_done(f->ctx, f->atom, f->o, r);

@@ -164,8 +164,8 @@ static inline int64_t indirect_syslet(struct sl_ctx *c, const uint64_t *r, uint6
             struct iovec iov = {(void *)(uintptr_t)a[1], (size_t)a[2]};
             uint64_t t0 = sl_ticks();
             int64_t res = nowait_preadv((int)a[0], &iov, r[0] == SYS_read ? -1 : (off_t)a[3]);
-            if (sl_ticks() - t0 > SL_SLOW_TICKS)
-                fdk_forget(c, a[0]);
+            if (sl_ticks() - t0 > SL_SLOW_TICKS && res >= 0)
+                fdk_forget(c, a[0]);    /* slow with data: O_DIRECT? ask again */
             if (res != a[2])
                 fdk_tried(c, a[0], res);
             switch (res == a[2] ? NW_DONE : nowait_outcome(r[0], a, res)) {

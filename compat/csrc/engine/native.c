@@ -306,6 +306,18 @@ static inline void fdk_set(struct sl_ctx *c, int64_t fd, int k)
     __atomic_store_n(&c->fdk[f], (uint8_t)k, __ATOMIC_RELAXED);
 }
 
+/* A file's entry turns BUFFERED <-> COLD: what its last read said about the
+ * page cache, not about what the file is, so the file's identity (fdk_id)
+ * and the syslet that checked it stay (clearing them cost a whole
+ * classification -- fstat, fstatfs, two fcntl -- at the next syslet: a
+ * fifth of cold random reads paid it). */
+static inline void fdk_set_cache_state(struct sl_ctx *c, int64_t fd, int k)
+{
+    uint32_t f = (uint32_t)fd;
+    if (f < SL_FDK_SLOTS)
+        __atomic_store_n(&c->fdk[f], (uint8_t)k, __ATOMIC_RELAXED);
+}
+
 /* The entry of fd (< SL_FDK_SLOTS) was checked, or set by an atom, for
  * the syslet of round rd. */
 static inline void fdk_checked(struct sl_ctx *c, uint32_t f, uint32_t rd)
@@ -323,11 +335,14 @@ static inline void fdk_checked(struct sl_ctx *c, uint32_t f, uint32_t rd)
  * to io_uring, which parks it for ever (D39).  The check is one fstat when
  * the entry knows its file (fdk_id: the same file, the same kind), else
  * the whole classification. */
+/* Counts a full classification made for context c (fd_classified). */
+#define FDK_COUNTED(c, call) (__atomic_add_fetch(&(c)->cnt.fd_classified, 1, __ATOMIC_RELAXED), (call))
+
 static inline int fdk_get(struct sl_ctx *c, uint32_t rd, int64_t fd)
 {
     uint32_t f = (uint32_t)fd;
     if (f >= SL_FDK_SLOTS)
-        return f > INT32_MAX ? FDK_UNKNOWN : fd_classify((int)f);
+        return f > INT32_MAX ? FDK_UNKNOWN : FDK_COUNTED(c, fd_classify((int)f));
     int k = __atomic_load_n(&c->fdk[f], __ATOMIC_RELAXED);
     if (k != FDK_UNKNOWN && k < FDK_TRIED && __atomic_load_n(&c->fdk_round[f], __ATOMIC_RELAXED) == rd)
         return k;
@@ -347,7 +362,7 @@ static inline int fdk_get(struct sl_ctx *c, uint32_t rd, int64_t fd)
             fdk_checked(c, f, rd);
             return k;
         }
-        k = fl < 0 ? FDK_UNKNOWN : fd_classify_id((int)f, &now);
+        k = fl < 0 ? FDK_UNKNOWN : FDK_COUNTED(c, fd_classify_id((int)f, &now));
     } else if (k != FDK_UNKNOWN && k < FDK_TRIED && id) {
         if (sys_quiet(SYS_fstat, f, (long)&st, 0, 0) != 0) {
             fdk_set(c, f, FDK_UNKNOWN);
@@ -358,9 +373,9 @@ static inline int fdk_get(struct sl_ctx *c, uint32_t rd, int64_t fd)
             fdk_checked(c, f, rd);
             return k;
         }
-        k = fd_classify_stat((int)f, &st);
+        k = FDK_COUNTED(c, fd_classify_stat((int)f, &st));
     } else {
-        k = fd_classify_id((int)f, &now);
+        k = FDK_COUNTED(c, fd_classify_id((int)f, &now));
     }
     if (k == FDK_UNKNOWN) {
         fdk_set(c, f, FDK_UNKNOWN);
@@ -410,7 +425,7 @@ static inline int fd_kind(struct sl_ctx *c, int64_t fd)
         fdk_set(c, f, FDK_TRIED);
         return FDK_BUFFERED;    /* (not open: the try reports EBADF) */
     }
-    k = fd_classify((int)f);
+    k = FDK_COUNTED(c, fd_classify((int)f));
     fdk_set(c, f, k);
     return k == FDK_DIRECT ? k : FDK_BUFFERED;
 }
@@ -430,11 +445,16 @@ static inline void fdk_tried(struct sl_ctx *c, int64_t fd, int64_t r)
         return;
     int k = __atomic_load_n(&c->fdk[f], __ATOMIC_RELAXED);
     if (k >= FDK_TRIED) {
-        k = fd_classify((int)f);    /* it goes off the caller's thread: the kind decides how */
+        k = FDK_COUNTED(c, fd_classify((int)f));    /* it goes off the caller's thread: the kind decides how */
     } else if (k == FDK_BUFFERED) {
         long fl = r == -EAGAIN ? sys_quiet(SYS_fcntl, f, F_GETFL, 0, 0) : 0;
+        uint64_t id = __atomic_load_n(&c->fdk_id[f], __ATOMIC_RELAXED);
+        if (r == -EAGAIN && fl >= 0 && (id & FDK_ID_FLAGS) && (FDK_ID_FLAGS | (uint64_t)fl) == id) {
+            fdk_set_cache_state(c, f, FDK_COLD);    /* the same file (D39's test): a miss */
+            return;
+        }
         if (r != -EAGAIN || fl < 0 || (fl & O_NONBLOCK))
-            k = fd_classify((int)f);
+            k = FDK_COUNTED(c, fd_classify((int)f));
     } else {
         return;
     }
@@ -592,8 +612,8 @@ static int try_nowait_read(struct sl_ctx *c, struct member *m, int64_t *res)
     uint64_t t0 = sl_ticks();
     int64_t raw = 0;
     int done = nowait_read(m->nr, m->args, res, &m->partial, &raw);
-    if (sl_ticks() - t0 > SL_SLOW_TICKS)
-        fdk_forget(c, m->args[0]);  /* ask again next time */
+    if (sl_ticks() - t0 > SL_SLOW_TICKS && raw >= 0)
+        fdk_forget(c, m->args[0]);  /* slow with data: ask about O_DIRECT again next time */
     else if (!done)
         fdk_tried(c, m->args[0], raw);
     return done;

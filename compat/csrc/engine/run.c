@@ -303,7 +303,7 @@ static void on_completion(struct sl_ctx *c, uint64_t ud, int32_t res)
         if (m->op == IORING_OP_OPENAT && fifo_wait(c, s, m, r))
             return;     /* the last member (plan_segment): the pool waits for the writer */
         if (m->direct == FDK_COLD && s->in_caller && r >= 0)
-            fdk_set(c, m->args[0], FDK_BUFFERED);   /* it was cached after all */
+            fdk_set_cache_state(c, m->args[0], FDK_BUFFERED);   /* it was cached after all */
         c->cnt.atoms_uring++;
         NRC(c, m->nr, s->nseg > 1 ? SL_NRC_URING_LINKED : SL_NRC_URING);
         int ended = complete_atom(c, s, m, r);
