@@ -1073,7 +1073,7 @@ static void *worker_main(void *arg)
     struct us_pool *p = arg;
     struct io_uring own;
     int have_ring = 0, own_kind = -1;
-    struct us_job *batch[US_POST_BATCH], *rest[US_POST_BATCH];
+    struct us_job *batch[1], *rest[1];     /* one job at a time (below) */
 
     if (p->has_target) {
         own_kind = own_ring_init(&own);
@@ -1107,31 +1107,25 @@ static void *worker_main(void *arg)
          * workers are free -- independent calls must never wait for each
          * other (docs/decisions.md D36).  A worker that finds more queued
          * takes the next without sleeping. */
-        unsigned share = 1;
-        unsigned k = 0;
-        while (k < share && p->head) {
-            struct us_job *j = p->head;
-            p->head = j->link_;
-            if (!p->head) p->tail = NULL;
-            j->link_ = NULL;
-            batch[k++] = j;
-        }
-        p->npending -= k;
+        struct us_job *j = p->head;
+        p->head = j->link_;
+        if (!p->head) p->tail = NULL;
+        j->link_ = NULL;
+        p->npending--;
         if (p->head && p->nidle)
             pthread_cond_signal(&p->work_cv);
         pthread_mutex_unlock(&p->mu);
 
-        for (unsigned i = 0; i < k; i++) {
-            struct us_job *j = batch[i];
-            __atomic_store_n(&j->runner_, pthread_self(), __ATOMIC_SEQ_CST);
-            long r = syscall(j->nr, j->args[0], j->args[1], j->args[2],
-                             j->args[3], j->args[4], j->args[5]);
-            __atomic_store_n(&j->runner_, (pthread_t)0, __ATOMIC_SEQ_CST);
-            /* libc's -1 is the kernel's -4095..-1; other negative
-             * results are values (fcntl F_GETOWN of a process group) */
-            j->result = r == -1 ? -(int64_t)errno : (int64_t)r;
-            __atomic_add_fetch(&p->finished, 1, __ATOMIC_RELAXED);
-        }
+        __atomic_store_n(&j->runner_, pthread_self(), __ATOMIC_SEQ_CST);
+        long r = syscall(j->nr, j->args[0], j->args[1], j->args[2],
+                         j->args[3], j->args[4], j->args[5]);
+        __atomic_store_n(&j->runner_, (pthread_t)0, __ATOMIC_SEQ_CST);
+        /* libc's -1 is the kernel's -4095..-1; other negative
+         * results are values (fcntl F_GETOWN of a process group) */
+        j->result = r == -1 ? -(int64_t)errno : (int64_t)r;
+        __atomic_add_fetch(&p->finished, 1, __ATOMIC_RELAXED);
+        batch[0] = j;
+        unsigned k = 1;
 
         /* Into the target ring, or (what could not be posted there, or
          * everything without one) onto the pool's list. */

@@ -303,7 +303,7 @@ int sl_register(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, uint64_t m
  * and rings are not its). */
 static int v1_pending(const struct sl_ctx *c)
 {
-    return c->inflight_v1 || pub_waiting(c, 0);
+    return c->inflight_v1 || pub_waiting(c, pub_key(SL_ABI_V1, 0));
 }
 
 int sl_unregister(struct sl_ctx *c, uint64_t ring, uint64_t ring_bytes, int64_t timeout_ns)

@@ -93,7 +93,7 @@ static inline ssize_t nowait_preadv(int fd, const struct iovec *iov, off_t off)
  *               character devices): tried first; no io_uring for its
  *               transfers.
  * FDK_TRIED     not O_DIRECT, kind not asked yet: what a lone read needs
- *               (one fcntl, D23).  The full kind (fd_classify) is asked
+ *               (one fcntl, D23).  The full kind (fdk_classify) is asked
  *               only when a call on it would go to io_uring: a read whose
  *               try settled never pays for it.
  * FDK_OPENED    returned by an atom's open/openat/creat without O_NONBLOCK,
@@ -204,22 +204,16 @@ static inline int zero_dev(dev_t rdev)
     return major(rdev) == 1 && (minor(rdev) == 5 || minor(rdev) == 7);
 }
 
-/* Which file fd (st: its fstat) is, as one word: device, inode and type.
- * 0: cannot tell -- an anonymous inode, which epoll, eventfd, timerfd,
- * signalfd, inotify, ... all share.  The flags are not part of it: an
- * fcntl more per syslet cost O_DIRECT reads ~20 % more CPU (one syscall
- * per read on top of an fstat), and what they change is where a read of
- * the same file runs, never whether it can park (the same file opened
- * again with or without O_DIRECT on the same number behind the engine's
- * back keeps its kind here: D23's slow-read check and recheck see a file
- * that became O_DIRECT, D39). */
 /* fdk_id of a file kind (BUFFERED, COLD, DIRECT): this bit and its open
  * flags (F_GETFL); fd_ident never sets it (device numbers stay below). */
 #define FDK_ID_FLAGS (1ull << 63)
 
-static inline uint64_t fd_ident(int fd, const struct stat *st)
+/* Which file a descriptor of another kind is (st: its fstat), as one
+ * word: device, inode and type.  0: cannot tell -- an anonymous inode,
+ * which epoll, eventfd, timerfd, signalfd, inotify, ... all share.  (A
+ * file is told by its open flags instead, one fcntl: fdk_get.) */
+static inline uint64_t fd_ident(const struct stat *st)
 {
-    (void)fd;
     if (!(st->st_mode & S_IFMT))
         return 0;
     uint64_t id = (((uint64_t)st->st_dev * 0x9E3779B97F4A7C15ull) ^ (uint64_t)st->st_ino ^
@@ -227,32 +221,16 @@ static inline uint64_t fd_ident(int fd, const struct stat *st)
     return id ? id : 1;
 }
 
-static int fd_classify_stat(int fd, const struct stat *st);
-
-/* The kind of fd (FDK_*), asked from the kernel: an fstat, an fstatfs and
- * an fcntl for a regular file, a readlink for an anonymous inode; errno
- * untouched.  FDK_UNKNOWN when fd is not open (io_uring and the native
- * call then agree: EBADF).  *id (if id): the file's fd_ident. */
-static __attribute__((noinline)) int fd_classify_id(int fd, uint64_t *id)
-{
-    struct stat st;
-    if (id)
-        *id = 0;
-    if (sys_quiet(SYS_fstat, fd, (long)&st, 0, 0) != 0)
-        return FDK_UNKNOWN;
-    if (id)
-        *id = fd_ident(fd, &st);
-    return fd_classify_stat(fd, &st);
-}
-
-static inline int fd_classify(int fd)
-{
-    return fd_classify_id(fd, NULL);
-}
-
-static int fd_classify_stat(int fd, const struct stat *stp)
+/* The kind (FDK_*) of the descriptor fd whose fstat is *stp: an fstatfs
+ * and an fcntl more for a regular file, a readlink for an anonymous
+ * inode; errno untouched.  *id (if id): what tells the file later -- for a
+ * file kind its open flags (FDK_ID_FLAGS | F_GETFL, from the fcntl made
+ * here anyway), else its fd_ident. */
+static int fd_classify_stat(int fd, const struct stat *stp, uint64_t *id)
 {
     const struct stat st = *stp;
+    if (id)
+        *id = fd_ident(&st);
     switch (st.st_mode & S_IFMT) {
     case S_IFREG: {
         struct statfs sf;
@@ -262,6 +240,8 @@ static int fd_classify_stat(int fd, const struct stat *stp)
         /* fall through */
     case S_IFBLK: {
         long fl = sys_quiet(SYS_fcntl, fd, F_GETFL, 0, 0);
+        if (id)
+            *id = fl >= 0 ? FDK_ID_FLAGS | (uint64_t)fl : 0;
         return fl >= 0 && (fl & O_DIRECT) ? FDK_DIRECT : FDK_BUFFERED;
     }
     case S_IFIFO: case S_IFSOCK: case S_IFDIR:
@@ -280,6 +260,25 @@ static int fd_classify_stat(int fd, const struct stat *stp)
         return anon_kind(fd);
     }
     return FDK_NATIVE;          /* a symlink (O_PATH | O_NOFOLLOW) */
+}
+
+/* The kind of fd asked from the kernel in full for context c, counted in
+ * fd_classified: fd_classify_stat after an fstat (st: one made already, or
+ * NULL).  FDK_UNKNOWN when fd is not open (io_uring and the native call
+ * then agree: EBADF); *id (if id) as fd_classify_stat says, 0 then. */
+static __attribute__((noinline)) int fdk_classify(struct sl_ctx *c, int fd,
+                                                  const struct stat *st, uint64_t *id)
+{
+    struct stat own;
+    __atomic_add_fetch(&c->cnt.fd_classified, 1, __ATOMIC_RELAXED);
+    if (id)
+        *id = 0;
+    if (!st) {
+        if (sys_quiet(SYS_fstat, fd, (long)&own, 0, 0) != 0)
+            return FDK_UNKNOWN;
+        st = &own;
+    }
+    return fd_classify_stat(fd, st, id);
 }
 
 /* Is fd open with O_DIRECT?  (The kind of a descriptor beyond the cache.) */
@@ -309,8 +308,8 @@ static inline void fdk_set(struct sl_ctx *c, int64_t fd, int k)
 /* A file's entry turns BUFFERED <-> COLD: what its last read said about the
  * page cache, not about what the file is, so the file's identity (fdk_id)
  * and the syslet that checked it stay (clearing them cost a whole
- * classification -- fstat, fstatfs, two fcntl -- at the next syslet: a
- * fifth of cold random reads paid it). */
+ * classification at the next syslet: a fifth of cold random reads paid
+ * it). */
 static inline void fdk_set_cache_state(struct sl_ctx *c, int64_t fd, int k)
 {
     uint32_t f = (uint32_t)fd;
@@ -325,6 +324,19 @@ static inline void fdk_checked(struct sl_ctx *c, uint32_t f, uint32_t rd)
     __atomic_store_n(&c->fdk_round[f], rd, __ATOMIC_RELAXED);
 }
 
+/* Are fl (F_GETFL of f, < SL_FDK_SLOTS) the open flags f's entry was
+ * classified with as a file?  Then it is that file still (D39's test: a
+ * regular file or block device opened by path always has O_LARGEFILE,
+ * which no pipe, socket or anonymous inode -- epoll, eventfd, inotify,
+ * io_uring, pidfd, ... -- has; a FIFO, tty or device opened by path with
+ * the same flags reads as a file would, blocking, unless both have
+ * O_NONBLOCK: D39's limits). */
+static inline int fdk_same_flags(const struct sl_ctx *c, uint32_t f, long fl)
+{
+    uint64_t id = __atomic_load_n(&c->fdk_id[f], __ATOMIC_RELAXED);
+    return fl >= 0 && (id & FDK_ID_FLAGS) && (FDK_ID_FLAGS | (uint64_t)fl) == id;
+}
+
 /* The kind of fd (FDK_*, never FDK_TRIED) for a call of the syslet of
  * round rd that would go to io_uring: cached if the entry was checked for
  * this syslet already, else checked (FDK_UNKNOWN only for a descriptor that
@@ -332,17 +344,14 @@ static inline void fdk_checked(struct sl_ctx *c, uint32_t f, uint32_t rd)
  * program may close a number and reuse it for another kind of file behind
  * the engine's back (os.close, dup2, close_range, ...): trusted, the old
  * kind could send a read of what is now an epoll fd or an O_NONBLOCK pipe
- * to io_uring, which parks it for ever (D39).  The check is one fstat when
- * the entry knows its file (fdk_id: the same file, the same kind), else
- * the whole classification. */
-/* Counts a full classification made for context c (fd_classified). */
-#define FDK_COUNTED(c, call) (__atomic_add_fetch(&(c)->cnt.fd_classified, 1, __ATOMIC_RELAXED), (call))
-
+ * to io_uring, which parks it for ever (D39).  The check is one fcntl for
+ * a file (fdk_same_flags), one fstat for another kind whose entry knows
+ * its file (fd_ident), else the whole classification. */
 static inline int fdk_get(struct sl_ctx *c, uint32_t rd, int64_t fd)
 {
     uint32_t f = (uint32_t)fd;
     if (f >= SL_FDK_SLOTS)
-        return f > INT32_MAX ? FDK_UNKNOWN : FDK_COUNTED(c, fd_classify((int)f));
+        return f > INT32_MAX ? FDK_UNKNOWN : fdk_classify(c, (int)f, NULL, NULL);
     int k = __atomic_load_n(&c->fdk[f], __ATOMIC_RELAXED);
     if (k != FDK_UNKNOWN && k < FDK_TRIED && __atomic_load_n(&c->fdk_round[f], __ATOMIC_RELAXED) == rd)
         return k;
@@ -350,32 +359,25 @@ static inline int fdk_get(struct sl_ctx *c, uint32_t rd, int64_t fd)
     struct stat st;
     int old = k;
     if (k != FDK_UNKNOWN && k < FDK_TRIED && (id & FDK_ID_FLAGS)) {
-        /* A file: its open flags, as found when it was classified, are
-         * still there (one fcntl, half an fstat).  A regular file or block
-         * device opened by path always has O_LARGEFILE, which no pipe,
-         * socket or anonymous inode (epoll, eventfd, inotify, io_uring,
-         * pidfd, ...) has; a FIFO, tty or device opened by path with the
-         * same flags reads as a file would -- blocking -- unless both have
-         * O_NONBLOCK (D39's limits). */
+        /* A file: its open flags are still there (one fcntl, half an fstat) */
         long fl = sys_quiet(SYS_fcntl, f, F_GETFL, 0, 0);
-        if (fl >= 0 && (FDK_ID_FLAGS | (uint64_t)fl) == id) {
+        if (fdk_same_flags(c, f, fl)) {
             fdk_checked(c, f, rd);
             return k;
         }
-        k = fl < 0 ? FDK_UNKNOWN : FDK_COUNTED(c, fd_classify_id((int)f, &now));
+        k = fl < 0 ? FDK_UNKNOWN : fdk_classify(c, (int)f, NULL, &now);
     } else if (k != FDK_UNKNOWN && k < FDK_TRIED && id) {
         if (sys_quiet(SYS_fstat, f, (long)&st, 0, 0) != 0) {
             fdk_set(c, f, FDK_UNKNOWN);
             return FDK_UNKNOWN;
         }
-        now = fd_ident((int)f, &st);
-        if (now == id) {
+        if (fd_ident(&st) == id) {
             fdk_checked(c, f, rd);
             return k;
         }
-        k = FDK_COUNTED(c, fd_classify_stat((int)f, &st));
+        k = fdk_classify(c, (int)f, &st, &now);
     } else {
-        k = FDK_COUNTED(c, fd_classify_id((int)f, &now));
+        k = fdk_classify(c, (int)f, NULL, &now);
     }
     if (k == FDK_UNKNOWN) {
         fdk_set(c, f, FDK_UNKNOWN);
@@ -383,10 +385,6 @@ static inline int fdk_get(struct sl_ctx *c, uint32_t rd, int64_t fd)
     }
     if (old == FDK_COLD && k == FDK_BUFFERED)
         k = FDK_COLD;       /* a file still: keep what its last try said (D23) */
-    if (k == FDK_BUFFERED || k == FDK_COLD || k == FDK_DIRECT) {
-        long fl = sys_quiet(SYS_fcntl, f, F_GETFL, 0, 0);
-        now = fl >= 0 ? FDK_ID_FLAGS | (uint64_t)fl : 0;
-    }
     fdk_set(c, f, k);
     __atomic_store_n(&c->fdk_id[f], now, __ATOMIC_RELAXED);
     fdk_checked(c, f, rd);
@@ -425,7 +423,7 @@ static inline int fd_kind(struct sl_ctx *c, int64_t fd)
         fdk_set(c, f, FDK_TRIED);
         return FDK_BUFFERED;    /* (not open: the try reports EBADF) */
     }
-    k = FDK_COUNTED(c, fd_classify((int)f));
+    k = fdk_classify(c, (int)f, NULL, NULL);
     fdk_set(c, f, k);
     return k == FDK_DIRECT ? k : FDK_BUFFERED;
 }
@@ -445,16 +443,15 @@ static inline void fdk_tried(struct sl_ctx *c, int64_t fd, int64_t r)
         return;
     int k = __atomic_load_n(&c->fdk[f], __ATOMIC_RELAXED);
     if (k >= FDK_TRIED) {
-        k = FDK_COUNTED(c, fd_classify((int)f));    /* it goes off the caller's thread: the kind decides how */
+        k = fdk_classify(c, (int)f, NULL, NULL);    /* it goes off the caller's thread: the kind decides how */
     } else if (k == FDK_BUFFERED) {
         long fl = r == -EAGAIN ? sys_quiet(SYS_fcntl, f, F_GETFL, 0, 0) : 0;
-        uint64_t id = __atomic_load_n(&c->fdk_id[f], __ATOMIC_RELAXED);
-        if (r == -EAGAIN && fl >= 0 && (id & FDK_ID_FLAGS) && (FDK_ID_FLAGS | (uint64_t)fl) == id) {
-            fdk_set_cache_state(c, f, FDK_COLD);    /* the same file (D39's test): a miss */
+        if (r == -EAGAIN && fdk_same_flags(c, f, fl)) {
+            fdk_set_cache_state(c, f, FDK_COLD);    /* the same file: a miss */
             return;
         }
         if (r != -EAGAIN || fl < 0 || (fl & O_NONBLOCK))
-            k = FDK_COUNTED(c, fd_classify((int)f));
+            k = fdk_classify(c, (int)f, NULL, NULL);
     } else {
         return;
     }

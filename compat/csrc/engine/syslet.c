@@ -216,13 +216,19 @@ static void try_publish(struct sl_ctx *c)
         published_some(c);
 }
 
+/* The index in c->pubr of ring key's queue; c->npubr when nothing of it waits. */
+static unsigned pubr_find(const struct sl_ctx *c, uint64_t key)
+{
+    unsigned i = 0;
+    while (i < c->npubr && c->pubr[i].key != key)
+        i++;
+    return i;
+}
+
 /* Are entries of ring key waiting? */
 static int pub_waiting(const struct sl_ctx *c, uint64_t key)
 {
-    for (unsigned i = 0; i < c->npubr; i++)
-        if (c->pubr[i].key == key)
-            return 1;
-    return 0;
+    return pubr_find(c, key) < c->npubr;
 }
 
 static void enqueue_publish(struct sl_ctx *c, uint8_t abi, uint64_t val, uint64_t head,
@@ -230,9 +236,7 @@ static void enqueue_publish(struct sl_ctx *c, uint8_t abi, uint64_t val, uint64_
 {
     struct pubent ent = {val, head, cdata, abi, 0};
     uint64_t key = pub_key(abi, head);
-    unsigned i = 0;
-    while (i < c->npubr && c->pubr[i].key != key)
-        i++;
+    unsigned i = pubr_find(c, key);
     int fresh = i == c->npubr;
     if (fresh) {
         /* Nothing of this ring waits: straight into it when a slot is free. */
