@@ -29,8 +29,15 @@ Rows (target in brackets):
 * ``direct-dN``: 4 KiB random O_DIRECT reads at depth N = 1, 8, 32, 128
   against fio io_uring at the same depth [>= 0.9]; ``direct-d32-libaio``
   against fio libaio [>= 1.0]; ``fio-uring/libaio`` (info): fio's io_uring
-  engine against its libaio one, the ceiling of an io_uring-based client on
-  that row; ``direct-d1-psync`` against fio psync [>= 0.95];
+  engine against its libaio one (with ``SINGLE_ISSUER | DEFER_TASKRUN``,
+  which the syslet contract rules out: docs/benchmarks.md);
+  ``uring-floor/libaio`` (info): a bare liburing loop with no library at
+  all (``bench/c/uring_direct_loop.c ext``: one ``io_uring_enter`` per read,
+  waiting with a timeout and signal mask as the engine's callers do, no
+  ``DEFER_TASKRUN``) against fio libaio -- what any io_uring client that
+  fits the contract reaches on that row, in the same run;
+  ``direct-d1-psync`` against fio psync [>= 0.95], and ``uring-floor-d1/psync``
+  (info), the same bare loop at depth 1 against it;
 * ``write-d32``: random O_DIRECT writes of the pattern, depth 32, against
   fio io_uring randwrite [>= 0.9];
 * ``cold-d32``: buffered random reads after ``posix_fadvise(DONTNEED)``,
@@ -94,6 +101,26 @@ def rate_of(stdout, what="reads/s"):
 def rate_cpu_of(stdout):
     """(I/Os per second, CPU microseconds per I/O) from a --cpu-rate output."""
     return rate_of(stdout), 1e6 / rate_of(stdout, "cpu reads/s")
+
+
+def build_floor(cc):
+    """bench/c/uring_direct_loop.c, built into bench/_build."""
+    exe = os.path.join(HERE, "_build", "uring_direct_loop")
+    liburing_a = "/usr/lib/x86_64-linux-gnu/liburing.a"
+    link = [liburing_a] if os.path.exists(liburing_a) else ["-luring"]
+    subprocess.run([cc, "-O2", "-o", exe, os.path.join(HERE, "c", "uring_direct_loop.c")] + link,
+                   check=True)
+    return exe
+
+
+def floor(exe, path, depth, ios):
+    """The bare liburing loop, waiting as the engine's callers do (mode
+    ext): (reads per second, CPU us per read)."""
+    cmd = [exe, "ext", path, str(ios), str(depth), str(random.randrange(1, 1 << 30))]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+    return rate_cpu_of(r.stdout)
 
 
 def ours(exe, path, depth, ios, *flags, backend=None):
@@ -268,6 +295,7 @@ def main():
               file=sys.stderr)
         return 2
     exe = build(os.environ.get("CC", "cc"), False)
+    floor_exe = build_floor(os.environ.get("CC", "cc"))
     path = os.path.join(a.dir, "blocking-1g.dat")
     ensure_file(exe, path)
     # The write rows get a file of their own: fio writes its own bytes.
@@ -306,10 +334,16 @@ def main():
     # aio in the interrupt).
     row("fio-uring/libaio", lambda: fio(path, "io_uring", 32, n),
         lambda: fio(path, "libaio", 32, n), None)
+    # What an io_uring client that fits the syslet contract reaches there
+    # with no library at all (no DEFER_TASKRUN: docs/benchmarks.md).
+    row("uring-floor/libaio", lambda: floor(floor_exe, path, 32, n),
+        lambda: fio(path, "libaio", 32, n), None)
     r = row("direct-d1-psync", lambda: ours(exe, path, 1, n1, "--direct"),
             lambda: fio(path, "psync", 1, n1), 0.95)
     if r:
         points["fio psync (N threads)"][1] = r["base"]
+    row("uring-floor-d1/psync", lambda: floor(floor_exe, path, 1, n1),
+        lambda: fio(path, "psync", 1, n1), None)
     row("write-d32", lambda: ours(exe, wpath, 32, n, "--direct", "--write"),
         lambda: fio(wpath, "io_uring", 32, n, rw="randwrite"), 0.9)
     row("cold-d32", lambda: ours(exe, path, 32, n, "--drop-cache"),

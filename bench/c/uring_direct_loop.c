@@ -1,16 +1,19 @@
-/* A bare liburing loop of random 4 KiB O_DIRECT reads at depth 32, shaped
- * like examples/randread.c through the drop-in (one io_uring_enter per
- * read submitted, a wait for at least one completion when none is ready),
- * to tell the kernel's part of the completion path from the engine's
- * (docs/benchmarks.md, "The libaio row: where the time goes").
+/* A bare liburing loop of random 4 KiB O_DIRECT reads (default depth 32),
+ * shaped like examples/randread.c through the drop-in (one io_uring_enter
+ * per read submitted, a wait for at least one completion when none is
+ * ready), to tell the kernel's part of the completion path from the
+ * engine's (docs/benchmarks.md, "The libaio row: where the time goes"), and
+ * bench_blocking.py's floor rows: what an io_uring client set up as the
+ * syslet contract allows (mode ext) reaches with no library at all.
  *
  *   cc -O2 uring_direct_loop.c -o uring_direct_loop -luring
- *   uring_direct_loop MODE FILE [READS]
+ *   uring_direct_loop MODE FILE [READS [DEPTH [SEED]]]
  *
  * MODE: plain (wait with no argument), ext (a 2 ms timeout and a signal
  * mask through IORING_ENTER_EXT_ARG, as the engine's caller waits),
  * coop (IORING_SETUP_COOP_TASKRUN), defer (SINGLE_ISSUER | DEFER_TASKRUN,
- * fio's choice; submits with GETEVENTS).  Prints "MODE reads/s: N".
+ * fio's choice; submits with GETEVENTS).  Prints "reads/s: N" and
+ * "cpu reads/s: N" (per second of the process's CPU time).
  * Trace it with perf record -a -e irq:irq_handler_entry,block:block_rq_issue,
  * block:block_rq_complete,syscalls:sys_{enter,exit}_io_uring_enter,
  * sched:sched_switch and bench/trace_rounds.py.
@@ -27,13 +30,20 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DEPTH 32
+#define MAX_DEPTH 1024
 #define BS 4096
 
 static double now(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static double cpu_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
@@ -50,11 +60,18 @@ static unsigned long long rng(void)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s plain|ext|coop|defer FILE [READS]\n", argv[0]);
+        fprintf(stderr, "usage: %s plain|ext|coop|defer FILE [READS [DEPTH [SEED]]]\n", argv[0]);
         return 2;
     }
     const char *mode = argv[1];
     long n = argc > 3 ? atol(argv[3]) : 100000;
+    int depth = argc > 4 ? atoi(argv[4]) : 32;
+    if (argc > 5)
+        rng_state ^= strtoull(argv[5], NULL, 0) * 0x9E3779B97F4A7C15ULL;
+    if (n < 1 || depth < 1 || depth > MAX_DEPTH) {
+        fprintf(stderr, "READS >= 1, 1 <= DEPTH <= %d\n", MAX_DEPTH);
+        return 2;
+    }
     int defer = !strcmp(mode, "defer"), ext = !strcmp(mode, "ext");
     int fd = open(argv[2], O_RDONLY | O_DIRECT);
     struct stat st;
@@ -78,15 +95,15 @@ int main(int argc, char **argv)
         return 1;
     }
     char *bufs;
-    if (posix_memalign((void **)&bufs, 4096, DEPTH * BS))
+    if (posix_memalign((void **)&bufs, 4096, (size_t)depth * BS))
         return 1;
     sigset_t mask;
     sigemptyset(&mask);
     long issued = 0, done = 0;
-    int free_ids[DEPTH], nfree = 0;
-    for (int i = 0; i < DEPTH; i++)
+    int free_ids[MAX_DEPTH], nfree = 0;
+    for (int i = 0; i < depth; i++)
         free_ids[nfree++] = i;
-    double t0 = now();
+    double t0 = now(), c0 = cpu_s();
     while (done < n) {
         while (nfree && issued < n) {      /* one enter per read, as the drop-in */
             int id = free_ids[--nfree];
@@ -114,8 +131,8 @@ int main(int argc, char **argv)
                         _NSIG / 8);
             }
         }
-        struct io_uring_cqe *c[DEPTH];
-        unsigned k = io_uring_peek_batch_cqe(&ring, c, DEPTH);
+        struct io_uring_cqe *c[MAX_DEPTH];
+        unsigned k = io_uring_peek_batch_cqe(&ring, c, depth);
         for (unsigned i = 0; i < k; i++) {
             if (c[i]->res != BS) {
                 fprintf(stderr, "read: %d\n", c[i]->res);
@@ -126,7 +143,8 @@ int main(int argc, char **argv)
         io_uring_cq_advance(&ring, k);
         done += k;
     }
-    printf("%s reads/s: %.0f\n", mode, n / (now() - t0));
+    double t1 = now(), c1 = cpu_s();
+    printf("reads/s: %.0f\ncpu reads/s: %.0f\n", n / (t1 - t0), n / (c1 - c0 > 1e-9 ? c1 - c0 : 1e-9));
     io_uring_queue_exit(&ring);
     return 0;
 }
