@@ -9,6 +9,7 @@ import cffi
 import pytest
 
 import uring_shim as us
+from waits import wait_blocked
 
 NR_LSEEK, NR_GETPPID, NR_READ, NR_GETDENTS64 = 8, 110, 0, 217
 _ffi = cffi.FFI()
@@ -120,10 +121,11 @@ def test_close_releases_a_concurrent_waiter():
     rfd, wfd = os.pipe()
     try:
         pool.submit(NR_READ, rfd, bytearray(1), 1)
+        assert wait_blocked(NR_READ, {rfd})
         got = []
         t = threading.Thread(target=lambda: got.append(pool.wait()))
         t.start()
-        time.sleep(0.1)
+        time.sleep(0.1)                 # (the waiter's own sleep has no fd to look for)
         t0 = time.monotonic()
         pool.close()
         t.join(2)
@@ -145,10 +147,7 @@ def test_a_blocked_call_never_holds_back_calls_queued_with_it(pool_and_reap):
     bufs = [bytearray(8) for _ in pipes]
     try:
         uds = [pool.submit(NR_READ, pipes[i][0], bufs[i], 8) for i in range(2)]
-        deadline = time.monotonic() + 5
-        while pool.workers < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.05)                # both blocked in read
+        assert wait_blocked(NR_READ, {pipes[0][0], pipes[1][0]}, count=2)
         uds += pool.submit_many([(NR_READ, (pipes[i][0], bufs[i], 8)) for i in (2, 3)])
         os.write(pipes[3][1], b"last one")
         assert reap(1) == {uds[3]: 8}
@@ -174,12 +173,9 @@ def test_a_call_queued_beyond_max_workers_goes_to_the_first_free_worker():
         bufs = [bytearray(8) for _ in pipes]
         try:
             uds = [pool.submit(NR_READ, pipes[0][0], bufs[0], 8)]
-            deadline = time.monotonic() + 5
-            while pool.workers < 1 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            time.sleep(0.05)
+            assert wait_blocked(NR_READ, {pipes[0][0]})
             uds += pool.submit_many([(NR_READ, (pipes[i][0], bufs[i], 8)) for i in (1, 2, 3)])
-            time.sleep(0.05)
+            assert wait_blocked(NR_READ, {pipes[1][0]})     # the second worker took B
             os.write(pipes[2][1], b"third!!!")
             os.write(pipes[0][1], b"first!!!")
             got = {c.user_data: c.res for c in _wait(pool, 2)}
@@ -265,7 +261,7 @@ def test_close_interrupts_a_blocked_call(backend):
         try:
             pool = us.Pool(ring=ring)
             ud = pool.submit(NR_READ, rfd, bytearray(4), 4)
-            time.sleep(0.05)                              # let the worker block in read()
+            assert wait_blocked(NR_READ, {rfd})           # the worker blocks in read()
             t0 = time.monotonic()
             pool.close()
             assert time.monotonic() - t0 < 1
@@ -291,7 +287,7 @@ def test_interrupt(pool_and_reap):
     rfd, wfd = os.pipe()
     try:
         ud = pool.submit(NR_READ, rfd, bytearray(4), 4)
-        time.sleep(0.05)
+        assert wait_blocked(NR_READ, {rfd})
         pool.interrupt()
         assert reap(1) == {ud: -errno.EINTR}
     finally:

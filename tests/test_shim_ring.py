@@ -11,6 +11,9 @@ import cffi
 import pytest
 
 import uring_shim as us
+from waits import wait_blocked
+
+NR_IO_URING_ENTER = 426
 
 pytestmark = pytest.mark.usefixtures("needs_io_uring")
 _ffi = cffi.FFI()
@@ -77,7 +80,7 @@ def test_close_releases_a_concurrent_waiter(pipe):
     got = []
     t = threading.Thread(target=lambda: got.append(r.wait()))
     t.start()
-    time.sleep(0.1)
+    assert wait_blocked(NR_IO_URING_ENTER, {r.fd})      # the waiter is in the kernel
     t0 = time.monotonic()
     r.close()
     t.join(2)
@@ -268,7 +271,7 @@ def test_waiter_does_not_block_submitter(ring, pipe):
     ring.prep_read(pipe[0], bytearray(4), user_data=10)
     t = threading.Thread(target=lambda: got.extend(ring.wait(2, timeout=3)))
     t.start()
-    time.sleep(0.1)                                   # the waiter is in the kernel now
+    assert wait_blocked(NR_IO_URING_ENTER, {ring.fd})   # the waiter is in the kernel now
     t0 = time.monotonic()
     ring.prep_nop(user_data=11)
     ring.submit()
