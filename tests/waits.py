@@ -1,6 +1,8 @@
 """Waiting for a state instead of sleeping and hoping, for the tests in
-tests/ (importable as ``waits``: pytest puts tests/ on ``sys.path`` with
-its conftest.py).
+tests/ and tests/compat/ (importable as ``waits``: pytest puts tests/ on
+``sys.path`` with its conftest.py).  tests/reliability/rel_lib.py keeps a
+``wait_until`` of its own: the child processes that import it have only
+that directory on their path.
 
 A test that must act while another thread of the process is blocked in a
 system call -- a pool worker in ``read`` of an empty pipe, say -- asks the

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from compat import Engine, Reference, syslet_uatom
+from waits import wait_until  # noqa: F401  (re-exported)
 
 EXECUTORS = ("reference", "io_uring", "threadpool")
 ENGINES = ("io_uring", "threadpool")
@@ -325,13 +326,7 @@ class LatePipe:
         os.close(self.w)
 
 
-def wait_until(pred, timeout=5.0, step=0.005):
-    dl = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > dl:
-            return False
-        time.sleep(step)
-    return True
+# wait_until: tests/waits.py (re-exported here for the compat tests).
 
 
 # ---- builder helpers -------------------------------------------------------------------
