@@ -305,6 +305,14 @@ static inline void fdk_set(struct sl_ctx *c, int64_t fd, int k)
     __atomic_store_n(&c->fdk[f], (uint8_t)k, __ATOMIC_RELAXED);
 }
 
+/* fd's entry (fd < SL_FDK_SLOTS) after a classification: kind k, and id,
+ * what tells the same file at the next syslet's check (fdk_get). */
+static inline void fdk_set_classified(struct sl_ctx *c, uint32_t f, int k, uint64_t id)
+{
+    fdk_set(c, f, k);
+    __atomic_store_n(&c->fdk_id[f], id, __ATOMIC_RELAXED);
+}
+
 /* A file's entry turns BUFFERED <-> COLD: what its last read said about the
  * page cache, not about what the file is, so the file's identity (fdk_id)
  * and the syslet that checked it stay (clearing them cost a whole
@@ -385,8 +393,7 @@ static inline int fdk_get(struct sl_ctx *c, uint32_t rd, int64_t fd)
     }
     if (old == FDK_COLD && k == FDK_BUFFERED)
         k = FDK_COLD;       /* a file still: keep what its last try said (D23) */
-    fdk_set(c, f, k);
-    __atomic_store_n(&c->fdk_id[f], now, __ATOMIC_RELAXED);
+    fdk_set_classified(c, f, k, now);
     fdk_checked(c, f, rd);
     return k;
 }
@@ -423,8 +430,9 @@ static inline int fd_kind(struct sl_ctx *c, int64_t fd)
         fdk_set(c, f, FDK_TRIED);
         return FDK_BUFFERED;    /* (not open: the try reports EBADF) */
     }
-    k = fdk_classify(c, (int)f, NULL, NULL);
-    fdk_set(c, f, k);
+    uint64_t id;
+    k = fdk_classify(c, (int)f, NULL, &id);
+    fdk_set_classified(c, f, k, id);
     return k == FDK_DIRECT ? k : FDK_BUFFERED;
 }
 
@@ -442,8 +450,9 @@ static inline void fdk_tried(struct sl_ctx *c, int64_t fd, int64_t r)
     if ((r != -EAGAIN && r != -EOPNOTSUPP && r != -EINVAL) || f >= SL_FDK_SLOTS)
         return;
     int k = __atomic_load_n(&c->fdk[f], __ATOMIC_RELAXED);
+    uint64_t id = 0;
     if (k >= FDK_TRIED) {
-        k = fdk_classify(c, (int)f, NULL, NULL);    /* it goes off the caller's thread: the kind decides how */
+        k = fdk_classify(c, (int)f, NULL, &id);     /* it goes off the caller's thread: the kind decides how */
     } else if (k == FDK_BUFFERED) {
         long fl = r == -EAGAIN ? sys_quiet(SYS_fcntl, f, F_GETFL, 0, 0) : 0;
         if (r == -EAGAIN && fdk_same_flags(c, f, fl)) {
@@ -451,11 +460,11 @@ static inline void fdk_tried(struct sl_ctx *c, int64_t fd, int64_t r)
             return;
         }
         if (r != -EAGAIN || fl < 0 || (fl & O_NONBLOCK))
-            k = fdk_classify(c, (int)f, NULL, NULL);
+            k = fdk_classify(c, (int)f, NULL, &id);
     } else {
         return;
     }
-    fdk_set(c, f, k == FDK_BUFFERED ? FDK_COLD : k);
+    fdk_set_classified(c, f, k == FDK_BUFFERED ? FDK_COLD : k, id);
 }
 
 static inline void fdk_forget(struct sl_ctx *c, int64_t fd)
