@@ -66,7 +66,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from bench_dropin import build, env_for  # noqa: E402
+from bench_dropin import build, build_liburing_program, env_for  # noqa: E402
 
 PLOT = os.path.join(ROOT, "docs", "blocking-iops.png")
 FILE_MIB = 1024
@@ -101,16 +101,6 @@ def rate_of(stdout, what="reads/s"):
 def rate_cpu_of(stdout):
     """(I/Os per second, CPU microseconds per I/O) from a --cpu-rate output."""
     return rate_of(stdout), 1e6 / rate_of(stdout, "cpu reads/s")
-
-
-def build_floor(cc):
-    """bench/c/uring_direct_loop.c, built into bench/_build."""
-    exe = os.path.join(HERE, "_build", "uring_direct_loop")
-    liburing_a = "/usr/lib/x86_64-linux-gnu/liburing.a"
-    link = [liburing_a] if os.path.exists(liburing_a) else ["-luring"]
-    subprocess.run([cc, "-O2", "-o", exe, os.path.join(HERE, "c", "uring_direct_loop.c")] + link,
-                   check=True)
-    return exe
 
 
 def floor(exe, path, depth, ios):
@@ -295,7 +285,8 @@ def main():
               file=sys.stderr)
         return 2
     exe = build(os.environ.get("CC", "cc"), False)
-    floor_exe = build_floor(os.environ.get("CC", "cc"))
+    floor_exe = build_liburing_program(os.environ.get("CC", "cc"), "uring_direct_loop.c",
+                                       "uring_direct_loop")
     path = os.path.join(a.dir, "blocking-1g.dat")
     ensure_file(exe, path)
     # The write rows get a file of their own: fio writes its own bytes.

@@ -63,6 +63,19 @@ def build(cc, linked):
     return exe
 
 
+LIBURING_A = "/usr/lib/x86_64-linux-gnu/liburing.a"
+
+
+def build_liburing_program(cc, src, name):
+    """A C program of bench/c/ linked with liburing (static when the
+    archive is there), built into bench/_build/name."""
+    os.makedirs(BUILD, exist_ok=True)
+    exe = os.path.join(BUILD, name)
+    link = [LIBURING_A] if os.path.exists(LIBURING_A) else ["-luring"]
+    subprocess.run([cc, "-O2", "-o", exe, os.path.join(HERE, "c", src)] + link, check=True)
+    return exe
+
+
 def env_for(preload, backend=None):
     env = {k: v for k, v in os.environ.items()
            if k not in ("LD_PRELOAD", "SYSLET_COMPAT_DEBUG", "SYSLET_COMPAT_TRACE")}

@@ -59,11 +59,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from bench_blocking import FILE_MIB, ensure_file, fio, fs_type, rate_of  # noqa: E402
-from bench_dropin import config, env_for  # noqa: E402
+from bench_dropin import build_liburing_program, config, env_for  # noqa: E402
 
 BUILD = os.path.join(HERE, "_build")
 EX = os.path.join(ROOT, "examples")
-LIBURING_A = "/usr/lib/x86_64-linux-gnu/liburing.a"
 CACHED_MIB = 256
 
 
@@ -71,14 +70,6 @@ def build(cc, src, name, *flags):
     os.makedirs(BUILD, exist_ok=True)
     exe = os.path.join(BUILD, name)
     subprocess.run([cc, "-O2", *shlex.split(config("--cflags")), *flags, src, "-o", exe],
-                   check=True)
-    return exe
-
-
-def build_uring_loop(cc):
-    exe = os.path.join(BUILD, "uring_read_loop")
-    link = [LIBURING_A] if os.path.exists(LIBURING_A) else ["-luring"]
-    subprocess.run([cc, "-O2", "-o", exe, os.path.join(HERE, "c", "uring_read_loop.c")] + link,
                    check=True)
     return exe
 
@@ -155,7 +146,7 @@ def main():
     v5 = build(cc, os.path.join(EX, "randread_v5.c"), "randread_v5")
     v6 = build(cc, os.path.join(EX, "randread_v5.c"), "randread_v6", "-DV6")
     v7 = build(cc, os.path.join(EX, "indirect_v7.c"), "indirect_v7")
-    loop = build_uring_loop(cc)
+    loop = build_liburing_program(cc, "uring_read_loop.c", "uring_read_loop")
     os.makedirs(a.dir, exist_ok=True)
     rows = []
 
